@@ -1,0 +1,65 @@
+"""The forward pass (BP1, BP2), keeping what the backward pass needs.
+
+Batch convention: data is ``(batch, features)``. Per layer, ``z = x @ W.T + b`` is the
+seed's ``z_j = Σ_i w_ji x_i + b_j`` for every row of the batch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+
+from jbp.activations import Activation, get_activation
+from jbp.params import Layer, Params
+
+Array = jax.Array
+
+
+class Cache(NamedTuple):
+    """Everything the forward pass computed, for the backward pass.
+
+    Attributes:
+      zs: ``z^(l)`` for ``l = 1..L``, each ``(batch, n_l)``.
+      xs: ``x^(l)`` for ``l = 0..L``, each ``(batch, n_l)``; ``xs[0]`` is the input and
+        ``xs[-1]`` the network's output.
+    """
+
+    zs: tuple
+    xs: tuple
+
+
+def dense(layer: Layer, x: Array) -> Array:
+    """BP1: ``z_j = Σ_i w_ji x_i + b_j``, i.e. ``z = x @ W.T + b`` for a batch.
+
+    Args:
+      layer: ``W`` ``(n_out, n_in)`` and ``b`` ``(n_out,)``.
+      x: ``(batch, n_in)``.
+
+    Returns:
+      ``z``, ``(batch, n_out)``.
+    """
+    return x @ layer.W.T + layer.b
+
+
+def forward(
+    params: Params, x: Array, activations: Sequence[str | Activation]
+) -> tuple[Array, Cache]:
+    """The seed's forward pass: BP1 then BP2, layer after layer.
+
+    Args:
+      params: one :class:`Layer` per layer.
+      x: inputs, ``(batch, n_0)``.
+      activations: one activation (name or :class:`Activation`) per layer, the
+        output layer's last.
+
+    Returns:
+      ``(out, cache)``: the output ``x^(L)``, ``(batch, n_L)``, and the :class:`Cache`
+      of every ``z^(l)`` and ``x^(l)``.
+    """
+    zs, xs = [], [x]
+    for layer, activation in zip(params, activations, strict=True):
+        z = dense(layer, xs[-1])  # BP1
+        zs.append(z)
+        xs.append(get_activation(activation).f(z))  # BP2: x = f(z)
+    return xs[-1], Cache(tuple(zs), tuple(xs))

@@ -1,0 +1,116 @@
+"""Losses ``L`` and the output-layer delta ``dL/dz^(L)`` that starts the backward pass.
+
+Conventions (``B`` = batch size, ``m`` = number of outputs):
+
+- ``mse``: ``L = (1/B) Σ_batch ½‖ŷ − y‖²``, so ``dL/dŷ = (ŷ − y) / B``. Works with any
+  output activation; the output delta is then BP4 applied to ``dL/dŷ``.
+- ``cross_entropy``: ``L = (1/B) Σ_batch −log p_label`` with ``p = softmax(z)``. ``y`` is
+  integer labels ``(B,)`` or rows of class probabilities ``(B, m)`` (one-hot). The value
+  is computed from the logits, ``logsumexp(z) − z_label``, and the output delta is the
+  fused ``(p − y) / B``: both stay finite for logits of ±1e4.
+- ``binary_cross_entropy``: ``L = (1/(B m)) Σ −[y log p + (1−y) log(1−p)]`` with
+  ``p = sigmoid(z)``, targets in ``[0, 1]``. Computed as ``softplus(z) − y z`` and with the
+  fused delta ``(p − y) / (B m)``.
+
+The fused deltas are the seed's chain rule with ``dL/dx`` and ``f'(z)`` multiplied out
+by hand: for softmax + cross-entropy, ``dL/dx_j = −y_j / p_j`` times the softmax Jacobian
+collapses to ``p − y``; for sigmoid + BCE, ``(p − y) / (p (1 − p))`` times ``p (1 − p)``
+does. They are cheaper and never divide by a probability that rounded to zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jbp import _validate
+from jbp.activations import Activation
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A loss on the output layer.
+
+    Attributes:
+      name: the name used by :class:`jbp.MLP`.
+      value: ``(z, x, y) -> L``, a scalar; ``z`` and ``x`` are the output layer's
+        pre-activations and activations, ``(B, m)``.
+      delta: ``(activation, z, x, y) -> dL/dz``, ``(B, m)``: the output delta.
+      output_activation: the activation this loss requires at the output (its delta
+        is fused with it), or ``None`` if any activation works.
+      default_output_activation: used by :class:`jbp.MLP` when none is given.
+    """
+
+    name: str
+    value: Callable[[Array, Array, Array], Array]
+    delta: Callable[[Activation, Array, Array, Array], Array]
+    output_activation: Optional[str]
+    default_output_activation: str
+
+
+def _batch(x):
+    return x.shape[0]
+
+
+def _mse_value(z, x, y):
+    return 0.5 * jnp.sum((x - y) ** 2) / _batch(x)
+
+
+def _mse_delta(activation, z, x, y):
+    dL_dx = (x - y) / _batch(x)
+    return activation.delta(z, x, dL_dx)  # BP4 at the output layer
+
+
+def _cross_entropy_value(z, x, y):
+    log_normaliser = jax.nn.logsumexp(z, axis=-1)
+    if y.ndim == 1:  # integer labels
+        z_label = jnp.take_along_axis(z, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        return jnp.sum(log_normaliser - z_label) / _batch(z)
+    return jnp.sum(log_normaliser * jnp.sum(y, axis=-1) - jnp.sum(y * z, axis=-1)) / _batch(z)
+
+
+def _cross_entropy_delta(activation, z, x, y):
+    # Fused softmax + cross-entropy: dL/dz = (p - y) / B, with p = x = softmax(z).
+    if y.ndim == 1:  # integer labels: subtract 1 at each row's label (a scatter-add)
+        p_minus_y = x.at[jnp.arange(_batch(x)), y].add(-1)
+    else:  # rows of class probabilities; sum(y) is 1 for one-hot rows
+        p_minus_y = x * jnp.sum(y, axis=-1, keepdims=True) - y
+    return p_minus_y / _batch(x)
+
+
+def _binary_cross_entropy_value(z, x, y):
+    # -[y log p + (1-y) log(1-p)] with p = sigmoid(z) equals softplus(z) - y z.
+    return jnp.mean(jnp.logaddexp(z, 0) - y * z)
+
+
+def _binary_cross_entropy_delta(activation, z, x, y):
+    # Fused sigmoid + BCE: dL/dz = (p - y) / (B m), with p = x = sigmoid(z).
+    return (x - y) / x.size
+
+
+LOSSES: dict[str, Loss] = {
+    l.name: l
+    for l in (
+        Loss("mse", _mse_value, _mse_delta, None, "identity"),
+        Loss("cross_entropy", _cross_entropy_value, _cross_entropy_delta, "softmax", "softmax"),
+        Loss(
+            "binary_cross_entropy",
+            _binary_cross_entropy_value,
+            _binary_cross_entropy_delta,
+            "sigmoid",
+            "sigmoid",
+        ),
+    )
+}
+
+
+def get_loss(name: str | Loss) -> Loss:
+    """Returns the :class:`Loss` called ``name`` (a Loss passes through)."""
+    if isinstance(name, Loss):
+        return name
+    return LOSSES[_validate.name("loss", name, LOSSES)]

@@ -1,0 +1,181 @@
+"""The seed's iterative loop: :func:`fit` repeats forward, backward and update.
+
+The whole loop runs compiled: a ``lax.while_loop`` over epochs (it stops early at
+``tol`` or on divergence) around a ``lax.scan`` over the epoch's mini-batches. There is
+no Python per step, it compiles once per (network, optimizer, epochs, batch size,
+shapes), and it is a pure function of its arguments, so it composes with ``jax.jit``
+and ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jbp import _validate
+from jbp.network import MLP
+from jbp.params import Params
+from jbp.update import train_step
+
+Array = jax.Array
+
+#: ``History.stop_reason`` codes.
+RAN_ALL_EPOCHS, REACHED_TOL, DIVERGED = 0, 1, 2
+STOP_REASONS = ("ran all epochs", "reached tol", "diverged: the training loss became non-finite")
+
+
+class History(NamedTuple):
+    """What :func:`fit` did.
+
+    Attributes:
+      loss: ``(epochs,)``; ``loss[i]`` is the mean of the mini-batch losses of epoch
+        ``start_epoch + i`` (each taken before that step's update). NaN for epochs not
+        run. On divergence, the entry of the failing epoch holds its non-finite loss.
+      epoch: the absolute index of the next epoch to run: pass it as ``start_epoch``,
+        with ``opt_state``, to continue exactly where this run stopped.
+      stop_reason: ``RAN_ALL_EPOCHS`` (0), ``REACHED_TOL`` (1) or ``DIVERGED`` (2);
+        :attr:`reason` says it in words.
+      opt_state: the optimizer state at the end (before the failing epoch, on divergence).
+    """
+
+    loss: Array
+    epoch: Array
+    stop_reason: Array
+    opt_state: Any
+
+    @property
+    def reason(self) -> str:
+        """``stop_reason`` in words (needs concrete values, not inside ``jit``)."""
+        return STOP_REASONS[int(self.stop_reason)]
+
+    @property
+    def diverged(self) -> bool:
+        return int(self.stop_reason) == DIVERGED
+
+
+def fit(
+    net: MLP,
+    params: Params,
+    x: Array,
+    y: Array,
+    *,
+    optimizer: optax.GradientTransformation,
+    epochs: int,
+    batch_size: Optional[int] = None,
+    key: Optional[Array] = None,
+    tol: Optional[float] = None,
+    opt_state: Any = None,
+    start_epoch: int = 0,
+) -> tuple[Params, History]:
+    """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
+
+    Each epoch shuffles the examples with ``jax.random.fold_in(key, epoch)`` (so every
+    epoch's order depends only on ``key`` and its index), cuts them into
+    ``n // batch_size`` mini-batches (the remainder of a shuffle is left out of that
+    epoch) and takes one :func:`jbp.train_step` per mini-batch. Training stops after
+    ``epochs`` epochs, or at the end of the first epoch whose mean loss is ``<= tol``,
+    or at the first epoch whose loss or parameters become non-finite: then the
+    parameters from before that epoch are returned and ``history`` says so.
+
+    Args:
+      net: the network.
+      params: initial parameters (``net.init``).
+      x: inputs ``(n, sizes[0])``.
+      y: targets for ``net``'s loss.
+      optimizer: any optax optimizer; ``optax.sgd(lr)`` is exactly the seed's BP7.
+      epochs: the most epochs to run in this call.
+      batch_size: examples per step; ``None`` (or ``n``) is full-batch gradient
+        descent, 1 is online SGD.
+      key: PRNG key for the shuffles; needed unless full-batch.
+      tol: stop once an epoch's mean training loss is ``<= tol``.
+      opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
+      start_epoch: index of the first epoch, to continue a run (``history.epoch``).
+
+    Returns:
+      ``(params, history)``, see :class:`History`.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.1)), "
+            f"got {type(optimizer).__name__}"
+        )
+    x, y = _validate.inputs_and_targets(net, params, x, y)
+    _validate.finite("x", x)
+    _validate.finite("y", y)
+    epochs = _validate.positive_int("epochs", epochs)
+    n = x.shape[0]
+    if batch_size is None:
+        batch_size = n
+    batch_size = _validate.positive_int("batch_size", batch_size)
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the data (x has {n} rows)")
+    if key is None and batch_size < n:
+        raise ValueError(
+            "key is required to shuffle mini-batches (batch_size < number of examples); "
+            "pass key=jax.random.key(seed)"
+        )
+    if _validate.is_concrete(start_epoch) and (
+        isinstance(start_epoch, bool) or int(start_epoch) != start_epoch or start_epoch < 0
+    ):
+        raise ValueError(f"start_epoch must be an integer >= 0, got {start_epoch!r}")
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
+    return _fit(net, optimizer, epochs, batch_size, params, x, y, key, tol, opt_state,
+                jnp.asarray(start_epoch, jnp.int32))
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _fit(net, optimizer, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch):
+    n = x.shape[0]
+    steps = n // batch_size
+
+    def step(carry, batch):
+        params, opt_state = carry
+        params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch)
+        return (params, opt_state), loss
+
+    def run_epoch(params, opt_state, epoch):
+        if batch_size == n:  # full batch: the order does not matter, skip the shuffle
+            (params, opt_state), loss = step((params, opt_state), (x, y))
+            return params, opt_state, loss
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+        batches = order[: steps * batch_size].reshape(steps, batch_size)
+        (params, opt_state), losses = jax.lax.scan(
+            lambda carry, idx: step(carry, (x[idx], y[idx])), (params, opt_state), batches
+        )
+        return params, opt_state, jnp.mean(losses)
+
+    def running(carry):
+        i, _, _, _, reason = carry
+        return (i < epochs) & (reason == RAN_ALL_EPOCHS)
+
+    def body(carry):
+        i, params, opt_state, losses, _ = carry
+        new_params, new_opt_state, loss = run_epoch(params, opt_state, start_epoch + i)
+        ok = jnp.isfinite(loss) & _all_finite(new_params)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        reason = jnp.where(ok, jnp.where(loss <= tol, REACHED_TOL, RAN_ALL_EPOCHS), DIVERGED)
+        reason = reason.astype(jnp.int32)
+        return (
+            i + ok.astype(i.dtype),
+            keep(new_params, params),
+            keep(new_opt_state, opt_state),
+            losses.at[i].set(loss.astype(losses.dtype)),
+            reason,
+        )
+
+    losses = jnp.full((epochs,), jnp.nan, x.dtype)
+    init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS))
+    i, params, opt_state, losses, reason = jax.lax.while_loop(running, body, init)
+    return params, History(losses, start_epoch + i, reason, opt_state)

@@ -1,0 +1,47 @@
+"""The gradient-descent update (BP7) and one whole training step.
+
+BP7 is :func:`gradient_descent`. :func:`train_step` is one iteration of the seed's
+algorithm with any optax optimizer in place of BP7; with ``optax.sgd(lr)`` it is
+exactly BP7.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from jbp.params import Params
+
+Array = jax.Array
+
+
+def gradient_descent(params: Params, grads: Params, lr: float) -> Params:
+    """BP7: ``w ← w − α dL/dw`` and ``b ← b − α dL/db`` for every layer.
+
+    Args:
+      params: the parameters.
+      grads: gradients with the structure of ``params``.
+      lr: the learning rate ``α``.
+
+    Returns:
+      Updated parameters, with the structure, shapes and dtypes of ``params``.
+    """
+    return jax.tree.map(lambda w, dw: w - lr * dw, params, grads)
+
+
+def train_step(
+    net, optimizer: optax.GradientTransformation, params: Params, opt_state: Any, x: Array, y: Array
+) -> tuple[Params, Any, Array]:
+    """One iteration: forward pass, hand-derived backward pass, optimizer update.
+
+    Pure; ``jax.jit`` it with ``net`` and ``optimizer`` static, e.g.
+    ``jax.jit(train_step, static_argnums=(0, 1))``.
+
+    Returns:
+      ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
+    """
+    loss, grads = net.loss_and_grad(params, x, y)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss

@@ -1,0 +1,44 @@
+"""No autodiff on the manual path: only jbp/check.py may call JAX's differentiation API."""
+
+import ast
+import pathlib
+
+import jax
+import numpy as np
+
+import jbp
+from helpers import problem
+
+AUTODIFF = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian", "linear_transpose", "custom_vjp", "custom_jvp"}
+VERIFICATION = {"check.py"}
+
+
+def _autodiff_uses(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in AUTODIFF and ast.unparse(node.value).startswith("jax"):
+            yield f"{path.name}:{node.lineno} .{node.attr}"
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jax") and any(a.name in AUTODIFF for a in node.names):
+            yield f"{path.name}:{node.lineno} import"
+
+
+def test_no_autodiff_outside_verification():
+    root = pathlib.Path(jbp.__file__).parent
+    uses = [u for p in sorted(root.rglob("*.py")) if p.name not in VERIFICATION for u in _autodiff_uses(p)]
+    assert uses == [], f"autodiff on the manual path: {uses}"
+
+
+def test_the_scan_itself_finds_autodiff(tmp_path):
+    """The scan above can fail: it flags a file that calls jax.grad."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("import jax\ng = jax.grad(lambda x: x)\nfrom jax import vjp\n")
+    assert sorted(_autodiff_uses(bad)) == ["bad.py:2 .grad", "bad.py:3 import"]
+
+
+def test_manual_jaxpr_has_no_transpose_rules():
+    """The traced manual step has as many dot products as BP1, BP3 and BP5 need, no more."""
+    net = jbp.MLP((3, 4, 5, 2), loss="cross_entropy")
+    params, x, y = problem(net, 6, np.float64)
+    jaxpr = jax.make_jaxpr(net.loss_and_grad)(params, x, y)
+    dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    # 3 layers: 3 forward (BP1) + 3 weight grads (BP5) + 2 input grads (BP3)
+    assert len(dots) == 3 + 3 + 2

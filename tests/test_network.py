@@ -1,0 +1,113 @@
+"""MLP: a frozen, hashable description; its methods; configuration errors."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jbp
+from helpers import problem
+
+
+def test_contract_example_runs():
+    net = jbp.MLP(sizes=(2, 8, 1), activation="tanh", output_activation="sigmoid", loss="mse")
+    params = net.init(jax.random.key(0), dtype=jnp.float32)
+    x = jnp.ones((4, 2), jnp.float32)
+    y = jnp.zeros((4, 1), jnp.float32)
+    assert net.predict(params, x).shape == (4, 1)
+    loss = net.loss(params, x, y)
+    assert loss.shape == () and loss.dtype == jnp.float32
+    loss2, grads = net.loss_and_grad(params, x, y)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-6)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+
+
+def test_init_shapes_follow_the_seed_w_ji():
+    net = jbp.MLP((3, 5, 2))
+    params = net.init(jax.random.key(0), dtype=jnp.float32)
+    assert [(l.W.shape, l.b.shape) for l in params] == [((5, 3), (5,)), ((2, 5), (2,))]
+    assert all(l.W.dtype == jnp.float32 for l in params)
+    assert all(np.all(l.b == 0) for l in params)
+
+
+def test_init_dtype_follows_x64():
+    with jax.enable_x64(False):
+        assert jbp.MLP((2, 3)).init(jax.random.key(0))[0].W.dtype == jnp.float32
+    with jax.enable_x64(True):
+        assert jbp.MLP((2, 3)).init(jax.random.key(0))[0].W.dtype == jnp.float64
+
+
+def test_init_is_deterministic_in_the_key():
+    net = jbp.MLP((4, 6, 3))
+    a, b = net.init(jax.random.key(3)), net.init(jax.random.key(3))
+    c = net.init(jax.random.key(4))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert not np.array_equal(a[0].W, c[0].W)
+
+
+def test_is_frozen_hashable_and_static_under_jit():
+    net = jbp.MLP((2, 3, 1), activation="relu")
+    assert hash(net) == hash(jbp.MLP((2, 3, 1), activation="relu"))
+    assert net == jbp.MLP([2, 3, 1], activation=("relu",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        net.sizes = (1, 1)
+    f = jax.jit(lambda n, p, x: n.predict(p, x), static_argnums=0)
+    params = net.init(jax.random.key(0))
+    assert f(net, params, jnp.ones((2, 2))).shape == (2, 1)
+
+
+def test_loss_name_and_method_share_the_name():
+    net = jbp.MLP((2, 2), loss="cross_entropy")
+    assert net.loss_name == "cross_entropy" and net.output_activation == "softmax"
+    assert callable(net.loss) and callable(net.init)
+    assert jbp.MLP((2, 1), loss="binary_cross_entropy").output_activation == "sigmoid"
+    assert jbp.MLP((2, 1)).output_activation == "identity"
+
+
+def test_activations_one_per_layer():
+    net = jbp.MLP((2, 3, 4, 1), activation=("relu", "elu"), output_activation="sigmoid")
+    assert net.activations == ("relu", "elu", "sigmoid")
+
+
+def test_predict_is_forward_output():
+    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+    params, x, _ = problem(net, 5, np.float64)
+    out, cache = net.forward(params, x)
+    np.testing.assert_allclose(net.predict(params, x), out)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-12)
+    assert out is cache.xs[-1]
+
+
+def test_accuracy():
+    net = jbp.MLP((2, 2), activation="tanh", loss="cross_entropy")
+    params = (jbp.Layer(W=jnp.eye(2), b=jnp.zeros(2)),)
+    x = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    assert float(net.accuracy(params, x, jnp.asarray([0, 1, 1]))) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="accuracy needs a classification loss"):
+        jbp.MLP((2, 1)).accuracy(jbp.MLP((2, 1)).init(jax.random.key(0)), x, jnp.zeros((3, 1)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(sizes=(3,)), ValueError, r"sizes must have at least 2 entries .* got \(3,\)"),
+        (dict(sizes=(3, 0, 1)), ValueError, r"sizes\[1\] must be >= 1, got 0"),
+        (dict(sizes=(3, -2)), ValueError, r"sizes\[1\] must be >= 1, got -2"),
+        (dict(sizes=(3, 2.5)), TypeError, r"sizes\[1\] must be an int, got float 2.5"),
+        (dict(sizes=5), TypeError, "sizes must be a sequence of layer widths"),
+        (dict(sizes=(2, 1), activation="swish"), ValueError, "unknown activation 'swish'; expected one of identity, sigmoid, tanh"),
+        (dict(sizes=(2, 3, 1), activation="softmax"), ValueError, "softmax is only for the output layer"),
+        (dict(sizes=(2, 3, 3, 1), activation=("relu",)), ValueError, "activation has 1 names but sizes=.* has 2 hidden layers"),
+        (dict(sizes=(2, 1), loss="hinge"), ValueError, "unknown loss 'hinge'; expected one of mse, cross_entropy, binary_cross_entropy"),
+        (dict(sizes=(2, 1), output_activation="swish"), ValueError, "unknown output_activation 'swish'; expected one of"),
+        (dict(sizes=(2, 2), loss="cross_entropy", output_activation="sigmoid"), ValueError, "loss='cross_entropy' needs output_activation='softmax'"),
+        (dict(sizes=(2, 1), loss="binary_cross_entropy", output_activation="identity"), ValueError, "needs output_activation='sigmoid'"),
+        (dict(sizes=(2, 1), loss="cross_entropy"), ValueError, r"softmax needs at least 2 outputs, got sizes\[-1\]=1"),
+        (dict(sizes=(2, 1), init="zeros"), ValueError, "unknown init 'zeros'; expected one of glorot_uniform"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        jbp.MLP(**kwargs)

@@ -1,0 +1,141 @@
+"""fit: the seed's iterative loop, compiled."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jbp
+from jbp.train import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
+from helpers import XOR_X, XOR_Y, problem
+
+XOR = jbp.MLP(sizes=(2, 8, 1), activation="tanh", output_activation="sigmoid", loss="mse")
+
+
+def test_solves_xor_with_plain_sgd():
+    params = XOR.init(jax.random.key(0), dtype=jnp.float32)
+    params, history = jbp.fit(
+        XOR, params, XOR_X, XOR_Y, optimizer=optax.sgd(0.5), epochs=5000, batch_size=4,
+        key=jax.random.key(1), tol=1e-3,
+    )
+    assert history.reason == "reached tol"
+    np.testing.assert_array_equal(np.round(XOR.predict(params, XOR_X)), XOR_Y)
+    assert float(XOR.loss(params, XOR_X, XOR_Y)) < 1e-3
+
+
+def test_tol_stops_early_and_history_says_where():
+    params = XOR.init(jax.random.key(0), dtype=jnp.float32)
+    _, h = jbp.fit(XOR, params, XOR_X, XOR_Y, optimizer=optax.sgd(0.5), epochs=3000, tol=0.05)
+    stop = int(h.epoch)
+    assert 0 < stop < 3000 and int(h.stop_reason) == REACHED_TOL
+    assert h.loss[stop - 1] <= 0.05 and np.all(h.loss[: stop - 1] > 0.05)
+    assert np.all(np.isnan(h.loss[stop:]))
+
+
+def test_runs_all_epochs_without_tol():
+    params = XOR.init(jax.random.key(0), dtype=jnp.float32)
+    _, h = jbp.fit(XOR, params, XOR_X, XOR_Y, optimizer=optax.sgd(0.5), epochs=7)
+    assert int(h.epoch) == 7 and int(h.stop_reason) == RAN_ALL_EPOCHS and h.reason == "ran all epochs"
+    assert np.all(np.isfinite(h.loss)) and h.loss.shape == (7,)
+
+
+def test_full_batch_fit_is_the_seed_loop():
+    """fit with optax.sgd and batch_size=None is BP1-BP7 repeated, as a Python loop does it."""
+    net = jbp.MLP((3, 5, 2), activation="sigmoid", loss="cross_entropy")
+    params, x, y = problem(net, 9, np.float64)
+    got, h = jbp.fit(net, params, x, y, optimizer=optax.sgd(0.2), epochs=6)
+    want, losses = params, []
+    for _ in range(6):
+        loss, grads = net.loss_and_grad(want, x, y)
+        want = jbp.gradient_descent(want, grads, 0.2)
+        losses.append(loss)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
+    np.testing.assert_allclose(h.loss, losses, rtol=1e-12)
+
+
+def test_minibatches_cover_each_epoch_in_a_shuffled_order():
+    """Online SGD (batch_size=1) over 5 examples: 5 steps an epoch, each example once."""
+    net = jbp.MLP((2, 1), activation="tanh", loss="mse")
+    x = jnp.asarray(np.arange(10.0).reshape(5, 2))
+    y = jnp.zeros((5, 1))
+    params = (jbp.Layer(W=jnp.zeros((1, 2)), b=jnp.zeros(1)),)
+    # lr=0 keeps params fixed: the epoch's mean loss is then the mean over all examples
+    _, h = jbp.fit(net, params, x, y, optimizer=optax.sgd(0.0), epochs=3, batch_size=1, key=jax.random.key(0))
+    np.testing.assert_allclose(h.loss, [float(net.loss(params, x, y))] * 3, rtol=1e-12)
+
+
+def test_continuing_a_run_is_bit_identical():
+    net = jbp.MLP((3, 6, 2), activation="relu", loss="cross_entropy")
+    params, x, y = problem(net, 20, np.float32)
+    kwargs = dict(optimizer=optax.adam(1e-2), batch_size=4, key=jax.random.key(7))
+    whole, h_whole = jbp.fit(net, params, x, y, epochs=10, **kwargs)
+    half, h1 = jbp.fit(net, params, x, y, epochs=5, **kwargs)
+    rest, h2 = jbp.fit(net, half, x, y, epochs=5, opt_state=h1.opt_state, start_epoch=h1.epoch, **kwargs)
+    jax.tree.map(np.testing.assert_array_equal, rest, whole)
+    np.testing.assert_array_equal(np.concatenate([h1.loss, h2.loss]), h_whole.loss)
+    assert int(h2.epoch) == 10
+
+
+def test_compiles_once_for_many_calls(compiles):
+    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+    opt = optax.sgd(0.1)
+    for seed in range(3):
+        params, x, y = problem(net, 8, np.float32, seed=seed)
+        jbp.fit(net, params, x, y, optimizer=opt, epochs=4, batch_size=2, key=jax.random.key(seed), tol=0.01 * seed)
+    assert compiles["jit(_fit)"] == 1
+
+
+def test_composes_with_vmap_over_keys():
+    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+    _, x, y = problem(net, 8, np.float32)
+    opt = optax.sgd(0.1)
+
+    def train(key):
+        params = net.init(key, dtype=jnp.float32)
+        return jbp.fit(net, params, x, y, optimizer=opt, epochs=5, batch_size=4, key=key)[0]
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    batched = jax.jit(jax.vmap(train))(keys)
+    for i, key in enumerate(keys):
+        single = train(key)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), batched, single)
+
+
+def test_divergence_stops_and_returns_the_last_finite_params():
+    net = jbp.MLP((3, 8, 1), activation="relu", loss="mse")
+    params, x, y = problem(net, 16, np.float32)
+    new, h = jbp.fit(net, params, x, 1e3 * y, optimizer=optax.sgd(10.0), epochs=50)
+    assert int(h.stop_reason) == DIVERGED and h.diverged
+    stop = int(h.epoch)
+    assert stop < 50 and not np.isfinite(h.loss[stop]) and np.all(np.isfinite(h.loss[:stop]))
+    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(new))
+    # the params returned are those after epoch stop - 1: one more plain step from them diverges
+    again, h2 = jbp.fit(net, new, x, 1e3 * y, optimizer=optax.sgd(10.0), epochs=1)
+    assert h2.diverged
+    jax.tree.map(np.testing.assert_array_equal, again, new)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(epochs=0), ValueError, "epochs must be >= 1, got 0"),
+        (dict(epochs=2.5), TypeError, "epochs must be an int, got float 2.5"),
+        (dict(epochs=3, batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
+        (dict(epochs=3, batch_size=5), ValueError, r"batch_size=5 is larger than the data \(x has 4 rows\)"),
+        (dict(epochs=3, batch_size=2), ValueError, "key is required to shuffle mini-batches"),
+        (dict(epochs=3, start_epoch=-1), ValueError, "start_epoch must be an integer >= 0, got -1"),
+        (dict(epochs=3, optimizer="sgd"), TypeError, "optimizer must be an optax.GradientTransformation"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(kwargs, error, message):
+    params = XOR.init(jax.random.key(0), dtype=jnp.float32)
+    kwargs = {"optimizer": optax.sgd(0.1), **kwargs}
+    with pytest.raises(error, match=message):
+        jbp.fit(XOR, params, XOR_X, XOR_Y, **kwargs)
+
+
+def test_non_finite_data_is_refused():
+    params = XOR.init(jax.random.key(0), dtype=jnp.float32)
+    with pytest.raises(ValueError, match="x must be finite, but 1 of its values are NaN or inf"):
+        jbp.fit(XOR, params, XOR_X.at[0, 0].set(jnp.nan), XOR_Y, optimizer=optax.sgd(0.1), epochs=1)
