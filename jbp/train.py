@@ -10,7 +10,7 @@ and ``jax.vmap``.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,7 @@ def fit(
     tol: Optional[float] = None,
     opt_state: Any = None,
     start_epoch: int = 0,
+    loss_and_grad: Optional[Callable] = None,
 ) -> tuple[Params, History]:
     """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
 
@@ -94,6 +95,9 @@ def fit(
       tol: stop once an epoch's mean training loss is ``<= tol``.
       opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
       start_epoch: index of the first epoch, to continue a run (``history.epoch``).
+      loss_and_grad: ``(params, x, y) -> (loss, grads)`` in place of the hand-derived
+        ``net.loss_and_grad`` (see :func:`jbp.train_step`); a static argument, so keep
+        one function object to avoid recompiling.
 
     Returns:
       ``(params, history)``, see :class:`History`.
@@ -127,22 +131,22 @@ def fit(
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
-    return _fit(net, optimizer, epochs, batch_size, params, x, y, key, tol, opt_state,
-                jnp.asarray(start_epoch, jnp.int32))
+    return _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol,
+                opt_state, jnp.asarray(start_epoch, jnp.int32))
 
 
 def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _fit(net, optimizer, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol, opt_state, start_epoch):
     n = x.shape[0]
     steps = n // batch_size
 
     def step(carry, batch):
         params, opt_state = carry
-        params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch)
+        params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad)
         return (params, opt_state), loss
 
     def run_epoch(params, opt_state, epoch):

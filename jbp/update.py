@@ -7,7 +7,7 @@ exactly BP7.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import optax
@@ -32,16 +32,27 @@ def gradient_descent(params: Params, grads: Params, lr: float) -> Params:
 
 
 def train_step(
-    net, optimizer: optax.GradientTransformation, params: Params, opt_state: Any, x: Array, y: Array
+    net,
+    optimizer: optax.GradientTransformation,
+    params: Params,
+    opt_state: Any,
+    x: Array,
+    y: Array,
+    loss_and_grad: Optional[Callable] = None,
 ) -> tuple[Params, Any, Array]:
     """One iteration: forward pass, hand-derived backward pass, optimizer update.
 
     Pure; ``jax.jit`` it with ``net`` and ``optimizer`` static, e.g.
     ``jax.jit(train_step, static_argnums=(0, 1))``.
 
+    Args:
+      loss_and_grad: ``(params, x, y) -> (loss, grads)`` in place of the hand-derived
+        ``net.loss_and_grad``, e.g. ``jax.value_and_grad(net.loss)`` to train the same
+        network with autodiff for comparison.
+
     Returns:
       ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
     """
-    loss, grads = net.loss_and_grad(params, x, y)
+    loss, grads = (loss_and_grad or net.loss_and_grad)(params, x, y)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss

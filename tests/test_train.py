@@ -139,3 +139,14 @@ def test_non_finite_data_is_refused():
     params = XOR.init(jax.random.key(0), dtype=jnp.float32)
     with pytest.raises(ValueError, match="x must be finite, but 1 of its values are NaN or inf"):
         jbp.fit(XOR, params, XOR_X.at[0, 0].set(jnp.nan), XOR_Y, optimizer=optax.sgd(0.1), epochs=1)
+
+
+def test_training_with_autodiff_gradients_follows_the_same_path():
+    """loss_and_grad=jax.value_and_grad(net.loss) trains the same network with autodiff."""
+    net = jbp.MLP((3, 6, 2), activation="tanh", loss="cross_entropy")
+    params, x, y = problem(net, 12, np.float64)
+    kw = dict(optimizer=optax.adam(1e-2), epochs=5, batch_size=4, key=jax.random.key(3))
+    manual, hm = jbp.fit(net, params, x, y, **kw)
+    autodiff, ha = jbp.fit(net, params, x, y, loss_and_grad=jax.value_and_grad(net.loss), **kw)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), manual, autodiff)
+    np.testing.assert_allclose(hm.loss, ha.loss, rtol=1e-10)
