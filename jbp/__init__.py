@@ -13,6 +13,7 @@ The seed's equations, each in one function (see README, "The equations"):
 
 from jbp.activations import ACTIVATIONS, Activation
 from jbp.backward_pass import backward, deltas
+from jbp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jbp.check import GradCheckFailure, GradCheckReport, check_grads
 from jbp.forward_pass import Cache, forward
 from jbp.initializers import INITIALIZERS
@@ -28,6 +29,7 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "Cache",
+    "Checkpoint",
     "GradCheckFailure",
     "GradCheckReport",
     "History",
@@ -42,5 +44,7 @@ __all__ = [
     "fit",
     "forward",
     "gradient_descent",
+    "load_checkpoint",
+    "save_checkpoint",
     "train_step",
 ]

@@ -1,0 +1,218 @@
+"""Checkpoints: a safe file format, written atomically.
+
+A checkpoint is an ``.npz`` archive read with ``allow_pickle=False``: arrays, plus one
+JSON string (``meta``) with the network description, the epoch and the dtypes. Loading
+never executes code. :func:`save_checkpoint` writes a temporary file in the same folder,
+flushes it to disk and renames it over the old one (``os.replace`` is atomic), so a crash
+in the middle of a save leaves the previous checkpoint intact.
+
+What is saved is what an exact resume needs: parameters, optimizer state, the next epoch
+and the PRNG key of the shuffles (see :func:`jbp.fit`), plus any JSON-serialisable
+``extra`` (the CLI keeps its configuration and the loss history there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jbp.network import MLP
+from jbp.params import Layer, Params
+
+FORMAT = "jbp-checkpoint"
+VERSION = 1
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load_checkpoint` returns.
+
+    Attributes:
+      net: the :class:`jbp.MLP` the parameters belong to.
+      params: the parameters, a tuple of :class:`jbp.Layer`.
+      opt_state: the optimizer state in the structure of ``optimizer.init(params)`` when
+        ``optimizer`` was given to :func:`load_checkpoint`, else the list of its arrays.
+      epoch: the next epoch to run (``start_epoch`` of :func:`jbp.fit`).
+      key: the PRNG key saved, or ``None``.
+      extra: the JSON-serialisable dict saved with it.
+    """
+
+    net: MLP
+    params: Params
+    opt_state: Any
+    epoch: int
+    key: Optional[jax.Array]
+    extra: dict
+
+
+def _encode(a) -> tuple[np.ndarray, dict]:
+    """An array as a NumPy array that npz stores without pickle, and how to decode it."""
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(a)), {"key_impl": str(jax.random.key_impl(a))}
+    a = np.asarray(a)
+    if a.dtype.kind == "V":  # bfloat16 and other ml_dtypes: store the raw bits
+        return a.view(f"u{a.dtype.itemsize}"), {"dtype": a.dtype.name}
+    return a, {}
+
+
+def _decode(a: np.ndarray, how: dict):
+    if "key_impl" in how:
+        return jax.random.wrap_key_data(jnp.asarray(a), impl=how["key_impl"])
+    if "dtype" in how:
+        return jnp.asarray(a.view(jnp.dtype(how["dtype"])))
+    return jnp.asarray(a)
+
+
+def _net_description(net: MLP) -> dict:
+    return {
+        "sizes": list(net.sizes),
+        "activation": list(net.hidden_activations),
+        "output_activation": net.output_activation,
+        "loss": net.loss_name,
+        "init": net.init_name,
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    net: MLP,
+    params: Params,
+    opt_state: Any = None,
+    epoch: int = 0,
+    key: Optional[jax.Array] = None,
+    extra: Optional[dict] = None,
+) -> None:
+    """Writes a checkpoint atomically (temporary file, fsync, rename).
+
+    Args:
+      path: the file to write (conventionally ``*.npz``); its folder must exist.
+      net: the network description.
+      params: its parameters.
+      opt_state: the optimizer state (any pytree of arrays), or ``None``.
+      epoch: the next epoch to run.
+      key: a PRNG key to keep (the shuffle key of :func:`jbp.fit`), or ``None``.
+      extra: JSON-serialisable metadata.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    arrays, decode = {}, {}
+
+    def put(name, a):
+        arrays[name], decode[name] = _encode(a)
+
+    for l, layer in enumerate(params):
+        put(f"params/{l}/W", layer.W)
+        put(f"params/{l}/b", layer.b)
+    opt_leaves = jax.tree.leaves(opt_state)
+    for i, a in enumerate(opt_leaves):
+        put(f"opt_state/{i}", a)
+    if key is not None:
+        put("key", key)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "net": _net_description(net),
+        "epoch": int(epoch),
+        "n_opt_state": len(opt_leaves),
+        "has_opt_state": opt_state is not None,
+        "decode": decode,
+        "extra": extra or {},
+    }
+    try:
+        arrays["meta"] = np.array(json.dumps(meta))
+    except TypeError as e:
+        raise TypeError(f"extra must be JSON-serialisable: {e}") from None
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _not_a_checkpoint(path, why: str) -> ValueError:
+    return ValueError(f"{os.fspath(path)} is not a readable jbp checkpoint: {why}")
+
+
+def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
+    """Reads a checkpoint written by :func:`save_checkpoint` (never unpickles).
+
+    Args:
+      path: the checkpoint file.
+      optimizer: the optax optimizer the state belongs to; when given, ``opt_state``
+        comes back in the structure of ``optimizer.init(params)``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file is truncated, corrupted, or not a jbp checkpoint, or its
+        optimizer state does not fit ``optimizer``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise _not_a_checkpoint(path, "it has no 'meta' entry (a foreign .npz file?)")
+            meta = json.loads(str(z["meta"]))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise _not_a_checkpoint(path, f"its format is not {FORMAT!r}")
+            if meta.get("version") != VERSION:
+                raise _not_a_checkpoint(
+                    path, f"version {meta.get('version')!r}, this jbp reads version {VERSION}"
+                )
+            arrays = {name: z[name] for name in z.files if name != "meta"}
+    except FileNotFoundError:
+        raise
+    except ValueError as e:
+        if "is not a readable jbp checkpoint" in str(e):
+            raise
+        raise _not_a_checkpoint(path, f"truncated or corrupted ({e})") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise _not_a_checkpoint(path, f"truncated or corrupted ({type(e).__name__}: {e})") from None
+
+    try:
+        decode = meta["decode"]
+        get = lambda name: _decode(arrays[name], decode.get(name, {}))
+        d = meta["net"]
+        net = MLP(d["sizes"], activation=tuple(d["activation"]),
+                  output_activation=d["output_activation"], loss=d["loss"], init=d["init"])
+        params = tuple(
+            Layer(W=get(f"params/{l}/W"), b=get(f"params/{l}/b")) for l in range(net.n_layers)
+        )
+        opt_leaves = [get(f"opt_state/{i}") for i in range(meta["n_opt_state"])]
+        key = get("key") if "key" in arrays else None
+        epoch = int(meta["epoch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise _not_a_checkpoint(path, f"inconsistent contents ({type(e).__name__}: {e})") from None
+
+    opt_state = opt_leaves if meta["has_opt_state"] else None
+    if optimizer is not None and meta["has_opt_state"]:
+        template, treedef = jax.tree.flatten(optimizer.init(params))
+        shapes = lambda leaves: [tuple(np.shape(a)) for a in leaves]
+        if shapes(template) != shapes(opt_leaves):
+            raise ValueError(
+                f"the optimizer state in {os.fspath(path)} does not fit the optimizer given: "
+                f"it has arrays of shapes {shapes(opt_leaves)}, optimizer.init gives "
+                f"{shapes(template)} (was it saved with another optimizer?)"
+            )
+        opt_state = jax.tree.unflatten(treedef, opt_leaves)
+    return Checkpoint(net, params, opt_state, epoch, key, meta["extra"])

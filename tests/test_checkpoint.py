@@ -1,0 +1,151 @@
+"""Checkpoints: round trip, atomic writes, and clear errors on bad files."""
+
+import io
+import os
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jbp
+from jbp import checkpoint
+from helpers import problem
+
+NET = jbp.MLP((3, 5, 2), activation="relu", loss="cross_entropy")
+
+
+def _trained(dtype=np.float32):
+    params, x, y = problem(NET, 8, dtype)
+    opt = optax.adam(1e-2)
+    params, h = jbp.fit(NET, params, x, y, optimizer=opt, epochs=3, batch_size=4, key=jax.random.key(5))
+    return params, h.opt_state, opt
+
+
+def _assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert u.dtype == v.dtype
+        np.testing.assert_array_equal(u, v)
+
+
+def test_round_trip(tmp_path):
+    params, opt_state, opt = _trained()
+    path = tmp_path / "c.npz"
+    key = jax.random.key(42)
+    jbp.save_checkpoint(path, net=NET, params=params, opt_state=opt_state, epoch=3, key=key, extra={"note": [1, 2]})
+    c = jbp.load_checkpoint(path, optimizer=opt)
+    assert c.net == NET and c.epoch == 3 and c.extra == {"note": [1, 2]}
+    _assert_trees_equal(c.params, params)
+    _assert_trees_equal(c.opt_state, opt_state)
+    np.testing.assert_array_equal(jax.random.key_data(c.key), jax.random.key_data(key))
+    assert jax.random.key_impl(c.key) == jax.random.key_impl(key)
+    # without the optimizer, the state comes back as its list of arrays
+    raw = jbp.load_checkpoint(path)
+    _assert_trees_equal(raw.opt_state, jax.tree.leaves(opt_state))
+
+
+def test_round_trip_keeps_bfloat16_and_float64(tmp_path):
+    for dtype in (jnp.bfloat16, np.float64):
+        params = NET.init(jax.random.key(0), dtype=dtype)
+        jbp.save_checkpoint(tmp_path / "c.npz", net=NET, params=params)
+        c = jbp.load_checkpoint(tmp_path / "c.npz")
+        _assert_trees_equal(c.params, params)
+        assert c.opt_state is None and c.key is None
+
+
+def test_resuming_from_a_checkpoint_is_exact(tmp_path):
+    params, x, y = problem(NET, 8, np.float32)
+    opt = optax.adam(1e-2)
+    kw = dict(optimizer=opt, batch_size=4, key=jax.random.key(5))
+    whole, _ = jbp.fit(NET, params, x, y, epochs=6, **kw)
+    half, h = jbp.fit(NET, params, x, y, epochs=3, **kw)
+    jbp.save_checkpoint(tmp_path / "c.npz", net=NET, params=half, opt_state=h.opt_state, epoch=int(h.epoch), key=kw["key"])
+    c = jbp.load_checkpoint(tmp_path / "c.npz", optimizer=opt)
+    rest, _ = jbp.fit(c.net, c.params, x, y, epochs=3, opt_state=c.opt_state, start_epoch=c.epoch,
+                      optimizer=opt, batch_size=4, key=c.key)
+    _assert_trees_equal(rest, whole)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    params, opt_state, opt = _trained()
+    path = tmp_path / "c.npz"
+    jbp.save_checkpoint(path, net=NET, params=params, opt_state=opt_state, epoch=3)
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip file")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(checkpoint.np, "savez", crash)
+    with pytest.raises(OSError, match="simulated"):
+        jbp.save_checkpoint(path, net=NET, params=params, opt_state=opt_state, epoch=4)
+    monkeypatch.undo()
+    c = jbp.load_checkpoint(path, optimizer=opt)
+    assert c.epoch == 3
+    _assert_trees_equal(c.params, params)
+    assert os.listdir(tmp_path) == ["c.npz"]  # no temporary file left behind
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    params, opt_state, _ = _trained()
+    path = tmp_path / "c.npz"
+    jbp.save_checkpoint(path, net=NET, params=params, opt_state=opt_state)
+    data = path.read_bytes()
+    for cut in (len(data) // 2, 10, 0):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="is not a readable jbp checkpoint: truncated or corrupted"):
+            jbp.load_checkpoint(path)
+
+
+def test_corrupted_bytes_are_a_clear_error(tmp_path):
+    params, opt_state, _ = _trained()
+    path = tmp_path / "c.npz"
+    jbp.save_checkpoint(path, net=NET, params=params, opt_state=opt_state)
+    data = bytearray(path.read_bytes())
+    # flip bytes inside the first stored array's data (after its local header and .npy header)
+    start = data.index(b"params/0/W.npy") + 200
+    data[start : start + 8] = bytes(255 - b for b in data[start : start + 8])
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is not a readable jbp checkpoint: truncated or corrupted"):
+        jbp.load_checkpoint(path)
+
+
+def test_foreign_files_are_clear_errors(tmp_path):
+    foreign = tmp_path / "other.npz"
+    np.savez(foreign, a=np.arange(3))
+    with pytest.raises(ValueError, match="has no 'meta' entry"):
+        jbp.load_checkpoint(foreign)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="is not a readable jbp checkpoint"):
+        jbp.load_checkpoint(text)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, meta=np.array('{"format": "something-else"}'))
+    with pytest.raises(ValueError, match="its format is not 'jbp-checkpoint'"):
+        jbp.load_checkpoint(wrong)
+    with pytest.raises(FileNotFoundError):
+        jbp.load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_loading_never_unpickles(tmp_path):
+    """An npz whose meta is a pickled object array is refused, not executed."""
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array([{"format": "jbp-checkpoint"}], dtype=object))
+    with pytest.raises(ValueError, match="is not a readable jbp checkpoint"):
+        jbp.load_checkpoint(path)
+
+
+def test_optimizer_mismatch_is_a_clear_error(tmp_path):
+    params, opt_state, _ = _trained()
+    jbp.save_checkpoint(tmp_path / "c.npz", net=NET, params=params, opt_state=opt_state)
+    with pytest.raises(ValueError, match="does not fit the optimizer given"):
+        jbp.load_checkpoint(tmp_path / "c.npz", optimizer=optax.sgd(0.1, momentum=0.9))
+
+
+def test_extra_must_be_json(tmp_path):
+    params = NET.init(jax.random.key(0))
+    with pytest.raises(TypeError, match="extra must be JSON-serialisable"):
+        jbp.save_checkpoint(tmp_path / "c.npz", net=NET, params=params, extra={"f": object()})
+    assert not os.listdir(tmp_path)
