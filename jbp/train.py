@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jbp import _validate
+from jbp import _validate, parallel
 from jbp.network import MLP
 from jbp.params import Params
 from jbp.update import train_step
@@ -70,6 +70,7 @@ def fit(
     tol: Optional[float] = None,
     opt_state: Any = None,
     start_epoch: int = 0,
+    mesh: Optional[jax.sharding.Mesh] = None,
 ) -> tuple[Params, History]:
     """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
 
@@ -94,6 +95,10 @@ def fit(
       tol: stop once an epoch's mean training loss is ``<= tol``.
       opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
       start_epoch: index of the first epoch, to continue a run (``history.epoch``).
+      mesh: a device mesh with an axis ``"data"`` to train data parallel: each batch is
+        split over that axis (``batch_size`` must be a multiple of its size) and the
+        parameters stay replicated; see :mod:`jbp.parallel`. The result equals the
+        single-device one up to rounding.
 
     Returns:
       ``(params, history)``, see :class:`History`.
@@ -127,6 +132,11 @@ def fit(
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
+    if mesh is not None:
+        parallel.check_mesh(mesh, batch_size)
+        net, (params, x, y, key, opt_state) = parallel.data_parallel(
+            mesh, net, (params, x, y, key, opt_state)
+        )
     return _fit(net, optimizer, epochs, batch_size, params, x, y, key, tol, opt_state,
                 jnp.asarray(start_epoch, jnp.int32))
 
