@@ -43,7 +43,7 @@ class _DataParallel(NamedTuple):
         batch = NamedSharding(self.mesh, P(DATA_AXIS))
         if dict(zip(self.mesh.axis_names, self.mesh.axis_types))[DATA_AXIS] == AxisType.Explicit:
             # shard_map does not reshard its inputs on an explicit axis; on an Auto one it does
-            x, y = jax.reshard(x, batch), jax.reshard(y, batch)
+            x, y = jax.sharding.reshard(x, batch), jax.sharding.reshard(y, batch)
         return jax.shard_map(
             self._per_device,
             mesh=self.mesh,
@@ -56,7 +56,7 @@ class _DataParallel(NamedTuple):
         return jax.lax.pmean((loss, grads), DATA_AXIS)
 
 
-def check_mesh(mesh: Any, batch_size: int) -> Mesh:
+def check_mesh(mesh: Any, batch_size: int) -> None:
     """Checks that ``mesh`` has a ``"data"`` axis whose size divides ``batch_size``."""
     if not isinstance(mesh, Mesh):
         raise TypeError(
@@ -74,7 +74,6 @@ def check_mesh(mesh: Any, batch_size: int) -> Mesh:
             f"batch_size={batch_size} is not a multiple of the mesh's '{DATA_AXIS}' axis size "
             f"{n_devices}: each device takes an equal slice of every batch"
         )
-    return mesh
 
 
 def data_parallel(mesh: Mesh, net: MLP, tree: Any) -> tuple[_DataParallel, Any]:

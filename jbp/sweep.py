@@ -50,7 +50,7 @@ def sweep(
         params, history = jbp.sweep(net, params, x, y, optimizer=optax.adam,
                                     hyperparams={"learning_rate": jnp.logspace(-4, -1, 8)},
                                     epochs=100, batch_size=32, key=key)
-        best = jnp.nanargmin(history.loss[:, -1])
+        best = jnp.argmin(jnp.nanmin(history.loss, axis=1))  # lowest epoch loss of each member
 
     Every member starts from the same ``params`` and sees the same mini-batches (the same
     ``key``): only the hyperparameters differ. Member ``k`` equals

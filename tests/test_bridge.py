@@ -1,5 +1,7 @@
 """custom_vjp_loss: jax.grad through the hand-derived backward pass."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,13 +29,19 @@ def _net(spec):
     return jbp.MLP(sizes, activation=hidden, output_activation=out, loss=loss)
 
 
-@jax.jit(static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0)
 def _autodiff(net, params, x, y):
     return jax.value_and_grad(net.loss, argnums=(0, 1))(*to_float64((params, x, y)))
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("spec", NETS, ids=IDS)
+# Every net in float64, and one in float32 (the dtype plumbing; the manual path's float32
+# accuracy is test_backward_pass's job).
+CASES = [(spec, np.float64) for spec in NETS] + [(NETS[2], np.float32)]
+
+
+@pytest.mark.parametrize(
+    "spec, dtype", CASES, ids=[f"{i}-{np.dtype(d).name}" for i, (_, d) in zip(IDS + IDS[2:3], CASES)]
+)
 def test_grad_wrt_params_and_inputs_matches_autodiff(spec, dtype):
     net = _net(spec)
     params, x, y = problem(net, 6, dtype, one_hot=spec[4])
@@ -45,7 +53,7 @@ def test_grad_wrt_params_and_inputs_matches_autodiff(spec, dtype):
     assert_grads_close((d_params, dx), want, RTOL[np.dtype(dtype)])
 
 
-@pytest.mark.parametrize("spec", NETS, ids=IDS)
+@pytest.mark.parametrize("spec", NETS[::2], ids=IDS[::2])
 def test_check_grads_in_reverse_mode(spec):
     net = _net(spec)
     params, x, y = problem(net, 5, np.float64, one_hot=spec[4])
