@@ -17,7 +17,9 @@ from helpers import problem
 N = jax.device_count()
 NET = jbp.MLP((3, 6, 2), activation="tanh", loss="cross_entropy")
 # momentum gives the optimizer a state to check the sharding of; tol stops before epochs
-KWARGS = dict(optimizer=optax.sgd(0.1, momentum=0.9), epochs=20, batch_size=2 * N, key=jax.random.key(1), tol=0.67)
+KWARGS = dict(
+    optimizer=optax.sgd(0.1, momentum=0.9), epochs=20, batch_size=2 * N, key=jax.random.key(1), tol=0.67
+)
 
 
 def _data():

@@ -90,11 +90,15 @@ def test_sweep_compiles_once_for_new_values(compiles):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(optimizer=optax.sgd(0.1)), TypeError, "optimizer must be an optax optimizer factory such as optax.adam"),
+        (dict(optimizer=optax.sgd(0.1)), TypeError,
+         "optimizer must be an optax optimizer factory such as optax.adam"),
         (dict(hyperparams={}), TypeError, "hyperparams must be a non-empty dict"),
-        (dict(hyperparams={"lr": [0.1]}), ValueError, "hyperparams has 'lr' but sgd takes no such argument; it takes learning_rate"),
-        (dict(hyperparams={"learning_rate": 0.1}), ValueError, r"hyperparams\['learning_rate'\] must be a 1-D array of values, one per member, got shape \(\)"),
-        (dict(optimizer=optax.adam, hyperparams={"learning_rate": [0.1, 0.2], "b1": [0.9]}), ValueError, "hyperparams must all have the same number of values"),
+        (dict(hyperparams={"lr": [0.1]}), ValueError,
+         "hyperparams has 'lr' but sgd takes no such argument; it takes learning_rate"),
+        (dict(hyperparams={"learning_rate": 0.1}), ValueError,
+         r"hyperparams\['learning_rate'\] must be a 1-D array of values, one per member, got shape \(\)"),
+        (dict(optimizer=optax.adam, hyperparams={"learning_rate": [0.1, 0.2], "b1": [0.9]}), ValueError,
+         r"hyperparams must all have the same number of values, got \{'b1': 1, 'learning_rate': 2\}"),
     ],
 )
 def test_bad_sweeps_are_clear_errors(kwargs, error, message):
