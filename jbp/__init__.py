@@ -14,12 +14,15 @@ The seed's equations, each in one function (see README, "The equations"):
 from jbp.activations import ACTIVATIONS, Activation
 from jbp.backward_pass import backward, deltas
 from jbp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jbp.bridge import custom_vjp_loss
 from jbp.check import GradCheckFailure, GradCheckReport, check_grads
 from jbp.forward_pass import Cache, forward
 from jbp.initializers import INITIALIZERS
 from jbp.losses import LOSSES, Loss
 from jbp.network import MLP
 from jbp.params import Layer
+from jbp.per_example import per_example_grads
+from jbp.sweep import sweep
 from jbp.train import History, fit
 from jbp.update import gradient_descent, train_step
 
@@ -40,11 +43,14 @@ __all__ = [
     "MLP",
     "backward",
     "check_grads",
+    "custom_vjp_loss",
     "deltas",
     "fit",
     "forward",
     "gradient_descent",
     "load_checkpoint",
     "save_checkpoint",
+    "per_example_grads",
+    "sweep",
     "train_step",
 ]

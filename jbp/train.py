@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jbp import _validate
+from jbp import _validate, parallel
 from jbp.network import MLP
 from jbp.params import Params
 from jbp.update import train_step
@@ -71,6 +71,7 @@ def fit(
     opt_state: Any = None,
     start_epoch: int = 0,
     loss_and_grad: Optional[Callable] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
 ) -> tuple[Params, History]:
     """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
 
@@ -98,6 +99,10 @@ def fit(
       loss_and_grad: ``(params, x, y) -> (loss, grads)`` in place of the hand-derived
         ``net.loss_and_grad`` (see :func:`jbp.train_step`); a static argument, so keep
         one function object to avoid recompiling.
+      mesh: a device mesh with an axis ``"data"`` to train data parallel: each batch is
+        split over that axis (``batch_size`` must be a multiple of its size) and the
+        parameters stay replicated; see :mod:`jbp.parallel`. The result equals the
+        single-device one up to rounding.
 
     Returns:
       ``(params, history)``, see :class:`History`.
@@ -131,6 +136,10 @@ def fit(
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
+    if mesh is not None:
+        parallel.check_mesh(mesh, batch_size)
+        loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad)
+        params, x, y, key, opt_state = parallel.replicate(mesh, (params, x, y, key, opt_state))
     return _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol,
                 opt_state, jnp.asarray(start_epoch, jnp.int32))
 

@@ -1,0 +1,91 @@
+"""A bridge to JAX's autodiff: the network's loss as a function that ``jax.grad`` can
+differentiate, through the hand-derived backward pass.
+
+:func:`custom_vjp_loss` wraps ``net``'s loss in ``jax.custom_vjp``. Its forward rule is
+the forward pass (BP1, BP2) and the loss; its backward rule is jbp's backward pass
+(BP3-BP6) started from the output delta times the incoming cotangent, plus BP3 once more
+at the first layer for the gradient w.r.t. the inputs, ``dL/dx^(0) = delta^(1) @ W^(1)``.
+JAX's autodiff only chains this rule into the surrounding code; it never transposes the
+network's own operations. This is the one module besides :mod:`jbp.check` that uses
+JAX's differentiation API, and it does so only to register the hand-derived rule.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+
+from jbp import _validate, backward_pass
+from jbp.forward_pass import forward
+from jbp.losses import get_loss
+from jbp.network import MLP
+from jbp.params import Layer, Params
+
+Array = jax.Array
+
+
+def custom_vjp_loss(net: MLP) -> Callable[[Params, Array, Array], Array]:
+    """``f(params, x, y) -> loss`` whose reverse-mode derivative is the hand-derived one.
+
+    ``jax.grad(f)``, ``jax.value_and_grad``, ``jax.vjp`` and anything built on them
+    (a jbp network inside a larger model, optax, outer optimisation loops) differentiate
+    ``f`` w.r.t. ``params`` and ``x`` by jbp's backward pass. ``f`` works under ``jit``,
+    ``vmap`` and ``lax.scan``. The targets ``y`` are constants: differentiating w.r.t.
+    them raises ``ValueError`` (wrap them in ``jax.lax.stop_gradient`` if they come from
+    differentiated code). Forward mode (``jax.jvp``, ``jax.jacfwd``) is not defined for a
+    ``custom_vjp`` function and raises JAX's ``TypeError``; use ``jax.jacrev``.
+
+    Args:
+      net: the network.
+
+    Returns:
+      ``f(params, x, y)``: the scalar loss, as :meth:`jbp.MLP.loss`.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+
+    def f(params: Params, x: Array, y: Array) -> Array:
+        x, y = _validate.inputs_and_targets(net, params, x, y)
+        return _loss(net, tuple(params), x, y)
+
+    return f
+
+
+def _loss_and_cache(net, params, x, y):
+    _, cache = forward(params, x, net.activations)  # BP1, BP2
+    return get_loss(net.loss_name).value(cache.zs[-1], cache.xs[-1], y), cache
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _loss(net, params, x, y):
+    return _loss_and_cache(net, params, x, y)[0]
+
+
+def _loss_fwd(net, params, x, y):
+    # With symbolic_zeros, each argument arrives wrapped, saying whether it is perturbed.
+    if y.perturbed:
+        raise ValueError(
+            "custom_vjp_loss differentiates the loss w.r.t. params and x, not the targets y; "
+            "pass y as a constant (jax.lax.stop_gradient(y) if it comes from differentiated code)"
+        )
+    params, x, y = jax.tree.map(lambda a: a.value, (params, x, y))
+    loss, cache = _loss_and_cache(net, params, x, y)
+    return loss, (params, cache, y)
+
+
+def _loss_bwd(net, residuals, g):
+    params, cache, y = residuals
+    # The chain rule starts at the output delta, scaled by the cotangent of the loss.
+    delta_out = g * net.output_delta(cache, y)
+    ds = backward_pass.deltas(params, cache, delta_out, net.activations)  # BP3, BP4
+    grads = tuple(
+        Layer(W=backward_pass.weight_grad(delta, x_prev), b=backward_pass.bias_grad(delta))  # BP5, BP6
+        for delta, x_prev in zip(ds, cache.xs)
+    )
+    dx = backward_pass.input_grad(ds[0], params[0].W)  # BP3 at the first layer: dL/dx^(0)
+    return grads, dx, None
+
+
+_loss.defvjp(_loss_fwd, _loss_bwd, symbolic_zeros=True)
