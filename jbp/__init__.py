@@ -13,7 +13,9 @@ The seed's equations, each in one function (see README, "The equations"):
 
 from jbp.activations import ACTIVATIONS, Activation
 from jbp.backward_pass import backward, deltas
-from jbp.check import GradCheckFailure, GradCheckReport, check_grads
+from jbp.check import Equations, GradCheckReport, check_grads
+from jbp.mutation_check import MUTATIONS, MutationReport, mutation_test
+from jbp.vjp_check import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 from jbp.forward_pass import Cache, forward
 from jbp.initializers import INITIALIZERS
 from jbp.losses import LOSSES, Loss
@@ -28,6 +30,7 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "Cache",
+    "Equations",
     "GradCheckFailure",
     "GradCheckReport",
     "History",
@@ -36,11 +39,17 @@ __all__ = [
     "Layer",
     "Loss",
     "MLP",
+    "MUTATIONS",
+    "MutationReport",
+    "VJPCheckReport",
     "backward",
     "check_grads",
+    "check_vjp",
+    "check_vjp_many",
     "deltas",
     "fit",
     "forward",
     "gradient_descent",
+    "mutation_test",
     "train_step",
 ]

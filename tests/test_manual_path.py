@@ -10,7 +10,7 @@ import jbp
 from helpers import problem
 
 AUTODIFF = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian", "linear_transpose", "custom_vjp", "custom_jvp"}
-VERIFICATION = {"check.py"}
+VERIFICATION = {"check.py", "vjp_check.py"}
 
 
 def _autodiff_uses(path):
