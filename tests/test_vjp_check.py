@@ -140,6 +140,8 @@ def test_a_gradient_tree_of_the_wrong_structure_is_an_error():
         jbp.check_vjp(forward, lambda p, c, dy: p, params, x, key=KEY)
     with pytest.raises(TypeError, match="floating"):
         jbp.check_vjp(forward, backward, params, jnp.ones((7, 5), jnp.int32), key=KEY)
+    with pytest.raises(ValueError, match="dy must have the structure and shapes"):
+        jbp.check_vjp(forward, backward, params, x, key=KEY, dy=jnp.ones((7, 4)))
 
 
 @jax.custom_vjp
@@ -254,16 +256,14 @@ def layer_norm_backward(p, cache, dy):
     return {"g": (dy * xhat).sum(0), "b": dy.sum(0)}, dx
 
 
-# (sizes, activations, batch): one compilation each, CASES random points each.
+# (sizes, activations, batch): one compilation each, CASES random points each; every
+# activation appears.
 ARCHITECTURES = [
-    ((3, 8, 4), ("tanh", "softmax"), 16),
-    ((5, 7, 6, 2), ("relu", "relu", "identity"), 9),
-    ((2, 9, 9, 3), ("sigmoid", "gelu", "sigmoid"), 12),
-    ((6, 4, 5, 4, 1), ("elu", "leaky_relu", "softplus", "tanh"), 5),
-    ((4, 10, 3), ("softplus", "identity"), 1),
-    ((7, 5), ("identity",), 3),
+    ((3, 8, 6, 4), ("tanh", "relu", "softmax"), 16),
+    ((5, 7, 6, 2), ("sigmoid", "gelu", "identity"), 9),
+    ((6, 4, 5, 4, 1), ("elu", "leaky_relu", "softplus", "tanh"), 1),
 ]
-CASES = 300
+CASES = 500
 
 
 def random_points(sizes, batch, rng):
@@ -290,7 +290,7 @@ def test_thousands_of_random_correct_float32_cases_raise_no_false_alarm():
     g, b = (np.asarray(rng.normal(size=(CASES, 6)), np.float32) for _ in range(2))
     x = np.asarray(rng.normal(size=(CASES, 8, 6)) * np.exp(rng.uniform(-2, 2, (CASES, 1, 1))), np.float32)
     reports += jbp.check_vjp_many(layer_norm_forward, layer_norm_backward, {"g": g, "b": b}, x, key=KEY)
-    assert len(reports) == 7 * CASES
+    assert len(reports) == 4 * CASES
     alarms = [(i, r.failed, [l.evidence for l in r.leaves if not l.ok]) for i, r in enumerate(reports) if not r.ok]
     assert alarms == []
     # Not alarms, but counted: leaves whose float32 rounding exceeds autodiff's 16-fold.
