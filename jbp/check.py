@@ -420,42 +420,36 @@ def _equation_references(net, params, x, y):
     return (cache, *jax.grad(loss_with_offsets, argnums=(0, 1, 2))(params, *offsets))
 
 
-def _equation_errors(net, equations, params, y, references, lo):
-    """Every equation's ``(max |error| in float64, in dtype lo, max |reference|)``, from the
-    output layer down, each fed autodiff's inputs (x64 must be on)."""
+def _equation_outputs(net, equations, params, y, references, lo):
+    """Every equation's ``(output in float64, output from inputs rounded to lo, autodiff's
+    value)``, from the output layer down, each fed autodiff's inputs (x64 must be on)."""
     eq = _resolve(equations)
     cache, grads, deltas, dxs = references
     activations = [get_activation(a) for a in net.activations]
-
-    def compare(fn, inputs, reference):
-        got, got_lo = fn(*inputs), fn(*_cast(inputs, lo))
-        err = lambda g: jnp.max(jnp.where(jnp.isnan(g - reference), jnp.inf, jnp.abs(g - reference)))
-        return err(got), err(jnp.asarray(got_lo, reference.dtype)), jnp.max(jnp.abs(reference))
+    run = lambda fn, inputs, reference: (fn(*inputs), fn(*_cast(inputs, lo)), reference)
 
     out = []
     for l in range(net.n_layers - 1, -1, -1):  # params[l] is layer l + 1
         if l == net.n_layers - 1:
-            out.append(
-                compare(lambda zs, xs, y: eq.output_delta(net, Cache(zs, xs), y), (cache.zs, cache.xs, y), deltas[l])
-            )
+            out.append(run(lambda zs, xs, y: eq.output_delta(net, Cache(zs, xs), y), (cache.zs, cache.xs, y), deltas[l]))
         else:
-            out.append(compare(eq.input_grad, (deltas[l + 1], params[l + 1].W), dxs[l]))  # BP3
+            out.append(run(eq.input_grad, (deltas[l + 1], params[l + 1].W), dxs[l]))  # BP3
             out.append(
-                compare(lambda z, a, d: eq.delta(activations[l], z, a, d), (cache.zs[l], cache.xs[l + 1], dxs[l]), deltas[l])
+                run(lambda z, a, d: eq.delta(activations[l], z, a, d), (cache.zs[l], cache.xs[l + 1], dxs[l]), deltas[l])
             )  # BP4
         out.append(
-            compare(lambda d, zs, xs: eq.weight_grad(d, eq.layer_input(Cache(zs, xs), l)), (deltas[l], cache.zs, cache.xs), grads[l].W)
+            run(lambda d, zs, xs: eq.weight_grad(d, eq.layer_input(Cache(zs, xs), l)), (deltas[l], cache.zs, cache.xs), grads[l].W)
         )  # BP5
-        out.append(compare(eq.bias_grad, (deltas[l],), grads[l].b))  # BP6
+        out.append(run(eq.bias_grad, (deltas[l],), grads[l].b))  # BP6
     return out
 
 
 _equation_references_jit = jax.jit(_equation_references, static_argnums=0)
-_equation_errors_jit = jax.jit(_equation_errors, static_argnums=(0, 1, 5))
+_equation_outputs_jit = jax.jit(_equation_outputs, static_argnums=(0, 1, 5))
 
 
 def _equation_list(net, batch):
-    """``(layer, equation, formula, reduction size)`` in the order of :func:`_equation_errors`."""
+    """``(layer, equation, formula, reduction size)`` in the order of :func:`_equation_outputs`."""
     L, out = net.n_layers, []
     for layer in range(L, 0, -1):
         if layer == L:
@@ -474,10 +468,12 @@ def _equation_checks(net, equations, params, x, y, dtype) -> tuple:
     with jax.enable_x64(True):
         params64, x64, y64 = _host_cast((params, x, y), np.float64)
         references = _equation_references_jit(net, params64, x64, y64)
-        errors = jax.device_get(_equation_errors_jit(net, equations, params64, y64, references, lo))
+        outputs = jax.device_get(_equation_outputs_jit(net, equations, params64, y64, references, lo))
     checks = []
-    for (layer, name, formula, reduction), (e64, e_lo, s) in zip(_equation_list(net, x.shape[0]), errors):
-        e64, e_lo, s = float(e64), float(e_lo), float(s)
+    for (layer, name, formula, reduction), (got, got_lo, reference) in zip(_equation_list(net, x.shape[0]), outputs):
+        reference = np.asarray(reference, np.float64)
+        e64, e_lo = (_max_error(g, reference) for g in (got, got_lo))
+        s = float(np.max(np.abs(reference), initial=0.0))
         tol = max(C * _U64 * math.sqrt(reduction) * s, RHO * e_lo * _U64 / u_lo)
         if e64 <= tol:
             verdict = OK
@@ -487,6 +483,15 @@ def _equation_checks(net, equations, params, x, y, dtype) -> tuple:
             verdict = WRONG
         checks.append(EquationCheck(layer, name, formula, _relative(e64, s), _relative(e_lo, s), _relative(tol, s), verdict))
     return tuple(checks)
+
+
+def _max_error(got, reference) -> float:
+    """``max |got − reference|``, NaN counting as infinite, a wrong shape as infinite."""
+    got = np.asarray(got, np.float64)
+    if got.shape != reference.shape:
+        return math.inf
+    diff = np.abs(got - reference)
+    return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
 
 
 def _equation_table(checks):

@@ -347,41 +347,44 @@ def _reference(primal, args, aux, cot):
 
 
 def _stats(mine, probe, mine64, ref64, u, u_ad, root_r, rtol=None) -> list:
-    """Per leaf: errors, derived tolerances and similarity, in float64 (NumPy, on the host).
+    """Per leaf and point: errors, derived tolerances and similarity, in float64 (NumPy).
 
     Args:
-      mine: the user's gradients in the working dtype.
+      mine: the user's gradients in the working dtype; every leaf ``(points, ...)``.
       probe: ``jax.vjp`` in the probe dtype (working dtype, or float32 for float64) at
-        :data:`_PROBES` copies of the point jittered by an ulp; leaves ``(_PROBES, ...)``.
+        :data:`_PROBES` copies of each point jittered by an ulp; leaves
+        ``(points, _PROBES, ...)``.
       mine64, ref64: the user's gradients and ``jax.vjp``, both run in float64.
       u, u_ad: unit roundoffs of the working and the probe dtype.
       root_r: ``sqrt(R)``, R the longest reduction.
       rtol: a fixed relative tolerance instead of the derived one.
 
     Returns:
-      A list (one per leaf) of dicts: ``s`` (max |reference|), ``e``, ``e64``, ``e_ad``
-      (max errors of the user in the working dtype, in float64, and of the probe),
-      ``tol``, ``tol64``, ``cosine``, ``norm_ratio``, ``worst`` (flat index of ``e``).
+      A list (one per leaf) of dicts of ``(points,)`` arrays: ``s`` (max |reference|),
+      ``e``, ``e64``, ``e_ad`` (max errors of the user in the working dtype, in float64,
+      and of the probe), ``tol``, ``tol64``, ``cosine``, ``norm_ratio``, ``worst`` (flat
+      index of ``e``).
     """
     out = []
     for m, p, m64, r in zip(*(jax.tree.leaves(t) for t in (mine, probe, mine64, ref64))):
-        m, p, m64, r = (np.ravel(np.asarray(a, np.float64)) for a in (m, p, m64, r))
-        p = p.reshape(_PROBES, -1)
-        with np.errstate(invalid="ignore", over="ignore"):
-            s = np.max(np.abs(r), initial=0.0)
+        n = r.shape[0]
+        m, m64, r = (np.asarray(a, np.float64).reshape(n, -1) for a in (m, m64, r))
+        p = np.asarray(p, np.float64).reshape(n, _PROBES, -1)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            s = np.max(np.abs(r), axis=1, initial=0.0)
             diff = _nan_to_inf(np.abs(m - r))
-            e, e64 = np.max(diff, initial=0.0), np.max(_nan_to_inf(np.abs(m64 - r)), initial=0.0)
-            e_ad = np.max(np.abs(p - r), initial=0.0)
-            e_ad = e_ad if np.isfinite(e_ad) else 0.0  # autodiff's own overflow is no measure
+            e, e64 = np.max(diff, axis=1, initial=0.0), np.max(_nan_to_inf(np.abs(m64 - r)), axis=1, initial=0.0)
+            e_ad = np.max(np.abs(p - r[:, None]), axis=(1, 2), initial=0.0)
+            e_ad = np.where(np.isfinite(e_ad), e_ad, 0.0)  # autodiff's own overflow is no measure
             if rtol is None:
-                tol = max(RHO * e_ad * u / u_ad, C * u * root_r * s)
-                tol64 = max(RHO * e_ad * _U64 / u_ad, C * _U64 * root_r * s)
+                tol = np.maximum(RHO * e_ad * u / u_ad, C * u * root_r * s)
+                tol64 = np.maximum(RHO * e_ad * _U64 / u_ad, C * _U64 * root_r * s)
             else:
                 tol = tol64 = rtol * s
-            nm, nr = np.linalg.norm(m), np.linalg.norm(r)
-            cosine = float(np.vdot(m, r) / (nm * nr)) if nm * nr > 0 else (0.0 if nm + nr > 0 else 1.0)
-            norm_ratio = nm / nr if nr > 0 else (math.inf if nm > 0 else 1.0)
-        worst = int(np.argmax(diff)) if m.size else 0
+            nm, nr = np.linalg.norm(m, axis=1), np.linalg.norm(r, axis=1)
+            cosine = np.where(nm * nr > 0, np.sum(m * r, axis=1) / (nm * nr), np.where(nm + nr > 0, 0.0, 1.0))
+            norm_ratio = np.where(nr > 0, nm / nr, np.where(nm > 0, np.inf, 1.0))
+        worst = np.argmax(diff, axis=1) if m.shape[1] else np.zeros(n, int)
         out.append(dict(s=s, e=e, e64=e64, e_ad=e_ad, tol=tol, tol64=tol64, cosine=cosine, norm_ratio=norm_ratio, worst=worst))
     return out
 
@@ -461,7 +464,7 @@ def _verify_many(
         _check_structure(mine, ref64, names)
         shape_errors = {}
         mine, mine64 = (_fill_wrong_shapes(t, ref64, names, shape_errors) for t in (mine, mine64))
-        stats = [_stats(*(one(t, i) for t in (mine, probe, mine64, ref64)), u, u_ad, math.sqrt(reduction_size), rtol) for i in range(n)]
+        stats = _stats(mine, probe, mine64, ref64, u, u_ad, math.sqrt(reduction_size), rtol)
         refs = [np.asarray(a, np.float64) for a in jax.tree.leaves(ref64)]
         mines64 = [np.asarray(a, np.float64) for a in jax.tree.leaves(mine64)]
 
@@ -469,7 +472,7 @@ def _verify_many(
         # random direction per leaf.
         suspects = [
             (i, k) for i in range(n) for k, name in enumerate(names)
-            if name not in shape_errors and not stats[i][k]["e64"] <= stats[i][k]["tol64"]
+            if name not in shape_errors and not stats[k]["e64"][i] <= stats[k]["tol64"][i]
             and np.all(np.isfinite(refs[k][i])) and np.all(np.isfinite(mines64[k][i]))
         ]
         checked = [
@@ -499,7 +502,7 @@ def _verify_many(
     for i in range(n):
         row = []
         for k, name in enumerate(names):
-            st, r, m64 = stats[i][k], refs[k][i], mines64[k][i]
+            st, r, m64 = {f: v[i] for f, v in stats[k].items()}, refs[k][i], mines64[k][i]
             verdict, evidence = _verdict_of(st, m64, r, confirmations.get((i, k)), shape_errors.get(name))
             fd_rel, fd_evidence = fd_checks.get((i, k), (None, ""))
             if fd_evidence and verdict != WRONG:
@@ -570,7 +573,9 @@ class _Oracle:
         ``(d, u, hs, φ(0), φ(+h), φ(-h))`` of :func:`_sweep`."""
         leaves, tree = jax.tree.flatten(self.args)
         n = leaves[0].shape[0]
-        typical = [max(_rms(np.concatenate([a[i].ravel() for a in leaves])), 1e-12) for i in range(n)]
+        squares = [np.square(np.asarray(a, np.float64)).reshape(n, -1) for a in leaves]
+        leaf_rms = [np.sqrt(np.mean(q, axis=1)) if q.shape[1] else np.zeros(n) for q in squares]
+        overall = np.sqrt(sum(q.sum(axis=1) for q in squares) / max(sum(q.shape[1] for q in squares), 1))
         out = []
         for start in range(0, len(requests), n):  # chunks of n: one compilation per problem
             chunk = requests[start : start + n]
@@ -579,30 +584,37 @@ class _Oracle:
             steps = np.zeros((n, 1 + 2 * _STEPS.size))
             for j, (i, k, v) in enumerate(chunk):
                 directions[k][j] = v.reshape(leaves[k].shape[1:])
-                hs = _STEPS * max(_rms(leaves[k][i]), typical[i]) * math.sqrt(max(v.size, 1))
+                hs = _STEPS * max(leaf_rms[k][i], overall[i], 1e-12) * math.sqrt(max(v.size, 1))
                 steps[j] = np.concatenate([[0.0], hs, -hs])
             take = lambda t: jax.tree.map(lambda a: a[np.asarray(rows)], t)
             phi = np.asarray(
                 _phi_many(self.primal, take(self.args), take(self.aux), take(self.cot), jax.tree.unflatten(tree, directions), steps)
             )
-            out += [_sweep(steps[j, 1 : 1 + _STEPS.size], phi[j]) for j in range(len(chunk))]
+            out += _sweep(steps[: len(chunk), 1 : 1 + _STEPS.size], phi[: len(chunk)])
         return out
 
 
-def _sweep(hs, phi):
-    """Central differences over the step sweep: ``(d, u, hs, φ(0), φ(+h), φ(-h))``.
+def _sweep(hs, phi) -> list:
+    """Central differences over the step sweep, for rows of steps ``hs`` and values
+    ``phi = [φ(0), φ(+h)..., φ(-h)...]``: per row ``(d, u, hs, φ(0), φ(+h), φ(-h))``.
 
     ``d`` is the estimate at the step where successive estimates agree best, ``u`` the
     largest disagreement around that step plus the rounding of ``φ`` (its uncertainty)."""
-    phi0, plus, minus = phi[0], phi[1 : 1 + hs.size], phi[1 + hs.size :]
-    central = (plus - minus) / (2 * hs)
-    rounding = 32 * _U64 * np.max(np.abs(phi)) / hs[1:]
-    gaps = np.abs(np.diff(central)) + rounding
+    m = hs.shape[1]
+    phi0, plus, minus = phi[:, 0], phi[:, 1 : 1 + m], phi[:, 1 + m :]
+    with np.errstate(invalid="ignore", over="ignore"):
+        central = (plus - minus) / (2 * hs)
+        rounding = 32 * _U64 * np.max(np.abs(phi), axis=1, keepdims=True) / hs[:, 1:]
+        gaps = np.abs(np.diff(central, axis=1)) + rounding
     gaps = np.where(np.isfinite(gaps), gaps, np.inf)
-    j = int(np.argmin(gaps))
+    j = np.argmin(gaps, axis=1)
     # The smallest gap can be small by luck (truncation and rounding errors cancelling):
     # its neighbours' gaps bound the uncertainty.
-    return float(central[j + 1]), float(np.max(gaps[max(j - 1, 0) : j + 2])), hs, phi0, plus, minus
+    padded = np.pad(gaps, ((0, 0), (1, 1)), constant_values=0.0)
+    rows = np.arange(len(j))
+    u = np.max(np.stack([padded[rows, j], padded[rows, j + 1], padded[rows, j + 2]]), axis=0)
+    d = central[rows, j + 1]
+    return [(float(d[i]), float(u[i]), hs[i], phi0[i], plus[i], minus[i]) for i in rows]
 
 
 def _confirm(sweep, m64, r, v):
@@ -772,11 +784,6 @@ def _path_name(path, prefix) -> str:
 
 def _relative(e, s) -> float:
     return e / s if s > 0 else e
-
-
-def _rms(a) -> float:
-    a = np.asarray(a, np.float64)
-    return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
 
 
 def _first_nonfinite(a) -> tuple:

@@ -259,11 +259,10 @@ def layer_norm_backward(p, cache, dy):
 # (sizes, activations, batch): one compilation each, CASES random points each; every
 # activation appears.
 ARCHITECTURES = [
-    ((3, 8, 6, 4), ("tanh", "relu", "softmax"), 16),
-    ((5, 7, 6, 2), ("sigmoid", "gelu", "identity"), 9),
-    ((6, 4, 5, 4, 1), ("elu", "leaky_relu", "softplus", "tanh"), 1),
+    ((3, 8, 6, 5, 4), ("tanh", "relu", "leaky_relu", "softmax"), 16),
+    ((6, 4, 5, 4, 3, 2), ("sigmoid", "gelu", "elu", "softplus", "identity"), 3),
 ]
-CASES = 500
+CASES = 700
 
 
 def random_points(sizes, batch, rng):
@@ -283,19 +282,24 @@ def random_points(sizes, batch, rng):
 
 def test_thousands_of_random_correct_float32_cases_raise_no_false_alarm():
     rng = np.random.default_rng(2024)
-    reports = []
+    groups = []
     for sizes, activations, batch in ARCHITECTURES:
         params, x = random_points(sizes, batch, rng)
-        reports += jbp.check_vjp_many(*mlp(activations), params, x, key=jax.random.key(len(reports)))
+        groups.append((activations, jbp.check_vjp_many(*mlp(activations), params, x, key=jax.random.key(len(groups)))))
     g, b = (np.asarray(rng.normal(size=(CASES, 6)), np.float32) for _ in range(2))
     x = np.asarray(rng.normal(size=(CASES, 8, 6)) * np.exp(rng.uniform(-2, 2, (CASES, 1, 1))), np.float32)
-    reports += jbp.check_vjp_many(layer_norm_forward, layer_norm_backward, {"g": g, "b": b}, x, key=KEY)
-    assert len(reports) == 4 * CASES
+    groups.append((("layer norm",), jbp.check_vjp_many(layer_norm_forward, layer_norm_backward, {"g": g, "b": b}, x, key=KEY)))
+    reports = [r for _, group in groups for r in group]
+    assert len(reports) == 3 * CASES
     alarms = [(i, r.failed, [l.evidence for l in r.leaves if not l.ok]) for i, r in enumerate(reports) if not r.ok]
     assert alarms == []
-    # Not alarms, but counted: leaves whose float32 rounding exceeds autodiff's 16-fold.
-    notes = sum(len(r.imprecise) + len(r.unverified) for r in reports)
-    assert notes <= len(reports) // 100, [(i, r.imprecise, r.unverified) for i, r in enumerate(reports) if r.imprecise or r.unverified]
+    assert [r.unverified for r in reports if r.unverified] == []
+    # 'imprecise' is no alarm, and only a saturated softmax earns it: its Jacobian product
+    # x (g - <g, x>) rounds worse than autodiff's form there. Everything else rounds
+    # within 16x of autodiff.
+    for activations, group in groups:
+        if "softmax" not in activations:
+            assert [r.imprecise for r in group if r.imprecise] == [], activations
 
 
 def test_many_points_find_the_one_where_a_relu_kink_bug_shows():
