@@ -55,8 +55,8 @@ import numpy as np
 Array = jax.Array
 
 #: Allowance for a correct backward rounding differently from autodiff (see module doc).
-#: Measured with scripts/false_alarm_study.py's layers: over 84,000 leaves of random
-#: correct float32 layers the largest factor needed was 3.3 (softmax outputs aside, whose
+#: Measured on random correct float32 layers like those of scripts/false_alarm_study.py:
+#: over 84,000 leaves the largest factor needed was 3.3 (softmax outputs aside, whose
 #: ``x (g − <g, x>)`` is less stable than autodiff's form where the softmax saturates).
 RHO = 16.0
 #: Constant of the a-priori rounding floor ``C · u · sqrt(R) · s``.
