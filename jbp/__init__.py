@@ -13,18 +13,20 @@ The seed's equations, each in one function (see README, "The equations"):
 
 from jbp.activations import ACTIVATIONS, Activation
 from jbp.backward_pass import backward, deltas
-from jbp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jbp.bridge import custom_vjp_loss
-from jbp.check import GradCheckFailure, GradCheckReport, check_grads
+from jbp.check import Equations, GradCheckReport, check_grads
+from jbp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jbp.forward_pass import Cache, forward
 from jbp.initializers import INITIALIZERS
 from jbp.losses import LOSSES, Loss
+from jbp.mutation_check import MUTATIONS, MutationReport, mutation_test
 from jbp.network import MLP
 from jbp.params import Layer
 from jbp.per_example import per_example_grads
 from jbp.sweep import sweep
 from jbp.train import History, fit
 from jbp.update import gradient_descent, train_step
+from jbp.vjp_check import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 
 __version__ = "0.1.0"
 
@@ -33,6 +35,7 @@ __all__ = [
     "Activation",
     "Cache",
     "Checkpoint",
+    "Equations",
     "GradCheckFailure",
     "GradCheckReport",
     "History",
@@ -41,16 +44,22 @@ __all__ = [
     "Layer",
     "Loss",
     "MLP",
+    "MUTATIONS",
+    "MutationReport",
+    "VJPCheckReport",
     "backward",
     "check_grads",
+    "check_vjp",
+    "check_vjp_many",
     "custom_vjp_loss",
     "deltas",
     "fit",
     "forward",
     "gradient_descent",
     "load_checkpoint",
-    "save_checkpoint",
+    "mutation_test",
     "per_example_grads",
+    "save_checkpoint",
     "sweep",
     "train_step",
 ]

@@ -1,141 +1,326 @@
-"""Verification of the hand-derived gradients against autodiff (the only place jbp uses it).
+"""Verification of jbp's hand-derived gradients against autodiff (with :mod:`jbp.vjp_check`,
+the only place jbp uses it), down to the layer and the equation that is wrong.
 
-:func:`check_grads` compares, leaf by leaf, ``net.loss_and_grad`` (the hand-derived
-backward pass) with ``jax.grad(net.loss)`` at the parameters' own dtype, and with a
-second oracle that shares no code with either: central finite differences of the loss
-in float64 along a random direction per leaf.
+:func:`check_grads` runs three views of one network at one batch:
+
+1. **Leaves**: ``net.loss_and_grad`` (the hand-derived backward) against ``jax.grad`` of
+   ``net.loss``, every ``W`` and ``b``, with the derived tolerances, the float64 re-run
+   and the finite-difference confirmation of :mod:`jbp.vjp_check`.
+2. **Equations**: each of the seed's equations on its own, layer by layer, fed the exact
+   (float64 autodiff) values of its inputs so that an error upstream cannot leak into
+   it: the output delta, BP3 ``dL/dx^(l) = delta^(l+1) W^(l+1)``, BP4
+   ``delta^(l) = dL/dx^(l) · f'(z^(l))``, BP5 ``dW^(l) = delta^(l)ᵀ x^(l-1)`` and BP6
+   ``db^(l) = Σ_batch delta^(l)``. The references for ``dL/dz^(l)`` and ``dL/dx^(l)`` are
+   ``jax.grad`` of the loss with respect to zero offsets added to every ``z^(l)`` and
+   ``x^(l)``. The first equation that fails, from the output down, is named.
+3. **Worst examples**: per-example gradients (the backward on each row alone) against
+   autodiff, the rows that diverge most first.
+
+``equations=`` swaps any of the backward's parts for another function (see
+:class:`Equations`): :func:`jbp.mutation_test` plants mistakes that way, without
+touching jbp's modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
-from jbp.params import Params
+from jbp import backward_pass
+from jbp.activations import Activation, get_activation
+from jbp.vjp_check import (
+    C,
+    FD_RTOL,
+    IMPRECISE,
+    OK,
+    RHO,
+    UNVERIFIED,
+    WRONG,
+    GradCheckFailure,
+    LeafCheck,  # noqa: F401  (jbp.check.LeafCheck, as before)
+    _cast,
+    _details,
+    _host_cast,
+    _jsonable,
+    _leaf_table,
+    _markdown_table,
+    _named,
+    _relative,
+    _rng,
+    _text_table,
+    _unit_roundoff,
+    _verify_many,
+)
+from jbp.forward_pass import Cache, dense, forward
+from jbp.losses import get_loss
+from jbp.network import MLP
+from jbp.params import Layer, Params
 
 Array = jax.Array
 
-#: Default relative tolerance of the manual-vs-autodiff comparison, by dtype.
-RTOL = {
-    np.dtype(np.float64): 1e-10,
-    np.dtype(np.float32): 1e-5,
-    np.dtype(jnp.bfloat16): 2e-2,
-    np.dtype(np.float16): 5e-3,
-}
-#: Relative tolerance of the float64 finite-difference oracle.
-FD_RTOL = 1e-6
-_FD_STEP = 1e-5
+#: Adversarial points for ``check_grads(..., stress=...)``.
+STRESS = ("saturate", "kinks", "logits")
+#: ``stress="saturate"``: the rms every layer's pre-activations are scaled to.
+SATURATED_Z = 10.0
+#: ``stress="logits"``: the rms the output layer's pre-activations are scaled to.
+EXTREME_LOGIT = 1e3
+_U64 = _unit_roundoff(np.float64)
 
 
-# Compiled once per (network, shapes, dtypes): eager dispatch would compile every
-# primitive separately, which is slower than one compilation of the whole function.
-_manual_loss_and_grad = jax.jit(lambda net, p, x, y: net.loss_and_grad(p, x, y), static_argnums=0)
-_autodiff_grad = jax.jit(lambda net, p, x, y: jax.grad(net.loss)(p, x, y), static_argnums=0)
-_loss = jax.jit(lambda net, p, x, y: net.loss(p, x, y), static_argnums=0)
+class Equations(NamedTuple):
+    """The parts of the backward pass, each replaceable; ``None`` means jbp's own.
+
+    Attributes:
+      output_delta: ``(net, cache, y) -> dL/dz^(L)`` (:meth:`jbp.MLP.output_delta`).
+      input_grad: BP3, ``(delta, W) -> dL/dx`` (:func:`jbp.backward_pass.input_grad`).
+      delta: BP4, ``(activation, z, x, dL_dx) -> dL/dz`` (:meth:`jbp.Activation.delta`).
+      weight_grad: BP5, ``(delta, x_prev) -> dW`` (:func:`jbp.backward_pass.weight_grad`).
+      bias_grad: BP6, ``(delta) -> db`` (:func:`jbp.backward_pass.bias_grad`).
+      layer_input: the ``x^(l-1)`` BP5 multiplies, ``(cache, l) -> cache.xs[l]`` for the
+        layer ``params[l]``.
+    """
+
+    output_delta: Optional[Callable] = None
+    input_grad: Optional[Callable] = None
+    delta: Optional[Callable] = None
+    weight_grad: Optional[Callable] = None
+    bias_grad: Optional[Callable] = None
+    layer_input: Optional[Callable] = None
 
 
-class GradCheckFailure(AssertionError):
-    """Raised by ``check_grads(..., raise_on_failure=True)``; the message is the table."""
+def _layer_input(cache: Cache, l: int) -> Array:
+    return cache.xs[l]
+
+
+def _resolve(equations: Equations) -> Equations:
+    """Fills the ``None`` parts with jbp's own, looked up now (so a patched module is seen)."""
+    return Equations(
+        output_delta=equations.output_delta or MLP.output_delta,
+        input_grad=equations.input_grad or backward_pass.input_grad,
+        delta=equations.delta or Activation.delta,
+        weight_grad=equations.weight_grad or backward_pass.weight_grad,
+        bias_grad=equations.bias_grad or backward_pass.bias_grad,
+        layer_input=equations.layer_input or _layer_input,
+    )
+
+
+def _loss_and_grad(net: MLP, equations: Equations, params: Params, x: Array, y: Array):
+    """``net.loss_and_grad`` itself, or the seed's backward assembled from ``equations``."""
+    if equations == Equations():
+        return net.loss_and_grad(params, x, y)
+    eq = _resolve(equations)
+    _, cache = forward(params, x, net.activations)
+    loss = get_loss(net.loss_name).value(cache.zs[-1], cache.xs[-1], y)
+    deltas = [eq.output_delta(net, cache, y)]
+    for l in range(net.n_layers - 1, 0, -1):
+        dL_dx = eq.input_grad(deltas[-1], params[l].W)  # BP3
+        activation = get_activation(net.activations[l - 1])
+        deltas.append(eq.delta(activation, cache.zs[l - 1], cache.xs[l], dL_dx))  # BP4
+    grads = tuple(
+        Layer(W=eq.weight_grad(delta, eq.layer_input(cache, l)), b=eq.bias_grad(delta))  # BP5, BP6
+        for l, delta in enumerate(reversed(deltas))
+    )
+    return loss, grads
 
 
 @dataclasses.dataclass(frozen=True)
-class LeafCheck:
-    """One parameter leaf's comparison.
+class _NetLoss:
+    """What autodiff differentiates: ``net.loss`` (hashable, static to jit)."""
+
+    net: MLP
+
+    def __call__(self, params, aux):
+        x, y = aux
+        return self.net.loss(params, x, y)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NetGrad:
+    """What is checked: the hand-derived gradient, scaled by the loss's cotangent."""
+
+    net: MLP
+    equations: Equations
+
+    def __call__(self, params, aux, cot):
+        x, y = aux
+        grads = _loss_and_grad(self.net, self.equations, params, x, y)[1]
+        return jax.tree.map(lambda g: g * cot, grads)
+
+
+@dataclasses.dataclass(frozen=True)
+class EquationCheck:
+    """One equation at one layer, fed autodiff's exact inputs.
 
     Attributes:
-      name: the leaf, e.g. ``"params[0].W"`` (layer 1's weights).
-      shape: its shape.
-      max_abs_err: ``max |manual − autodiff|``.
-      rel_err: ``max_abs_err / max |autodiff|`` (``max_abs_err`` if autodiff is all zero).
-      fd_rel_err: ``|FD − <manual, v>| / (‖manual‖ ‖v‖)`` for a random direction ``v``,
-        all in float64; ``None`` if finite differences were not run.
-      ok: ``rel_err <= rtol`` and ``fd_rel_err <= FD_RTOL``.
+      layer: the layer ``l`` (1 = first hidden layer, ``L`` = output layer).
+      equation: ``"output delta"``, ``"BP3"``, ``"BP4"``, ``"BP5"`` or ``"BP6"``.
+      formula: what it computes, e.g. ``"dW^(2) = delta^(2).T @ x^(1)"``.
+      rel_err: ``max |equation − autodiff| / max |autodiff|``, evaluated in float64.
+      rel_err_lo: the same with the inputs rounded to the working dtype (float32 for
+        float64): how much of the error is rounding.
+      tol: tolerance on ``rel_err`` (derived as in :mod:`jbp.vjp_check`).
+      verdict: ``"ok"``, ``"WRONG"``, or ``"imprecise"`` (over the tolerance, but the
+        error shrinks with precision: rounding, not the formula).
     """
 
-    name: str
-    shape: tuple
-    max_abs_err: float
+    layer: int
+    equation: str
+    formula: str
     rel_err: float
-    fd_rel_err: Optional[float]
-    ok: bool
+    rel_err_lo: float
+    tol: float
+    verdict: str
+
+    def __str__(self) -> str:
+        return f"layer {self.layer}, {self.equation}: {self.formula}"
+
+    def to_dict(self) -> dict:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleCheck:
+    """One batch row's gradient (the backward on that row alone) against autodiff.
+
+    Attributes:
+      row: the row of ``x``.
+      rel_err: ``max`` over leaves of ``max |backward − autodiff| / scale``, the scale being
+        the leaf's largest autodiff value over all rows.
+      leaf: the leaf where that maximum is.
+      loss: the row's loss.
+    """
+
+    row: int
+    rel_err: float
+    leaf: str
+    loss: float
+
+    def to_dict(self) -> dict:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)
 class GradCheckReport:
-    """The result of :func:`check_grads`. ``ok`` is a plain ``bool``; ``str()`` is a table."""
+    """The result of :func:`check_grads`. ``ok`` is a plain ``bool``; ``str()`` is a table.
+
+    Attributes:
+      leaves: one :class:`jbp.vjp_check.LeafCheck` per ``W`` and ``b``.
+      dtype: the parameters' dtype.
+      rtol: the fixed tolerance asked for, or ``None`` (derived per leaf).
+      loss: the loss at the checked point.
+      ok: no leaf and no equation is ``WRONG``.
+      equations: one :class:`EquationCheck` per equation and layer, from the output down.
+      worst_examples: the rows whose gradients diverge most, worst first.
+      stress: the adversarial point checked (``None``: the point given).
+    """
 
     leaves: tuple
     dtype: str
-    rtol: float
+    rtol: Optional[float]
     loss: float
     ok: bool
+    equations: tuple = ()
+    worst_examples: tuple = ()
+    stress: Optional[str] = None
 
     @property
     def failed(self) -> tuple:
-        """Names of the leaves that failed."""
-        return tuple(leaf.name for leaf in self.leaves if not leaf.ok)
+        """Names of the leaves whose gradient is confirmed wrong."""
+        return _named(self.leaves, WRONG)
+
+    @property
+    def imprecise(self) -> tuple:
+        return _named(self.leaves, IMPRECISE)
+
+    @property
+    def unverified(self) -> tuple:
+        return _named(self.leaves, UNVERIFIED)
+
+    @property
+    def failed_equations(self) -> tuple:
+        """The :class:`EquationCheck` s that are ``WRONG``, from the output layer down."""
+        return tuple(e for e in self.equations if e.verdict == WRONG)
+
+    @property
+    def first_failure(self) -> Optional[EquationCheck]:
+        """The first wrong equation in the backward pass's order, or ``None``."""
+        return next(iter(self.failed_equations), None)
+
+    def _title(self) -> str:
+        tol = "derived tolerances" if self.rtol is None else f"rtol {self.rtol:g}"
+        at = "" if self.stress is None else f", at stress point {self.stress!r}"
+        return (
+            f"gradient check: hand-derived vs jax.grad ({self.dtype}, {tol}, reference in float64; "
+            f"FD rtol {FD_RTOL:g}){at}, loss {self.loss:.6g}"
+        )
+
+    def _verdict(self) -> str:
+        if self.ok:
+            extra = [f"{what}: {', '.join(n)}" for what, n in (("imprecise", self.imprecise), ("unverified", self.unverified)) if n]
+            return "PASSED" + (f" ({'; '.join(extra)})" if extra else "")
+        parts = [", ".join(self.failed)] if self.failed else []
+        if self.first_failure is not None:
+            parts.append(f"first wrong equation: {self.first_failure}")
+        return "FAILED: " + "; ".join(parts)
+
+    def _sections(self, table, bullet=""):
+        out = []
+        if self.equations:
+            out += ["", "equations, each fed autodiff's exact inputs (float64):", table(*_equation_table(self.equations))]
+        if self.worst_examples:
+            out += ["", "worst examples (each row's gradient alone, working dtype vs float64 autodiff):",
+                    table(*_example_table(self.worst_examples))]
+        return out
 
     def __str__(self) -> str:
-        head = ("leaf", "shape", "max abs err", "rel err", "FD rel err (f64)", "ok")
-        rows = [
-            (
-                c.name,
-                "x".join(map(str, c.shape)),
-                f"{c.max_abs_err:.2e}",
-                f"{c.rel_err:.2e}",
-                "-" if c.fd_rel_err is None else f"{c.fd_rel_err:.2e}",
-                "ok" if c.ok else "FAIL",
-            )
-            for c in self.leaves
-        ]
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        fmt = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip()
-        verdict = "PASSED" if self.ok else f"FAILED: {', '.join(self.failed)}"
         return "\n".join(
-            [
-                f"gradient check, manual vs jax.grad ({self.dtype}, rtol {self.rtol:g}; "
-                f"FD rtol {FD_RTOL:g}), loss {self.loss:.6g}",
-                fmt(head),
-                *map(fmt, rows),
-                verdict,
-            ]
+            [self._title(), _text_table(*_leaf_table(self.leaves)), *_details(self.leaves),
+             *self._sections(_text_table), self._verdict()]
         )
+
+    def to_markdown(self) -> str:
+        """The report as Markdown tables."""
+        return "\n".join(
+            [f"**{self._title()}**", "", _markdown_table(*_leaf_table(self.leaves)), "",
+             *(f"- {d.strip()}" for d in _details(self.leaves)),
+             *self._sections(_markdown_table), "", f"**{self._verdict()}**"]
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``json.dumps(report.to_dict(), allow_nan=False)`` works."""
+        first = self.first_failure
+        return {
+            "check": "check_grads",
+            "dtype": self.dtype,
+            "rtol": self.rtol,
+            "loss": _jsonable(self.loss),
+            "stress": self.stress,
+            "ok": self.ok,
+            "failed": list(self.failed),
+            "imprecise": list(self.imprecise),
+            "unverified": list(self.unverified),
+            "first_failure": None if first is None else first.to_dict(),
+            "leaves": [leaf.to_dict() for leaf in self.leaves],
+            "equations": [e.to_dict() for e in self.equations],
+            "worst_examples": [e.to_dict() for e in self.worst_examples],
+        }
 
 
 def _leaf_names(params) -> list:
     return [f"params[{l}].{leaf}" for l in range(len(params)) for leaf in ("W", "b")]
 
 
-def _fd_rel_errors(net, params, x, y, key) -> list:
-    """Central differences of the loss in float64 along one random direction per leaf."""
-    with jax.enable_x64(True):
-        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        x64 = jnp.asarray(x, jnp.float64)
-        y64 = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.asarray(y, jnp.float64)
-        _, g64 = _manual_loss_and_grad(net, p64, x64, y64)
-        leaves, treedef = jax.tree.flatten(p64)
-        errors = []
-        for i, (g, key_i) in enumerate(zip(jax.tree.leaves(g64), jax.random.split(key, len(leaves)))):
-            v = jax.random.normal(key_i, g.shape, jnp.float64)
-            shifted = lambda s: jax.tree.unflatten(
-                treedef, [a + s * v if j == i else a for j, a in enumerate(leaves)]
-            )
-            loss_at = lambda s: _loss(net, shifted(s), x64, y64)
-            fd = (loss_at(_FD_STEP) - loss_at(-_FD_STEP)) / (2 * _FD_STEP)
-            scale = float(jnp.linalg.norm(g) * jnp.linalg.norm(v))
-            err = abs(float(fd - jnp.vdot(g, v)))
-            errors.append(err / scale if scale > 0 else err)
-        return errors
+_loss = jax.jit(lambda net, p, x, y: net.loss(p, x, y), static_argnums=0)
 
 
 def check_grads(
-    net,
+    net: MLP,
     params: Params,
     x: Array,
     y: Array,
@@ -144,45 +329,247 @@ def check_grads(
     finite_differences: bool = True,
     key: Optional[Array] = None,
     raise_on_failure: bool = False,
+    equations: Optional[Equations] = None,
+    stress: Optional[str] = None,
+    worst_examples: int = 5,
 ) -> GradCheckReport:
-    """Checks ``net.loss_and_grad`` against ``jax.grad(net.loss)``, leaf by leaf.
+    """Checks ``net.loss_and_grad`` against ``jax.grad(net.loss)``: leaves, equations, rows.
 
     Args:
       net: a :class:`jbp.MLP`.
       params, x, y: where to check, as for ``net.loss``.
-      rtol: tolerance on each leaf's ``max |manual − autodiff| / max |autodiff|``;
-        default by dtype (:data:`RTOL`: 1e-10 for float64, 1e-5 for float32).
-      finite_differences: also compare with central differences in float64.
+      rtol: a fixed relative tolerance per leaf instead of the derived one (see
+        :mod:`jbp.vjp_check`).
+      finite_differences: also compare every leaf with central differences of the loss
+        in float64 along a random direction (an oracle independent of autodiff).
       key: PRNG key for the finite-difference directions (default ``key(0)``).
-      raise_on_failure: raise :class:`GradCheckFailure` (message: the table) on failure.
+      raise_on_failure: raise :class:`GradCheckFailure` (message: the report) on failure.
+      equations: parts of the backward to use instead of jbp's own (:class:`Equations`);
+        default jbp's, and then the leaves checked are ``net.loss_and_grad`` itself.
+      stress: check at an adversarial point made from ``params`` and ``x`` instead:
+        ``"saturate"`` (every layer's pre-activations scaled to rms
+        :data:`SATURATED_Z`), ``"kinks"`` (each hidden unit's bias shifted so that one row
+        sits at ``z = 0``, up to rounding: ReLU's kink) or ``"logits"`` (output
+        pre-activations scaled to rms :data:`EXTREME_LOGIT`).
+      worst_examples: how many rows to list in the per-example view (0: skip it).
 
     Returns:
       A :class:`GradCheckReport`.
     """
-    x, y = _validate.inputs_and_targets(net, params, x, y)
-    dtype = np.dtype(x.dtype)
-    if rtol is None:
-        rtol = RTOL.get(dtype, 1e-5)
-    loss, manual = _manual_loss_and_grad(net, params, x, y)
-    autodiff = _autodiff_grad(net, params, x, y)
-    fd = (
-        _fd_rel_errors(net, params, x, y, jax.random.key(0) if key is None else key)
-        if finite_differences
-        else [None] * len(jax.tree.leaves(params))
-    )
-    leaves = []
-    for name, g, r, fd_err in zip(
-        _leaf_names(params), jax.tree.leaves(manual), jax.tree.leaves(autodiff), fd
-    ):
-        g64, r64 = np.asarray(g, np.float64), np.asarray(r, np.float64)
-        abs_err = float(np.max(np.abs(g64 - r64)))
-        scale = float(np.max(np.abs(r64)))
-        rel = abs_err / scale if scale > 0 else abs_err
-        ok = math.isfinite(rel) and rel <= rtol and (fd_err is None or fd_err <= FD_RTOL)
-        leaves.append(LeafCheck(name, tuple(g.shape), abs_err, rel, fd_err, ok))
-    report = GradCheckReport(
-        tuple(leaves), str(dtype), rtol, float(loss), all(leaf.ok for leaf in leaves)
+    report, _ = _check_grads(
+        net, params, x, y, rtol=rtol, finite_differences=finite_differences, key=key,
+        equations=equations, stress=stress, worst_examples=worst_examples,
     )
     if raise_on_failure and not report.ok:
         raise GradCheckFailure(str(report))
     return report
+
+
+def _check_grads(net, params, x, y, *, rtol, finite_differences, key, equations, stress, worst_examples):
+    """:func:`check_grads`, also returning the gradients under test re-run in float64."""
+    x, y = _validate.inputs_and_targets(net, params, x, y)
+    if stress is not None:
+        params = _stress_point(net, params, x, _validate.name("stress", stress, STRESS))
+    equations = Equations() if equations is None else equations
+    if not isinstance(equations, Equations):
+        raise TypeError(f"equations must be a jbp.check.Equations, got {type(equations).__name__}")
+    dtype = np.dtype(x.dtype)
+    names = _leaf_names(params)
+    expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
+    (leaves,), mine64 = _verify_many(
+        _NetLoss(net), _NetGrad(net, equations), expand(params), expand((x, y)), np.ones((1,), dtype), names,
+        dtype=dtype, rtol=rtol, finite_differences=finite_differences,
+        rng=_rng(jax.random.key(0) if key is None else key),
+    )
+    mine64 = jax.tree.map(lambda a: a[0], mine64)
+    eqs = _equation_checks(net, equations, params, x, y, dtype)
+    rows = _worst_examples(net, equations, params, x, y, names, worst_examples) if worst_examples else ()
+    report = GradCheckReport(
+        leaves=leaves,
+        dtype=dtype.name,
+        rtol=rtol,
+        loss=float(_loss(net, params, x, y)),
+        ok=all(leaf.ok for leaf in leaves) and all(e.verdict != WRONG for e in eqs),
+        equations=eqs,
+        worst_examples=rows,
+        stress=stress,
+    )
+    return report, mine64
+
+
+# --- Equations, one by one. -------------------------------------------------------------
+
+
+def _equation_references(net, params, x, y):
+    """The forward cache and autodiff's ``dL/dW``, ``dL/db``, ``dL/dz^(l)`` and ``dL/dx^(l)``
+    (for hidden ``l``): ``jax.grad`` of the loss w.r.t. zero offsets on every ``z`` and ``x``."""
+    L = net.n_layers
+    activations = [get_activation(a) for a in net.activations]
+    _, cache = forward(params, x, net.activations)
+
+    def loss_with_offsets(params, dz, dx):
+        h = x
+        for l in range(L):
+            z = dense(params[l], h) + dz[l]
+            h = activations[l].f(z)
+            if l < L - 1:
+                h = h + dx[l]
+        return get_loss(net.loss_name).value(z, h, y)
+
+    offsets = (tuple(jnp.zeros_like(z) for z in cache.zs), tuple(jnp.zeros_like(a) for a in cache.xs[1:-1]))
+    return (cache, *jax.grad(loss_with_offsets, argnums=(0, 1, 2))(params, *offsets))
+
+
+def _equation_outputs(net, equations, params, y, references, lo):
+    """Every equation's ``(output in float64, output from inputs rounded to lo, autodiff's
+    value)``, from the output layer down, each fed autodiff's inputs (x64 must be on)."""
+    eq = _resolve(equations)
+    cache, grads, deltas, dxs = references
+    activations = [get_activation(a) for a in net.activations]
+    run = lambda fn, inputs, reference: (fn(*inputs), fn(*_cast(inputs, lo)), reference)
+
+    out = []
+    for l in range(net.n_layers - 1, -1, -1):  # params[l] is layer l + 1
+        if l == net.n_layers - 1:
+            out.append(run(lambda zs, xs, y: eq.output_delta(net, Cache(zs, xs), y), (cache.zs, cache.xs, y), deltas[l]))
+        else:
+            out.append(run(eq.input_grad, (deltas[l + 1], params[l + 1].W), dxs[l]))  # BP3
+            out.append(
+                run(lambda z, a, d: eq.delta(activations[l], z, a, d), (cache.zs[l], cache.xs[l + 1], dxs[l]), deltas[l])
+            )  # BP4
+        out.append(
+            run(lambda d, zs, xs: eq.weight_grad(d, eq.layer_input(Cache(zs, xs), l)), (deltas[l], cache.zs, cache.xs), grads[l].W)
+        )  # BP5
+        out.append(run(eq.bias_grad, (deltas[l],), grads[l].b))  # BP6
+    return out
+
+
+_equation_references_jit = jax.jit(_equation_references, static_argnums=0)
+_equation_outputs_jit = jax.jit(_equation_outputs, static_argnums=(0, 1, 5))
+
+
+def _equation_list(net, batch):
+    """``(layer, equation, formula, reduction size)`` in the order of :func:`_equation_outputs`."""
+    L, out = net.n_layers, []
+    for layer in range(L, 0, -1):
+        if layer == L:
+            out.append((layer, "output delta", f"delta^({L}) = dL/dz^({L}) of the {net.loss_name} loss", net.sizes[-1]))
+        else:
+            out.append((layer, "BP3", f"dL/dx^({layer}) = delta^({layer + 1}) @ W^({layer + 1})", net.sizes[layer + 1]))
+            out.append((layer, "BP4", f"delta^({layer}) = dL/dx^({layer}) * f'(z^({layer}))", 1))
+        out.append((layer, "BP5", f"dW^({layer}) = delta^({layer}).T @ x^({layer - 1})", batch))
+        out.append((layer, "BP6", f"db^({layer}) = sum over the batch of delta^({layer})", batch))
+    return out
+
+
+def _equation_checks(net, equations, params, x, y, dtype) -> tuple:
+    lo = np.dtype(np.float32) if dtype == np.float64 else dtype
+    u_lo = _unit_roundoff(lo)
+    with jax.enable_x64(True):
+        params64, x64, y64 = _host_cast((params, x, y), np.float64)
+        references = _equation_references_jit(net, params64, x64, y64)
+        outputs = jax.device_get(_equation_outputs_jit(net, equations, params64, y64, references, lo))
+    checks = []
+    for (layer, name, formula, reduction), (got, got_lo, reference) in zip(_equation_list(net, x.shape[0]), outputs):
+        reference = np.asarray(reference, np.float64)
+        e64, e_lo = (_max_error(g, reference) for g in (got, got_lo))
+        s = float(np.max(np.abs(reference), initial=0.0))
+        tol = max(C * _U64 * math.sqrt(reduction) * s, RHO * e_lo * _U64 / u_lo)
+        if e64 <= tol:
+            verdict = OK
+        elif e64 * 10 <= e_lo:  # the error shrinks with precision: rounding, not the formula
+            verdict = IMPRECISE
+        else:
+            verdict = WRONG
+        checks.append(EquationCheck(layer, name, formula, _relative(e64, s), _relative(e_lo, s), _relative(tol, s), verdict))
+    return tuple(checks)
+
+
+def _max_error(got, reference) -> float:
+    """``max |got − reference|``, NaN counting as infinite, a wrong shape as infinite."""
+    got = np.asarray(got, np.float64)
+    if got.shape != reference.shape:
+        return math.inf
+    diff = np.abs(got - reference)
+    return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
+
+
+def _equation_table(checks):
+    layers = sorted({c.layer for c in checks}, reverse=True)
+    columns = ("BP3", "BP4", "BP5", "BP6")
+    head = ("layer", "BP3 dL/dx", "BP4 delta", "BP5 dW", "BP6 db")
+    cell = lambda c: f"{c.rel_err:.1e}" + ("" if c.verdict == OK else f" {c.verdict}")
+    rows = []
+    for layer in layers:
+        mine = {c.equation: c for c in checks if c.layer == layer}
+        row = [str(layer)]
+        for column in columns:
+            if column == "BP4" and "output delta" in mine:
+                row.append("output " + cell(mine["output delta"]))
+            else:
+                row.append(cell(mine[column]) if column in mine else "-")
+        rows.append(tuple(row))
+    return head, rows
+
+
+# --- Per-example view. ------------------------------------------------------------------
+
+
+def _per_example(net, equations, params, x, y):
+    """Each row's gradient by the backward (working dtype) and by autodiff (float64)."""
+    user = _NetGrad(net, equations)
+    primal = _NetLoss(net)
+    params64 = _cast(params, jnp.float64)
+
+    def one(xi, yi):
+        mine = user(params, (xi[None], yi[None]), jnp.ones((), x.dtype))
+        loss, reference = jax.value_and_grad(primal)(params64, _cast((xi[None], yi[None]), jnp.float64))
+        return mine, reference, loss
+
+    return jax.vmap(one)(x, y)
+
+
+_per_example_jit = jax.jit(_per_example, static_argnums=(0, 1))
+
+
+def _worst_examples(net, equations, params, x, y, names, k) -> tuple:
+    with jax.enable_x64(True):
+        mine, reference, losses = jax.device_get(_per_example_jit(net, equations, params, x, y))
+    errors = []
+    for m, r in zip(jax.tree.leaves(mine), jax.tree.leaves(reference)):
+        m, r = np.asarray(m, np.float64), np.asarray(r, np.float64)
+        scale = np.max(np.abs(r)) if r.size else 0.0
+        d = np.abs(m - r).reshape(len(r), -1).max(axis=1, initial=0.0)
+        errors.append(np.where(np.isnan(d), np.inf, d) / (scale if scale > 0 else 1.0))
+    errors = np.stack(errors, axis=1)  # (rows, leaves)
+    worst = np.argsort(-errors.max(axis=1), kind="stable")[:k]
+    return tuple(
+        ExampleCheck(int(i), float(errors[i].max()), names[int(np.argmax(errors[i]))], float(losses[i]))
+        for i in worst
+    )
+
+
+def _example_table(rows):
+    head = ("row", "rel err", "worst leaf", "loss")
+    return head, [(str(r.row), f"{r.rel_err:.2e}", r.leaf, f"{r.loss:.4g}") for r in rows]
+
+
+# --- Stress points. ---------------------------------------------------------------------
+
+
+def _stress_point(net: MLP, params: Params, x: Array, kind: str) -> Params:
+    """``params`` moved, layer by layer, to an adversarial point of ``kind`` (see check_grads)."""
+    h, out, L = x, [], net.n_layers
+    for l, (layer, name) in enumerate(zip(params, net.activations)):
+        z = dense(layer, h)
+        rms = jnp.sqrt(jnp.mean(z * z))
+        if kind == "saturate" and name != "softmax" and rms > 0:
+            layer = Layer(layer.W * (SATURATED_Z / rms), layer.b * (SATURATED_Z / rms))
+        elif kind == "logits" and l == L - 1 and rms > 0:
+            layer = Layer(layer.W * (EXTREME_LOGIT / rms), layer.b * (EXTREME_LOGIT / rms))
+        elif kind == "kinks" and l < L - 1:
+            units = jnp.arange(z.shape[1])
+            layer = Layer(layer.W, layer.b - z[units % z.shape[0], units])
+        out.append(layer)
+        h = get_activation(name).f(dense(layer, h))
+    return tuple(out)

@@ -52,9 +52,20 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path):
 
 
 def test_check_command_prints_the_table(capsys):
-    assert main(["check", "--dataset", "xor", "--hidden", "4", "--activation", "tanh"]) == 0
+    # relu on XOR puts a kink exactly at the input (0, 0): finite differences there must
+    # not be mistaken for a wrong gradient
+    assert main(["check", "--dataset", "xor", "--hidden", "4"]) == 0
     out = capsys.readouterr().out
     assert "params[1].b" in out and out.rstrip().endswith("PASSED")
+
+
+def test_check_command_json_and_mutations(capsys):
+    assert main(["check", "--dataset", "xor", "--hidden", "4", "--activation", "tanh", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and len(report["leaves"]) == 4
+    assert main(["check", "--dataset", "xor", "--hidden", "4", "--activation", "tanh", "--mutations"]) == 0
+    out = capsys.readouterr().out
+    assert "missing f'(z)" in out and "bias averaged" in out and out.rstrip().endswith("PASSED")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import jbp
 from helpers import problem
 
 AUTODIFF = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian", "linear_transpose", "custom_vjp", "custom_jvp"}
-VERIFICATION = {"check.py"}
+VERIFICATION = {"check.py", "vjp_check.py"}
 #: Modules that may use one part of the API, and why.
 BRIDGES = {
     # registers the hand-derived backward pass as a custom_vjp rule; nothing there is differentiated
