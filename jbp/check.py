@@ -97,6 +97,8 @@ class GradCheckReport:
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         fmt = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip()
         verdict = "PASSED" if self.ok else f"FAILED: {', '.join(self.failed)}"
+        if not math.isfinite(self.loss):
+            verdict += f" (the loss is {self.loss} here: nothing to compare)"
         return "\n".join(
             [
                 f"gradient check, manual vs jax.grad ({self.dtype}, rtol {self.rtol:g}; "
@@ -159,7 +161,9 @@ def check_grads(
     Returns:
       A :class:`GradCheckReport`.
     """
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    x, y = _validate.check_grads_args(
+        net, params, x, y, rtol, finite_differences, key, raise_on_failure
+    )
     dtype = np.dtype(x.dtype)
     if rtol is None:
         rtol = RTOL.get(dtype, 1e-5)

@@ -116,31 +116,6 @@ def test_divergence_stops_and_returns_the_last_finite_params():
     jax.tree.map(np.testing.assert_array_equal, again, new)
 
 
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        (dict(epochs=0), ValueError, "epochs must be >= 1, got 0"),
-        (dict(epochs=2.5), TypeError, "epochs must be an int, got float 2.5"),
-        (dict(epochs=3, batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
-        (dict(epochs=3, batch_size=5), ValueError, r"batch_size=5 is larger than the data \(x has 4 rows\)"),
-        (dict(epochs=3, batch_size=2), ValueError, "key is required to shuffle mini-batches"),
-        (dict(epochs=3, start_epoch=-1), ValueError, "start_epoch must be an integer >= 0, got -1"),
-        (dict(epochs=3, optimizer="sgd"), TypeError, "optimizer must be an optax.GradientTransformation"),
-    ],
-)
-def test_bad_arguments_are_clear_errors(kwargs, error, message):
-    params = XOR.init(jax.random.key(0), dtype=jnp.float32)
-    kwargs = {"optimizer": optax.sgd(0.1), **kwargs}
-    with pytest.raises(error, match=message):
-        jbp.fit(XOR, params, XOR_X, XOR_Y, **kwargs)
-
-
-def test_non_finite_data_is_refused():
-    params = XOR.init(jax.random.key(0), dtype=jnp.float32)
-    with pytest.raises(ValueError, match="x must be finite, but 1 of its values are NaN or inf"):
-        jbp.fit(XOR, params, XOR_X.at[0, 0].set(jnp.nan), XOR_Y, optimizer=optax.sgd(0.1), epochs=1)
-
-
 def test_training_with_autodiff_gradients_follows_the_same_path():
     """loss_and_grad=jax.value_and_grad(net.loss) trains the same network with autodiff."""
     net = jbp.MLP((3, 6, 2), activation="tanh", loss="cross_entropy")
