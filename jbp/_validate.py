@@ -31,6 +31,8 @@ def is_concrete(a) -> bool:
 
 def describe(value: Any) -> str:
     """What was given, briefly: ``int 3``, ``float32 array of shape (2, 3)``."""
+    if isinstance(value, np.generic):
+        return f"{value.dtype} {value.item()!r}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return f"{value.dtype} array of shape {tuple(value.shape)}"
     text = repr(value)
@@ -145,7 +147,7 @@ def optimizer(value: Any):
 
 def sizes(value: Any) -> tuple:
     """Checks layer widths: at least two positive ints."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or np.ndim(value) != 1:
         raise TypeError(
             f"sizes must be a sequence of layer widths like (2, 8, 1), got {value!r}"
         )
@@ -203,7 +205,7 @@ def _one_dtype(arg: str, dtypes: list) -> np.dtype:
 
 def params(net, value: Any) -> np.dtype:
     """Checks that ``value`` has the network's structure and shapes; returns its dtype."""
-    if not isinstance(value, (tuple, list)):
+    if not isinstance(value, tuple):  # a list would not match the tuple of gradients
         raise TypeError(
             f"params must be a tuple of jbp.Layer (from net.init), got {type(value).__name__}"
         )
@@ -240,7 +242,7 @@ def layers(value: Any, activations: Any) -> np.dtype:
     ``(n_l, n_{l-1})`` and ``b^(l)`` ``(n_l,)``, and one activation per layer."""
     from jbp.activations import ACTIVATIONS, Activation  # here: they import this module
 
-    if not isinstance(value, (tuple, list)):
+    if not isinstance(value, tuple):  # a list would not match the tuple of gradients
         raise TypeError(
             f"params must be a tuple of jbp.Layer (from net.init), got {type(value).__name__}"
         )
@@ -291,13 +293,13 @@ def _array(arg: str, value: Any):
     return a
 
 
-def _same_float(arg: str, a, dtype):
-    """Casts integer/bool ``a`` to ``dtype``; refuses another floating dtype."""
+def _same_float(arg: str, a, dtype, like: str = "params"):
+    """Casts integer/bool ``a`` to ``dtype`` (that of ``like``); refuses another floating dtype."""
     got = a.dtype
     if jnp.issubdtype(got, jnp.floating):
         if jax.dtypes.canonicalize_dtype(got) != dtype:
             raise TypeError(
-                f"{arg} has dtype {got} but params are {dtype}; cast {arg} with "
+                f"{arg} has dtype {got} but {like} are {dtype}; cast {arg} with "
                 f".astype({dtype}) or make params of dtype {got} (net.init(key, dtype=...))"
             )
         return jnp.asarray(a)
@@ -333,23 +335,25 @@ def inputs_and_targets(net, params_, x, y):
     return x, targets(net, y, x.shape[0], x.dtype)
 
 
-def targets(net, y, batch: int, dtype):
-    """Checks targets ``y`` for ``batch`` outputs of the network's loss, in ``dtype``."""
+def targets(net, y, batch: int, dtype, like: tuple = ("x", "params")):
+    """Checks targets ``y`` for ``batch`` outputs of the network's loss, in ``dtype``;
+    ``like`` names where the batch and the dtype come from."""
     y = _array("y", y)
     n_out = net.sizes[-1]
     if y.ndim == 0 or y.shape[0] != batch:
         raise ValueError(
-            f"y has shape {tuple(y.shape)} but x has {batch} rows; y needs one row per example"
+            f"y has shape {tuple(y.shape)} but {like[0]} has {batch} rows; "
+            "y needs one row per example"
         )
     if net.loss_name == "cross_entropy":
-        return _class_targets(y, n_out, dtype)
+        return _class_targets(y, n_out, dtype, like[1])
     if y.shape != (batch, n_out):
         hint = " (use y.reshape(-1, 1))" if y.shape == (batch,) and n_out == 1 else ""
         raise ValueError(
             f"y has shape {tuple(y.shape)} but the network's output is ({batch}, {n_out})"
             f" (batch, sizes[-1]){hint}"
         )
-    y = _same_float("y", y, dtype)
+    y = _same_float("y", y, dtype, like[1])
     if net.loss_name == "binary_cross_entropy":
         _unit_interval("y for binary_cross_entropy", y)
     return y
@@ -365,7 +369,7 @@ def _unit_interval(what: str, y) -> None:
             raise ValueError(f"{what} must lie in [0, 1], got values in [{lo}, {hi}]")
 
 
-def _class_targets(y, n_classes: int, dtype):
+def _class_targets(y, n_classes: int, dtype, like: str):
     """Integer labels ``(batch,)`` in ``[0, n_classes)`` or probability rows ``(batch, n_classes)``."""
     if y.ndim == 1:
         if not jnp.issubdtype(y.dtype, jnp.integer):
@@ -387,7 +391,7 @@ def _class_targets(y, n_classes: int, dtype):
             f"y for cross_entropy must be integer labels (batch,) or one-hot rows "
             f"(batch, {n_classes}), got shape {tuple(y.shape)}"
         )
-    y = _same_float("y", y, dtype)
+    y = _same_float("y", y, dtype, like)
     _unit_interval("y for cross_entropy (rows of class probabilities)", y)
     return y
 
@@ -432,10 +436,16 @@ def _cache_arrays(cache) -> tuple:
     return zs, xs
 
 
-def backward_inputs(params_, cache, delta_out, activations):
+def _as_jax(cache):
+    from jbp.forward_pass import Cache  # here: jbp.forward_pass imports this module
+
+    return Cache(tuple(map(jnp.asarray, cache.zs)), tuple(map(jnp.asarray, cache.xs)))
+
+
+def backward_inputs(params_, cache, delta_out, activations) -> tuple:
     """For :func:`jbp.deltas` and :func:`jbp.backward`: params, activations, a cache of
     ``jbp.forward`` with these params, and ``delta_out`` of the output layer's shape;
-    returns ``delta_out`` in the params' dtype."""
+    returns ``(cache, delta_out)`` as JAX arrays, ``delta_out`` in the params' dtype."""
     dtype = layers(params_, activations)
     zs, xs = _cache_arrays(cache)
     n = len(params_)
@@ -463,12 +473,12 @@ def backward_inputs(params_, cache, delta_out, activations):
             f"delta_out has shape {tuple(delta_out.shape)} but the output layer's z has "
             f"{tuple(zs[-1].shape)} (cache.zs[-1]): it must be dL/dz of the output layer"
         )
-    return _same_float("delta_out", delta_out, dtype)
+    return _as_jax(cache), _same_float("delta_out", delta_out, dtype)
 
 
-def cache_and_targets(net, cache, y):
+def cache_and_targets(net, cache, y) -> tuple:
     """For :meth:`jbp.MLP.output_delta`: a cache of ``net.forward`` and targets for it;
-    returns ``y`` as for :func:`inputs_and_targets`."""
+    returns ``(cache, y)``, the cache as JAX arrays and ``y`` as for :func:`inputs_and_targets`."""
     zs, xs = _cache_arrays(cache)
     if len(zs) != net.n_layers or len(xs) != net.n_layers + 1:
         raise ValueError(
@@ -483,7 +493,8 @@ def cache_and_targets(net, cache, y):
         )
     if not jnp.issubdtype(z.dtype, jnp.floating) or out.dtype != z.dtype:
         raise TypeError(f"cache must hold arrays of one floating dtype, got {z.dtype} and {out.dtype}")
-    return targets(net, y, z.shape[0], z.dtype)
+    y = targets(net, y, z.shape[0], z.dtype, like=("the cache (cache.zs[-1])", "the cache's arrays"))
+    return _as_jax(cache), y
 
 
 def same_tree(arg: str, value: Any, like_arg: str, like: Any) -> None:

@@ -79,7 +79,7 @@ def deltas(
     Returns:
       ``(delta^(1), ..., delta^(L))``.
     """
-    delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
+    cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
     ds = [delta_out]
     for l in range(len(params) - 1, 0, -1):
         dL_dx = input_grad(ds[-1], params[l].W)  # BP3

@@ -92,7 +92,10 @@ class MLP:
                 f"(its output delta is fused with it), got {output_activation!r}"
             )
         if output_activation == "softmax" and sizes[-1] < 2:
-            raise ValueError(f"softmax needs at least 2 outputs, got sizes[-1]={sizes[-1]}")
+            raise ValueError(
+                f"softmax needs at least 2 outputs, got sizes[-1]={sizes[-1]} "
+                f"(output_activation='softmax', loss={loss!r})"
+            )
         _validate.name("init", init, tuple(INITIALIZERS))
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "hidden_activations", hidden)
@@ -147,7 +150,7 @@ class MLP:
 
     def output_delta(self, cache: Cache, y: Array) -> Array:
         """``dL/dz^(L)``, the output layer's delta that starts the backward pass."""
-        return self._output_delta(cache, _validate.cache_and_targets(self, cache, y))
+        return self._output_delta(*_validate.cache_and_targets(self, cache, y))
 
     def _output_delta(self, cache: Cache, y: Array) -> Array:
         return get_loss(self.loss_name).delta(

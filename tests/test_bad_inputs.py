@@ -7,13 +7,15 @@ either works (finite outputs of the right shapes) or raises such an error from j
 code, never an error from inside JAX, XLA, NumPy or optax, and never a silent NaN.
 """
 
-import io
+import functools
 import json
 import math
 import os
 import pathlib
 import re
 import tempfile
+import traceback
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +42,7 @@ DELTA = CE.output_delta(CACHE, Y)
 SGD = optax.sgd(0.1)
 ADAM = optax.adam(0.1)
 KEY = jax.random.key(0)
+KEYS = jax.random.split(KEY, 3)
 F32 = lambda tree: jax.tree.map(lambda a: a.astype(np.float32), tree)
 Layer = jbp.Layer
 ACTIVATION_NAMES = "identity, sigmoid, tanh, relu, leaky_relu, elu, softplus, gelu"
@@ -139,11 +142,12 @@ CASES = [
     # -- net.init
     (lambda: CE.init(0), TypeError, r"key must be a PRNG key, jax.random.key\(seed\), got int 0"),
     (lambda: CE.init(jnp.ones(2)), TypeError, r"key must be a PRNG key, jax.random.key\(seed\), got float64 array of shape \(2,\)"),
-    (lambda: CE.init(jax.random.split(KEY, 3)), ValueError, r"key must be one PRNG key, got an array of keys of shape \(3,\)"),
+    (lambda: CE.init(KEYS), ValueError, r"key must be one PRNG key, got an array of keys of shape \(3,\)"),
     (lambda: CE.init(KEY, dtype=jnp.int32), TypeError, "dtype must be a floating dtype, got int32"),
     (lambda: CE.init(KEY, dtype="banana"), TypeError, "dtype must be a floating dtype, got 'banana'"),
     # -- params given to the network's methods (which layer, what shape)
     (lambda: CE.predict({"W": 1}, X), TypeError, r"params must be a tuple of jbp.Layer \(from net.init\), got dict"),
+    (lambda: CE.predict(list(P), X), TypeError, r"params must be a tuple of jbp.Layer \(from net.init\), got list"),
     (lambda: CE.predict(P[:1], X), ValueError, r"params has 1 layers but the network has 2 \(sizes=\(3, 4, 2\)\)"),
     (lambda: CE.predict((P[0], Layer(P[1].W.T, P[1].b)), X), ValueError, r"params\[1\].W has shape \(4, 2\) but the network expects \(2, 4\) \(sizes\[2\], sizes\[1\]\) for layer 2"),
     (lambda: CE.predict((Layer(P[0].W, P[0].b[:3]), P[1]), X), ValueError, r"params\[0\].b has shape \(3,\) but the network expects \(4,\) \(sizes\[1\],\) for layer 1"),
@@ -176,7 +180,8 @@ CASES = [
     # -- net.output_delta(cache, y)
     (lambda: CE.output_delta(None, Y), TypeError, "cache must be the jbp.Cache of arrays that jbp.forward returns, got NoneType"),
     (lambda: CE.output_delta(jbp.Cache(CACHE.zs[:1], CACHE.xs[:2]), Y), ValueError, "cache holds 1 zs and 2 xs but the network has 2 layers"),
-    (lambda: CE.output_delta(CACHE, Y[:2]), ValueError, r"y has shape \(2,\) but x has 4 rows"),
+    (lambda: CE.output_delta(CACHE, Y[:2]), ValueError, r"y has shape \(2,\) but the cache \(cache.zs\[-1\]\) has 4 rows; y needs one row per example"),
+    (lambda: MSE.output_delta(CACHE, Y_MSE.astype(np.float32)), TypeError, r"y has dtype float32 but the cache's arrays are float64"),
     (lambda: CE.output_delta(CACHE, Y + 5), ValueError, r"y holds labels in \[\d, \d\] but the network has 2 classes"),
     # -- the pure functions: jbp.forward, jbp.deltas, jbp.backward
     (lambda: jbp.forward(P, X, ("tanh",)), ValueError, r"activations has 1 entries but params has 2 layers; give one activation per layer \(net.activations\)"),
@@ -283,3 +288,171 @@ def test_bad_input_is_a_clear_error(call, error, message):
     with pytest.raises(error, match=message) as excinfo:
         call()
     assert _raised_in_jbp(excinfo), f"raised outside jbp, at {excinfo.traceback[-1]}"
+
+
+# -- The fuzzer. Valid arguments for three networks; one argument at a time is replaced
+# by junk: wrong types, ranks, shapes, dtypes and values, and near misses of the valid one.
+
+
+@functools.cache
+def _valid(net_name):
+    net, params, x, y = {"ce": (CE, P, X, Y), "bce": (BCE, P_BCE, X_BCE, Y_BCE), "mse": (MSE, P_MSE, X_MSE, Y_MSE)}[net_name]
+    _, cache = jbp.forward(params, x, net.activations)
+    _, grads = net.loss_and_grad(params, x, y)
+    return dict(
+        net=net, params=params, x=x, y=y, cache=cache, delta_out=net.output_delta(cache, y),
+        activations=net.activations, grads=grads, key=KEY, dtype=None, sizes=net.sizes,
+        activation="tanh", loss=net.loss_name, optimizer=SGD, opt_state=SGD.init(params),
+        epochs=1, batch_size=None, tol=None, start_epoch=0, lr=0.1, rtol=None,
+    )
+
+
+def _shapes(tree):
+    return [tuple(np.shape(a)) for a in jax.tree.leaves(tree)]
+
+
+def _finite(tree) -> bool:
+    return all(
+        np.all(np.isfinite(np.asarray(a, np.float64)))
+        for a in jax.tree.leaves(tree)
+        if isinstance(a, (np.ndarray, np.generic, jax.Array)) and jnp.issubdtype(a.dtype, jnp.inexact)
+    )
+
+
+def _fit_ok(result, a):
+    params, h = result
+    assert _shapes(params) == _shapes(a["params"]) and _finite(params)  # even on divergence
+    return h.diverged or _finite(h.loss[: int(h.epoch)])
+
+
+# name: (call, the arguments it takes, check of a result, needs classification)
+CALLS = {
+    "MLP": (lambda a: jbp.MLP(a["sizes"], activation=a["activation"], loss=a["loss"]),
+            ("sizes", "activation", "loss"), lambda r, a: isinstance(r, jbp.MLP)),
+    "init": (lambda a: a["net"].init(a["key"], dtype=a["dtype"]), ("key", "dtype"),
+             lambda r, a: _shapes(r) == _shapes(a["params"])),
+    "predict": (lambda a: a["net"].predict(a["params"], a["x"]), ("params", "x"),
+                lambda r, a: r.shape == (len(a["x"]), a["net"].sizes[-1])),
+    "loss": (lambda a: a["net"].loss(a["params"], a["x"], a["y"]), ("params", "x", "y"),
+             lambda r, a: r.shape == ()),
+    "loss_and_grad": (lambda a: a["net"].loss_and_grad(a["params"], a["x"], a["y"]), ("params", "x", "y"),
+                      lambda r, a: r[0].shape == () and _shapes(r[1]) == _shapes(a["params"])),
+    "accuracy": (lambda a: a["net"].accuracy(a["params"], a["x"], a["y"]), ("params", "x", "y"),
+                 lambda r, a: 0 <= float(r) <= 1),
+    "output_delta": (lambda a: a["net"].output_delta(a["cache"], a["y"]), ("cache", "y"),
+                     lambda r, a: r.shape == a["cache"].zs[-1].shape),
+    "forward": (lambda a: jbp.forward(a["params"], a["x"], a["activations"]), ("params", "x", "activations"),
+                lambda r, a: r[0].shape == (len(a["x"]), a["params"][-1].W.shape[0])),
+    "deltas": (lambda a: jbp.deltas(a["params"], a["cache"], a["delta_out"], a["activations"]),
+               ("params", "cache", "delta_out", "activations"), lambda r, a: _shapes(r) == _shapes(a["cache"].zs)),
+    "backward": (lambda a: jbp.backward(a["params"], a["cache"], a["delta_out"], a["activations"]),
+                 ("params", "cache", "delta_out", "activations"), lambda r, a: _shapes(r) == _shapes(a["params"])),
+    "gradient_descent": (lambda a: jbp.gradient_descent(a["params"], a["grads"], a["lr"]), ("params", "grads", "lr"),
+                         lambda r, a: _shapes(r) == _shapes(a["params"])),
+    "train_step": (lambda a: jbp.train_step(a["net"], a["optimizer"], a["params"], a["opt_state"], a["x"], a["y"]),
+                   ("optimizer", "params", "opt_state", "x", "y"), lambda r, a: _shapes(r[0]) == _shapes(a["params"])),
+    "fit": (lambda a: jbp.fit(a["net"], a["params"], a["x"], a["y"], optimizer=a["optimizer"], epochs=a["epochs"],
+                              batch_size=a["batch_size"], key=a["key"], tol=a["tol"], opt_state=a["opt_state"],
+                              start_epoch=a["start_epoch"]),
+            ("net", "params", "x", "y", "optimizer", "epochs", "batch_size", "key", "tol", "opt_state", "start_epoch"),
+            _fit_ok),
+    "check_grads": (lambda a: jbp.check_grads(a["net"], a["params"], a["x"], a["y"], rtol=a["rtol"], key=a["key"],
+                                                  finite_differences=False),
+                    ("net", "params", "x", "y", "rtol", "key"), lambda r, a: r.ok and math.isfinite(r.loss)),
+}
+#: Calls that refuse non-finite values; the others pass NaN through, as any JAX function.
+CHECKS_VALUES = {"fit", "check_grads"}
+
+SCALARS = [None, "a", True, 0, -1, 1, 2**40, 2.5, math.nan, math.inf, -math.inf, 1j, [1, 2],
+           [[1, 2], [3]], {"W": 1}, (), np.int64(1), np.float32(0.5), jnp.int32(2), jnp.float32(-1.0)]
+DTYPES = [np.bool_, np.int8, np.int32, np.uint8, np.float16, jnp.bfloat16, np.float32, np.float64, np.complex64]
+FILLS = ["normal", "labels", "unit", "big", "nan", "inf", "zeros"]
+
+
+@st.composite
+def arrays(draw):
+    """Random arrays: ranks 0-3, small dimensions (0 included), any dtype, extreme values."""
+    shape = tuple(draw(st.lists(st.sampled_from([0, 1, 3, 4]), max_size=3)))
+    rng = np.random.default_rng(draw(st.integers(0, 3)))
+    values = {
+        "normal": lambda: rng.normal(size=shape), "labels": lambda: rng.integers(0, 3, size=shape),
+        "unit": lambda: rng.uniform(size=shape), "big": lambda: 1e3 * rng.normal(size=shape),
+        "nan": lambda: np.full(shape, np.nan), "inf": lambda: np.full(shape, -np.inf),
+        "zeros": lambda: np.zeros(shape),
+    }[draw(st.sampled_from(FILLS))]()
+    with np.errstate(invalid="ignore"):
+        a = np.asarray(values).astype(draw(st.sampled_from(DTYPES)))
+    return jnp.asarray(a) if draw(st.booleans()) else a
+
+
+@functools.cache
+def near_misses(arg, net_name):
+    """Values close to the valid argument ``arg``: some still valid, most not (built with
+    NumPy, so that making them compiles nothing)."""
+    a = _valid(net_name)
+    net, n_out = a["net"], a["net"].sizes[-1]
+    params, x, y, cache, delta = jax.tree.map(np.asarray, (a["params"], a["x"], a["y"], a["cache"], a["delta_out"]))
+    f32 = lambda tree: jax.tree.map(lambda v: v.astype(np.float32), tree)
+    first_set = lambda v, value: np.where(np.arange(v.size).reshape(v.shape) == 0, value, v)
+    one_hot = np.eye(n_out)[np.arange(len(x)) % n_out]
+    layers = lambda: [
+        params[:-1], params + params[-1:], [*params], (params[0], Layer(params[1].W.T, params[1].b)),
+        (params[0], Layer(params[1].W, params[1].b[:, None])), ((params[0].W, params[0].b), params[1]),
+        f32(params), (Layer(first_set(params[0].W, np.nan), params[0].b), params[1]), P_BCE, P_MSE,
+    ]
+    misses = {
+        "params": layers,
+        "grads": layers,
+        "x": lambda: [x.T, x[:, :2], x[:1], x[:0], x.astype(np.float32), np.round(x).astype(int), x > 0,
+                      first_set(x, np.inf), np.concatenate([x, x]), x.tolist()],
+        "y": lambda: [y[:2], y + n_out, y - 1, y.astype(np.float64), one_hot, -one_hot, y.reshape(-1), y[None],
+                      y.tolist()],
+        "cache": lambda: [jbp.Cache(cache.zs[:1], cache.xs[:2]), f32(cache), tuple(cache),
+                          jbp.Cache(tuple(z[:2] for z in cache.zs), tuple(v[:2] for v in cache.xs)),
+                          _valid("ce" if net_name == "bce" else "bce")["cache"]],
+        "delta_out": lambda: [delta[:, :1], delta.T, delta[:1], delta.astype(np.float32), np.round(delta).astype(int)],
+        "activations": lambda: [net.activations[:1], net.activations * 2, ("relu", "softmax"), ("tanh", "swish"),
+                                [jbp.ACTIVATIONS["elu"], "sigmoid"], "tanh", [1, 2]],
+        "key": lambda: [np.array([0, 1], np.uint32), np.zeros(3, np.uint32), KEYS],
+        "dtype": lambda: [np.float32, "float16", jnp.bfloat16, "banana", np.int8, object],
+        "sizes": lambda: [(3,), [], (3, 0, 2), (3, 2.5), "32", (2, 8, n_out), np.array([3, 5, n_out]), (3, 1)],
+        "activation": lambda: ["swish", "softmax", ["relu"], ["relu", "tanh"], ("gelu",), 3],
+        "loss": lambda: ["hinge", "mse", "cross_entropy", "binary_cross_entropy", 3],
+        "optimizer": lambda: ["sgd", ADAM, lambda g: g, optax.sgd],
+        "opt_state": lambda: [ADAM.init(params), optax.sgd(0.1, momentum=0.9).init(params), ()],
+        "net": lambda: [MSE, CE, BCE, "CE", jbp.MLP((3, 4, 4, 2), loss=net.loss_name) if n_out == 2 else CE],
+    }
+    return misses[arg]() if arg in misses else []
+
+
+def junk(arg, net_name):
+    return st.one_of(st.sampled_from(SCALARS), arrays(), st.sampled_from(near_misses(arg, net_name) or [None]))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzzed_calls_work_or_raise_a_clear_error(data):
+    call = data.draw(st.sampled_from(sorted(CALLS)), label="call")
+    net_name = data.draw(st.sampled_from(["ce", "bce"] if call == "accuracy" else ["ce", "bce", "mse"]), label="net")
+    fn, takes, works = CALLS[call]
+    args = dict(_valid(net_name))
+    target = data.draw(st.sampled_from([None, *takes]), label="replaced")
+    if target is not None:
+        args[target] = data.draw(junk(target, net_name), label=target)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NumPy's casts of NaN to int, and the like
+            result = fn(args)
+    except (ValueError, TypeError) as e:
+        assert target is not None, f"{call} raised on valid arguments: {e!r}"
+        where = traceback.extract_tb(e.__traceback__)[-1].filename
+        assert pathlib.Path(where).is_relative_to(JBP_DIR), f"{call} raised inside {where}: {e!r}"
+        # a network that does not fit the data is named by what does not fit: "the network
+        # has 3 layers", "sizes[-1]", "y for cross_entropy"
+        named = rf"\b{target}\b" if target != "net" else r"\b(net|network|sizes|mse|cross_entropy)\b"
+        assert re.search(named, str(e)), f"{call}: the error does not name {target}: {e}"
+        return
+    assert works(result, args), f"{call} gave a wrong result: {result}"
+    if call in CHECKS_VALUES or _finite([v for k, v in args.items() if k in takes]):
+        assert _finite(result if call != "fit" else result[0]), f"{call} gave non-finite results: {result}"

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 import jbp
 from jbp.train import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
