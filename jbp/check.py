@@ -159,7 +159,12 @@ def check_grads(
       raise_on_failure: raise :class:`GradCheckFailure` (message: the table) on failure.
 
     Returns:
-      A :class:`GradCheckReport`.
+      A :class:`GradCheckReport`. A loss that overflows at these finite inputs fails
+      every leaf, and the report says so.
+
+    Raises:
+      TypeError, ValueError: a bad argument, e.g. NaN or inf in ``params``, ``x`` or
+        ``y`` (there is no gradient to compare there).
     """
     x, y = _validate.check_grads_args(
         net, params, x, y, rtol, finite_differences, key, raise_on_failure

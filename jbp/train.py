@@ -100,7 +100,13 @@ def fit(
         one function object to avoid recompiling.
 
     Returns:
-      ``(params, history)``, see :class:`History`.
+      ``(params, history)``, see :class:`History`. The parameters are always finite:
+      on divergence they are those from before the failing epoch.
+
+    Raises:
+      TypeError, ValueError: a bad argument, named in the message (see README, "What
+        jbp checks for you"): among others NaN or inf in ``params``, ``x`` or ``y``, and
+        an ``opt_state`` that does not fit ``optimizer.init(params)``.
     """
     x, y, epochs, batch_size = _validate.fit_args(
         net, params, x, y, optimizer, epochs, batch_size, key, tol, opt_state, start_epoch,

@@ -58,3 +58,14 @@ def test_every_gradient_entry_matches_central_differences():
             bump = lambda s: jax.tree.unflatten(treedef, [a.at[idx].add(s) if j == i else a for j, a in enumerate(leaves)])
             fd = (net.loss(bump(h), x, y) - net.loss(bump(-h), x, y)) / (2 * h)
             np.testing.assert_allclose(g[idx], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_non_finite_inputs_are_refused_and_an_overflowing_loss_fails_clearly():
+    params, x, y = problem(NET, 7, np.float64)
+    with pytest.raises(ValueError, match=r"params\[2\].b must be finite, but 1 of its values are NaN or inf"):
+        jbp.check_grads(NET, params[:2] + (jbp.Layer(params[2].W, params[2].b.at[0].set(np.inf)),), x, y)
+    net = jbp.MLP((3, 5, 2), activation="identity", loss="mse")
+    params, x, y = problem(net, 7, np.float64)
+    report = jbp.check_grads(net, params, 1e200 * x, y)  # finite inputs, but the loss overflows
+    assert report.ok is False and report.failed == tuple(c.name for c in report.leaves)
+    assert str(report).endswith("(the loss is inf here: nothing to compare)")
