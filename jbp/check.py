@@ -159,8 +159,8 @@ def check_grads(
       raise_on_failure: raise :class:`GradCheckFailure` (message: the table) on failure.
 
     Returns:
-      A :class:`GradCheckReport`. A loss that overflows at these finite inputs fails
-      every leaf, and the report says so.
+      A :class:`GradCheckReport`. Where the loss overflows at these finite inputs, the
+      leaves whose gradients are not finite fail, and the report says so.
 
     Raises:
       TypeError, ValueError: a bad argument, e.g. NaN or inf in ``params``, ``x`` or
