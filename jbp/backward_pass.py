@@ -18,6 +18,7 @@ from typing import Sequence
 
 import jax
 
+from jbp import _validate
 from jbp.activations import Activation, get_activation
 from jbp.forward_pass import Cache
 from jbp.params import Layer, Params
@@ -78,6 +79,7 @@ def deltas(
     Returns:
       ``(delta^(1), ..., delta^(L))``.
     """
+    cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
     ds = [delta_out]
     for l in range(len(params) - 1, 0, -1):
         dL_dx = input_grad(ds[-1], params[l].W)  # BP3

@@ -265,6 +265,8 @@ class GradCheckReport:
             extra = [f"{what}: {', '.join(n)}" for what, n in (("imprecise", self.imprecise), ("unverified", self.unverified)) if n]
             return "PASSED" + (f" ({'; '.join(extra)})" if extra else "")
         parts = [", ".join(self.failed)] if self.failed else []
+        if not math.isfinite(self.loss):
+            parts.append(f"the loss is {self.loss} here: nothing to compare")
         if self.first_failure is not None:
             parts.append(f"first wrong equation: {self.first_failure}")
         return "FAILED: " + "; ".join(parts)
@@ -354,8 +356,16 @@ def check_grads(
       worst_examples: how many rows to list in the per-example view (0: skip it).
 
     Returns:
-      A :class:`GradCheckReport`.
+      A :class:`GradCheckReport`. Where the loss overflows at these finite inputs, the
+      leaves whose gradients are not finite fail, and the report says so.
+
+    Raises:
+      TypeError, ValueError: a bad argument, e.g. NaN or inf in ``params``, ``x`` or
+        ``y`` (there is no gradient to compare there).
     """
+    x, y = _validate.check_grads_args(
+        net, params, x, y, rtol, finite_differences, key, raise_on_failure
+    )
     report, _ = _check_grads(
         net, params, x, y, rtol=rtol, finite_differences=finite_differences, key=key,
         equations=equations, stress=stress, worst_examples=worst_examples,
@@ -384,12 +394,14 @@ def _check_grads(net, params, x, y, *, rtol, finite_differences, key, equations,
     mine64 = jax.tree.map(lambda a: a[0], mine64)
     eqs = _equation_checks(net, equations, params, x, y, dtype)
     rows = _worst_examples(net, equations, params, x, y, names, worst_examples) if worst_examples else ()
+    loss = float(_loss(net, params, x, y))
     report = GradCheckReport(
         leaves=leaves,
         dtype=dtype.name,
         rtol=rtol,
-        loss=float(_loss(net, params, x, y)),
-        ok=all(leaf.ok for leaf in leaves) and all(e.verdict != WRONG for e in eqs),
+        loss=loss,
+        # a non-finite loss (overflow at finite inputs) leaves no gradient to trust
+        ok=math.isfinite(loss) and all(leaf.ok for leaf in leaves) and all(e.verdict != WRONG for e in eqs),
         equations=eqs,
         worst_examples=rows,
         stress=stress,

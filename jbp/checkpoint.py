@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jbp import _validate
 from jbp.network import MLP
 from jbp.params import Layer, Params
 
@@ -51,11 +51,13 @@ class Checkpoint(NamedTuple):
     extra: dict
 
 
-def _encode(a) -> tuple[np.ndarray, dict]:
+def _encode(name: str, a) -> tuple[np.ndarray, dict]:
     """An array as a NumPy array that npz stores without pickle, and how to decode it."""
     if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
         return np.asarray(jax.random.key_data(a)), {"key_impl": str(jax.random.key_impl(a))}
     a = np.asarray(a)
+    if a.dtype.kind not in "biufcV":  # npz would pickle objects, which loading refuses
+        raise TypeError(f"{name} must be an array of numbers, got {_validate.describe(a)}")
     if a.dtype.kind == "V":  # bfloat16 and other ml_dtypes: store the raw bits
         return a.view(f"u{a.dtype.itemsize}"), {"dtype": a.dtype.name}
     return a, {}
@@ -100,12 +102,11 @@ def save_checkpoint(
       key: a PRNG key to keep (the shuffle key of :func:`jbp.fit`), or ``None``.
       extra: JSON-serialisable metadata.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    _validate.checkpoint_args(net, params, epoch, key, extra)
     arrays, decode = {}, {}
 
     def put(name, a):
-        arrays[name], decode[name] = _encode(a)
+        arrays[name], decode[name] = _encode(name, a)
 
     for l, layer in enumerate(params):
         put(f"params/{l}/W", layer.W)
@@ -131,6 +132,8 @@ def save_checkpoint(
         raise TypeError(f"extra must be JSON-serialisable: {e}") from None
 
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"path {os.fspath(path)!r}: its folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -165,9 +168,12 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: the file is truncated, corrupted, or not a jbp checkpoint, or its
-        optimizer state does not fit ``optimizer``.
+      ValueError: the file is truncated, corrupted, or not a jbp checkpoint (of this
+        version), its arrays do not fit its network, or its optimizer state does not
+        fit ``optimizer``.
     """
+    if optimizer is not None:
+        _validate.optimizer(optimizer)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files:
@@ -180,13 +186,13 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
                     path, f"version {meta.get('version')!r}, this jbp reads version {VERSION}"
                 )
             arrays = {name: z[name] for name in z.files if name != "meta"}
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except ValueError as e:
         if "is not a readable jbp checkpoint" in str(e):
             raise
         raise _not_a_checkpoint(path, f"truncated or corrupted ({e})") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    except Exception as e:  # zipfile, npy and JSON parsers fail in many ways on bad bytes
         raise _not_a_checkpoint(path, f"truncated or corrupted ({type(e).__name__}: {e})") from None
 
     try:
@@ -199,20 +205,25 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
             Layer(W=get(f"params/{l}/W"), b=get(f"params/{l}/b")) for l in range(net.n_layers)
         )
         opt_leaves = [get(f"opt_state/{i}") for i in range(meta["n_opt_state"])]
-        key = get("key") if "key" in arrays else None
-        epoch = int(meta["epoch"])
-    except (KeyError, TypeError, ValueError) as e:
+        _validate.params(net, params)  # the arrays must fit the network saved with them
+        key = _validate.prng_key("key", get("key")) if "key" in arrays else None
+        epoch = _validate.integer("epoch", meta["epoch"], low=0)
+        has_opt_state = _validate.flag("has_opt_state", meta["has_opt_state"])
+        extra = meta["extra"]
+        if not isinstance(extra, dict):
+            raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+    except Exception as e:  # whatever the JSON holds, it is data: say what does not fit
         raise _not_a_checkpoint(path, f"inconsistent contents ({type(e).__name__}: {e})") from None
 
-    opt_state = opt_leaves if meta["has_opt_state"] else None
-    if optimizer is not None and meta["has_opt_state"]:
+    opt_state = opt_leaves if has_opt_state else None
+    if optimizer is not None and has_opt_state:
         template, treedef = jax.tree.flatten(optimizer.init(params))
-        shapes = lambda leaves: [tuple(np.shape(a)) for a in leaves]
-        if shapes(template) != shapes(opt_leaves):
+        kinds = lambda leaves: [f"{np.dtype(a.dtype)}{list(np.shape(a))}" for a in leaves]
+        if kinds(template) != kinds(opt_leaves):
             raise ValueError(
                 f"the optimizer state in {os.fspath(path)} does not fit the optimizer given: "
-                f"it has arrays of shapes {shapes(opt_leaves)}, optimizer.init gives "
-                f"{shapes(template)} (was it saved with another optimizer?)"
+                f"it has arrays {kinds(opt_leaves)}, optimizer.init gives "
+                f"{kinds(template)} (was it saved with another optimizer?)"
             )
         opt_state = jax.tree.unflatten(treedef, opt_leaves)
-    return Checkpoint(net, params, opt_state, epoch, key, meta["extra"])
+    return Checkpoint(net, params, opt_state, epoch, key, extra)

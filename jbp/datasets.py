@@ -123,4 +123,5 @@ DATASETS = {f.__name__: f for f in (xor, sine, moons, spirals, digits)}
 
 def load(name: str, seed: int = 0) -> Dataset:
     """The dataset called ``name`` (one of :data:`DATASETS`), generated or split with ``seed``."""
-    return DATASETS[_validate.name("dataset", name, DATASETS)](seed=seed)
+    generate = DATASETS[_validate.name("dataset", name, DATASETS)]
+    return generate(seed=_validate.integer("seed", seed, low=0, high=2**32 - 1))

@@ -10,6 +10,7 @@ from typing import NamedTuple, Sequence
 
 import jax
 
+from jbp import _validate
 from jbp.activations import Activation, get_activation
 from jbp.params import Layer, Params
 
@@ -57,6 +58,7 @@ def forward(
       ``(out, cache)``: the output ``x^(L)``, ``(batch, n_L)``, and the :class:`Cache`
       of every ``z^(l)`` and ``x^(l)``.
     """
+    x = _validate.forward_inputs(params, x, activations)
     zs, xs = [], [x]
     for layer, activation in zip(params, activations, strict=True):
         z = dense(layer, xs[-1])  # BP1

@@ -66,7 +66,7 @@ class MLP:
         init: str = "glorot_uniform",
     ):
         sizes = _validate.sizes(sizes)
-        names = (activation,) if isinstance(activation, str) else tuple(activation)
+        names = _validate.activation_names(activation)
         for name in names:
             if name == "softmax":
                 raise ValueError(
@@ -92,7 +92,10 @@ class MLP:
                 f"(its output delta is fused with it), got {output_activation!r}"
             )
         if output_activation == "softmax" and sizes[-1] < 2:
-            raise ValueError(f"softmax needs at least 2 outputs, got sizes[-1]={sizes[-1]}")
+            raise ValueError(
+                f"softmax needs at least 2 outputs, got sizes[-1]={sizes[-1]} "
+                f"(output_activation='softmax', loss={loss!r})"
+            )
         _validate.name("init", init, tuple(INITIALIZERS))
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "hidden_activations", hidden)
@@ -119,6 +122,7 @@ class MLP:
         Returns:
           A tuple of :class:`jbp.Layer`, ``W`` ``(n_out, n_in)`` and ``b`` ``(n_out,)``.
         """
+        _validate.prng_key("key", key)
         dtype = _validate.float_dtype("dtype", dtype)
         keys = jax.random.split(key, self.n_layers)
         return tuple(
@@ -146,6 +150,9 @@ class MLP:
 
     def output_delta(self, cache: Cache, y: Array) -> Array:
         """``dL/dz^(L)``, the output layer's delta that starts the backward pass."""
+        return self._output_delta(*_validate.cache_and_targets(self, cache, y))
+
+    def _output_delta(self, cache: Cache, y: Array) -> Array:
         return get_loss(self.loss_name).delta(
             get_activation(self.output_activation), cache.zs[-1], cache.xs[-1], y
         )
@@ -160,7 +167,7 @@ class MLP:
         x, y = _validate.inputs_and_targets(self, params, x, y)
         _, cache = forward(params, x, self.activations)
         loss = get_loss(self.loss_name).value(cache.zs[-1], cache.xs[-1], y)
-        grads = backward(params, cache, self.output_delta(cache, y), self.activations)
+        grads = backward(params, cache, self._output_delta(cache, y), self.activations)
         return loss, grads
 
     def accuracy(self, params: Params, x: Array, y: Array) -> Array:

@@ -105,34 +105,18 @@ def fit(
         single-device one up to rounding.
 
     Returns:
-      ``(params, history)``, see :class:`History`.
+      ``(params, history)``, see :class:`History`. The parameters are always finite:
+      on divergence they are those from before the failing epoch.
+
+    Raises:
+      TypeError, ValueError: a bad argument, named in the message (see README, "What
+        jbp checks for you"): among others NaN or inf in ``params``, ``x`` or ``y``, and
+        an ``opt_state`` that does not fit ``optimizer.init(params)``.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(
-            f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.1)), "
-            f"got {type(optimizer).__name__}"
-        )
-    x, y = _validate.inputs_and_targets(net, params, x, y)
-    _validate.finite("x", x)
-    _validate.finite("y", y)
-    epochs = _validate.positive_int("epochs", epochs)
-    n = x.shape[0]
-    if batch_size is None:
-        batch_size = n
-    batch_size = _validate.positive_int("batch_size", batch_size)
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size} is larger than the data (x has {n} rows)")
-    if key is None and batch_size < n:
-        raise ValueError(
-            "key is required to shuffle mini-batches (batch_size < number of examples); "
-            "pass key=jax.random.key(seed)"
-        )
-    if _validate.is_concrete(start_epoch) and (
-        isinstance(start_epoch, bool) or int(start_epoch) != start_epoch or start_epoch < 0
-    ):
-        raise ValueError(f"start_epoch must be an integer >= 0, got {start_epoch!r}")
+    x, y, epochs, batch_size = _validate.fit_args(
+        net, params, x, y, optimizer, epochs, batch_size, key, tol, opt_state, start_epoch,
+        loss_and_grad,
+    )
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)

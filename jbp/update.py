@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from jbp import _validate
 from jbp.params import Params
 
 Array = jax.Array
@@ -28,7 +30,10 @@ def gradient_descent(params: Params, grads: Params, lr: float) -> Params:
     Returns:
       Updated parameters, with the structure, shapes and dtypes of ``params``.
     """
-    return jax.tree.map(lambda w, dw: w - lr * dw, params, grads)
+    _validate.same_tree("grads", grads, "params", params)
+    _validate.real("lr", lr, finite=True)
+    # lr in each leaf's dtype: a float32 lr must not turn bfloat16 params into float32.
+    return jax.tree.map(lambda w, dw: w - jnp.asarray(lr, w.dtype) * dw, params, grads)
 
 
 def train_step(
@@ -53,6 +58,7 @@ def train_step(
     Returns:
       ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
     """
+    _validate.train_step_args(net, optimizer, params, opt_state, loss_and_grad)
     loss, grads = (loss_and_grad or net.loss_and_grad)(params, x, y)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss

@@ -135,3 +135,15 @@ def test_catches_a_planted_bug_and_names_the_leaves(plant):
     assert "FAILED: params[0].b, params[1].b, params[2].b; first wrong equation: layer 3, BP6" in str(report)
     with pytest.raises(jbp.GradCheckFailure, match=r"params\[0\]\.b"):
         jbp.check_grads(NET, params, x, y, raise_on_failure=True)
+
+
+def test_non_finite_inputs_are_refused_and_an_overflowing_loss_fails_clearly():
+    params, x, y = problem(NET, 7, np.float64)
+    with pytest.raises(ValueError, match=r"params\[2\].b must be finite, but 1 of its values are NaN or inf"):
+        jbp.check_grads(NET, params[:2] + (jbp.Layer(params[2].W, params[2].b.at[0].set(np.inf)),), x, y)
+    net = jbp.MLP((3, 5, 2), activation="identity", loss="mse")
+    params, x, y = problem(net, 7, np.float64)
+    with np.errstate(invalid="ignore"):
+        report = jbp.check_grads(net, params, 1e200 * x, y, finite_differences=False)  # the loss overflows
+    assert report.ok is False and report.unverified == ("params[0].W", "params[1].W")  # dL/dW = inf
+    assert str(report).endswith("FAILED: the loss is inf here: nothing to compare")

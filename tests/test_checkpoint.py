@@ -1,14 +1,16 @@
 """Checkpoints: round trip, atomic writes, and clear errors on bad files."""
 
-import io
+import functools
 import os
-import zipfile
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jbp
 from jbp import checkpoint
@@ -149,3 +151,40 @@ def test_extra_must_be_json(tmp_path):
     with pytest.raises(TypeError, match="extra must be JSON-serialisable"):
         jbp.save_checkpoint(tmp_path / "c.npz", net=NET, params=params, extra={"f": object()})
     assert not os.listdir(tmp_path)
+
+
+@functools.cache
+def _checkpoint_bytes():
+    params, opt_state, _ = _trained()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "c.npz")
+        jbp.save_checkpoint(path, net=NET, params=params, opt_state=opt_state, epoch=3, key=jax.random.key(1))
+        with open(path, "rb") as f:
+            return f.read(), params, opt_state
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(where=st.floats(0, 1), length=st.integers(1, 32), how=st.sampled_from(["invert", "zero", "cut", "drop"]))
+def test_spoiled_bytes_give_a_clear_error_or_the_saved_values(where, length, how):
+    """Any damage to the file is caught (zip CRCs cover every entry) or harmless (a date
+    in a zip header, say): load_checkpoint never returns values other than those saved."""
+    data, params, opt_state = _checkpoint_bytes()
+    i = int(where * (len(data) - 1))
+    spoiled = {
+        "invert": lambda: data[:i] + bytes(255 - b for b in data[i : i + length]) + data[i + length :],
+        "zero": lambda: data[:i] + bytes(len(data[i : i + length])) + data[i + length :],
+        "cut": lambda: data[:i],
+        "drop": lambda: data[:i] + data[i + length :],
+    }[how]()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "c.npz")
+        with open(path, "wb") as f:
+            f.write(spoiled)
+        try:
+            c = jbp.load_checkpoint(path, optimizer=optax.adam(1e-2))
+        except ValueError as e:
+            assert "is not a readable jbp checkpoint" in str(e)
+            return
+    assert c.net == NET and c.epoch == 3
+    _assert_trees_equal(c.params, params)
+    _assert_trees_equal(c.opt_state, opt_state)

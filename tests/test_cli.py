@@ -1,6 +1,7 @@
 """The command line, as a user runs it: results, outputs, exact resume, one-line errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -108,3 +109,20 @@ def test_module_entry_point_prints_no_traceback():
     assert run.stderr.strip().splitlines() == [
         "jbp: error: unknown dataset 'mnist'; expected one of xor, sine, moons, spirals, digits"
     ]
+
+
+def test_divergence_is_one_line_exit_1_and_keeps_the_last_finite_parameters(tmp_path, capsys):
+    argv = ["train", "--dataset", "sine", "--hidden", "8", "--optimizer", "sgd", "--lr", "1e6",
+            "--epochs", "3", "--no-check", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out.splitlines()
+    diverged = [line for line in out if "diverged" in line and not line.startswith("result:")]
+    assert len(diverged) == 1, out
+    assert re.fullmatch(r"training diverged at epoch (\d+): the loss became (nan|inf|-inf); "
+                        r"keeping the parameters of epoch (\d+)", diverged[0]), diverged[0]
+    m = _metrics(tmp_path)
+    assert m["stop_reason"] == "diverged: the training loss became non-finite"
+    assert np.all(np.isfinite(m["train_loss"])) and len(m["train_loss"]) == m["epochs_run"] < 3
+    saved = jbp.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert saved.epoch == m["epochs_run"]
+    assert all(np.all(np.isfinite(a)) for layer in saved.params for a in layer)

@@ -87,27 +87,3 @@ def test_accuracy():
     assert float(net.accuracy(params, x, jnp.asarray([0, 1, 1]))) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="accuracy needs a classification loss"):
         jbp.MLP((2, 1)).accuracy(jbp.MLP((2, 1)).init(jax.random.key(0)), x, jnp.zeros((3, 1)))
-
-
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        (dict(sizes=(3,)), ValueError, r"sizes must have at least 2 entries .* got \(3,\)"),
-        (dict(sizes=(3, 0, 1)), ValueError, r"sizes\[1\] must be >= 1, got 0"),
-        (dict(sizes=(3, -2)), ValueError, r"sizes\[1\] must be >= 1, got -2"),
-        (dict(sizes=(3, 2.5)), TypeError, r"sizes\[1\] must be an int, got float 2.5"),
-        (dict(sizes=5), TypeError, "sizes must be a sequence of layer widths"),
-        (dict(sizes=(2, 1), activation="swish"), ValueError, "unknown activation 'swish'; expected one of identity, sigmoid, tanh"),
-        (dict(sizes=(2, 3, 1), activation="softmax"), ValueError, "softmax is only for the output layer"),
-        (dict(sizes=(2, 3, 3, 1), activation=("relu",)), ValueError, "activation has 1 names but sizes=.* has 2 hidden layers"),
-        (dict(sizes=(2, 1), loss="hinge"), ValueError, "unknown loss 'hinge'; expected one of mse, cross_entropy, binary_cross_entropy"),
-        (dict(sizes=(2, 1), output_activation="swish"), ValueError, "unknown output_activation 'swish'; expected one of"),
-        (dict(sizes=(2, 2), loss="cross_entropy", output_activation="sigmoid"), ValueError, "loss='cross_entropy' needs output_activation='softmax'"),
-        (dict(sizes=(2, 1), loss="binary_cross_entropy", output_activation="identity"), ValueError, "needs output_activation='sigmoid'"),
-        (dict(sizes=(2, 1), loss="cross_entropy"), ValueError, r"softmax needs at least 2 outputs, got sizes\[-1\]=1"),
-        (dict(sizes=(2, 1), init="zeros"), ValueError, "unknown init 'zeros'; expected one of glorot_uniform"),
-    ],
-)
-def test_bad_configuration_is_a_clear_error(kwargs, error, message):
-    with pytest.raises(error, match=message):
-        jbp.MLP(**kwargs)
