@@ -20,7 +20,7 @@ from jbp.losses import LOSSES, Loss
 from jbp.network import MLP
 from jbp.params import Layer
 from jbp.train import History, fit
-from jbp.update import gradient_descent, train_step
+from jbp.update import gradient_descent, make_train_step, train_step
 
 __version__ = "0.1.0"
 
@@ -42,5 +42,6 @@ __all__ = [
     "fit",
     "forward",
     "gradient_descent",
+    "make_train_step",
     "train_step",
 ]

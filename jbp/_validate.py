@@ -210,3 +210,16 @@ def finite(arg: str, a) -> None:
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(np.asarray(a, np.float64))))
         if bad:
             raise ValueError(f"{arg} must be finite, but {bad} of its values are NaN or inf")
+
+
+def net_and_optimizer(net, optimizer) -> None:
+    """Checks that ``net`` is a :class:`jbp.MLP` and ``optimizer`` an optax optimizer."""
+    from jbp.network import MLP  # here: jbp.network imports this module
+
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.1)), "
+            f"got {type(optimizer).__name__}"
+        )

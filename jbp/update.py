@@ -2,16 +2,19 @@
 
 BP7 is :func:`gradient_descent`. :func:`train_step` is one iteration of the seed's
 algorithm with any optax optimizer in place of BP7; with ``optax.sgd(lr)`` it is
-exactly BP7.
+exactly BP7. :func:`make_train_step` compiles it for a loop of your own, updating the
+parameters in place.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import optax
 
+from jbp import _validate
 from jbp.params import Params
 
 Array = jax.Array
@@ -45,3 +48,42 @@ def train_step(
     loss, grads = net.loss_and_grad(params, x, y)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
+
+
+def make_train_step(
+    net, optimizer: optax.GradientTransformation, *, donate: bool = True
+) -> Callable[[Params, Any, Array, Array], tuple[Params, Any, Array]]:
+    """:func:`train_step` for ``net`` and ``optimizer``, compiled, for a loop of your own.
+
+    Example::
+
+      step = jbp.make_train_step(net, optax.sgd(0.1))
+      opt_state = optimizer.init(params)
+      for x, y in batches:
+          params, opt_state, loss = step(params, opt_state, x, y)
+
+    BP7 reads each ``w`` once and writes ``w − α dL/dw`` in its place, so the new
+    parameters can live in the old ones' memory. With ``donate=True`` the step tells
+    XLA so (``jax.jit(..., donate_argnums=(0, 1))``): the parameters and optimizer state
+    are updated in place instead of into freshly allocated buffers. Fresh buffers are
+    not free: on CPU every large one is new memory whose pages the kernel must map
+    and zero on first touch, which for a 4096 x 4096 layer costs about as much as the
+    update itself (see README, "Performance"). The arrays passed in are then deleted:
+    always continue with the ones returned. ``donate=False`` keeps them usable.
+
+    It compiles once per shape and dtype of its arguments (``net`` and ``optimizer``
+    are fixed). Argument checks on values (label range, NaN) need concrete arrays and
+    do not run inside it; :meth:`jbp.MLP.loss_and_grad` outside ``jit`` has them.
+
+    Args:
+      net: the :class:`jbp.MLP`.
+      optimizer: any optax optimizer; ``optax.sgd(lr)`` is exactly BP7.
+      donate: update ``params`` and ``opt_state`` in place (default).
+
+    Returns:
+      ``step(params, opt_state, x, y) -> (params, opt_state, loss)``, as
+      :func:`train_step`.
+    """
+    _validate.net_and_optimizer(net, optimizer)
+    step = functools.partial(train_step, net, optimizer)
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
