@@ -312,11 +312,13 @@ def compile_stats(jitted, state, x, y) -> dict:
     seconds = time.perf_counter() - t
     memory = compiled.memory_analysis()
     mib = lambda n: None if memory is None else n / 2**20
+    size = lambda field: getattr(memory, field, 0)
     return {
         "compile_s": seconds,
-        "temp_mib": mib(getattr(memory, "temp_size_in_bytes", 0)),
-        "output_mib": mib(getattr(memory, "output_size_in_bytes", 0)),
-        "alias_mib": mib(getattr(memory, "alias_size_in_bytes", 0)),
+        "temp_mib": mib(size("temp_size_in_bytes")),
+        # Live at once: arguments, outputs not written over donated arguments, temporaries.
+        "peak_mib": mib(size("argument_size_in_bytes") + size("output_size_in_bytes")
+                        - size("alias_size_in_bytes") + size("temp_size_in_bytes")),
     }
 
 
@@ -392,6 +394,11 @@ def run_config(config: Config, quick: bool) -> dict:
 # ----------------------------------------------------------------------------- output
 
 
+def _load():
+    """The 1-minute load average (other processes sharing the cores), where known."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -407,6 +414,10 @@ def machine() -> dict:
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
     }
+
+
+def _mib(m):
+    return "n/a" if m is None else f"{m:.3g}"
 
 
 def _ms(s):
@@ -427,13 +438,14 @@ def table(results: list, info: dict) -> str:
             f"| **{r['jbp']['vs_autodiff']:.2f}** "
             f"| {r['jbp']['vs_autodiff_donate']:.2f} "
             f"| {r['numpy']['vs_jbp']:.2f}x | {torch_col} | {r['jbp']['gflops']:.3g} "
-            f"| {r['jbp']['pct_gemm']:.0f}% |"
+            f"| {r['jbp']['pct_gemm']:.2g}% |"
         )
     lines += [
         "",
         "| config | fit steps/s | dispatched steps/s | fit / PyTorch per-step rate "
-        "| compile jbp / autodiff | temp memory jbp / autodiff | agree (max rel. diff) |",
-        "|---|---|---|---|---|---|---|",
+        "| compile jbp / autodiff | temp MiB jbp / autodiff | peak MiB jbp / autodiff "
+        "| agree (max rel. diff) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         vs_torch = (f"{r['fit_steps_per_s'] * r['torch']['step_s']:.3g}x" if has_torch
@@ -443,7 +455,8 @@ def table(results: list, info: dict) -> str:
         lines.append(
             f"| {r['config']} | {r['fit_steps_per_s']:.3g} | {r['dispatched_steps_per_s']:.3g} "
             f"| {vs_torch} | {r['jbp']['compile_s']:.2f} s / {r['autodiff']['compile_s']:.2f} s "
-            f"| {r['jbp']['temp_mib']:.3g} / {r['autodiff']['temp_mib']:.3g} MiB "
+            f"| {_mib(r['jbp']['temp_mib'])} / {_mib(r['autodiff']['temp_mib'])} "
+            f"| {_mib(r['jbp']['peak_mib'])} / {_mib(r['autodiff']['peak_mib'])} "
             f"| {'yes' if ok else 'NO'} ({worst:.1e}) |"
         )
     gemm = ", ".join(f"{r['config']} {r['gemm_gflops']:.0f}" for r in results)
@@ -470,15 +483,18 @@ def main(argv=None) -> dict:
         parser.error(f"unknown configs {unknown}; expected some of {', '.join(CONFIGS)}")
 
     info = machine()
+    info["load_before"] = _load()
     results = []
     for name in names:
         t = time.perf_counter()
         results.append(run_config(CONFIGS[name], args.quick))
         print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    info["load_after"] = _load()
     report = {"machine": info, "quick": args.quick, "results": results,
               "table": table(results, info)}
     print(f"{info['cpu']} ({info['cpu_count']} cores), JAX {info['jax']} on "
-          f"{info['backend']} ({info['device']})\n")
+          f"{info['backend']} ({info['device']}); load average {info['load_before']} before, "
+          f"{info['load_after']} after\n")
     print(report["table"])
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
