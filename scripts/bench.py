@@ -17,8 +17,9 @@ interleaved round after round after a warm-up, one training step of:
 - ``gemm``: an fp32 ``jnp.dot`` of two 2048 x 2048 matrices on JAX's default backend:
   the machine's matmul rate, measured in the same rounds.
 
-Each timing sample runs a few steps back to back (enough for ~20 ms) and waits for the
-result; the table shows medians per step. The ratios are medians over rounds of the
+Each timing sample runs a few steps back to back (enough for ~5 ms, or one step) and
+waits for the result; rounds repeat for ~30 s per configuration (15 to 150 of them);
+the table shows medians per step. The ratios are medians over rounds of the
 ratio of the two implementations' samples in that round, so that a slow moment of the
 machine hits both. FLOPs per step are ``6 · batch · Σ n_in·n_out`` (forward, input
 gradients and weight gradients). It also reports the steps per second of the compiled
@@ -235,31 +236,36 @@ class Timed:
     """One implementation under timing: its step, its own state, steps per sample."""
 
     def __init__(self, step: Callable, state):
-        self.step, self.state, self.k, self.samples = step, state, 1, []
+        self.step, self.state, self.k = step, state, 1
+        self.samples, self.cpu_samples = [], []
 
-    def sample(self) -> float:
-        t = time.perf_counter()
+    def sample(self) -> tuple[float, float]:
+        """Seconds per step: wall clock, and CPU time of this process (all its threads)."""
+        t, cpu = time.perf_counter(), time.process_time()
         out = None
         for _ in range(self.k):
             self.state, out = self.step(self.state)
         _block((self.state, out))
-        return (time.perf_counter() - t) / self.k
+        return (time.perf_counter() - t) / self.k, (time.process_time() - cpu) / self.k
 
-    def calibrate(self, target_s: float, max_k: int) -> None:
+    def calibrate(self, target_s: float, max_k: int) -> float:
+        """Warms up, then picks the steps per sample; returns a sample's expected time."""
         self.sample()  # warm-up (compiles)
-        one = min(self.sample() for _ in range(2))
+        one = min(self.sample()[0] for _ in range(2))
         self.k = int(min(max_k, max(1, round(target_s / one))))
         self.sample()
+        return self.k * one
 
 
-def interleave(impls: dict, rounds: int) -> dict:
+def interleave(impls: dict, rounds: int) -> None:
     """Runs one sample of each implementation per round, rotating the order each round."""
     names = list(impls)
     for r in range(rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            impls[name].samples.append(impls[name].sample())
-    return {name: impl.samples for name, impl in impls.items()}
+            wall, cpu = impls[name].sample()
+            impls[name].samples.append(wall)
+            impls[name].cpu_samples.append(cpu)
 
 
 def paired_ratio(a: list, b: list) -> float:
@@ -363,10 +369,17 @@ def run_config(config: Config, quick: bool) -> dict:
         impls["torch"] = Timed(step, state)
     impls["gemm"] = Timed(*gemm_step())
 
-    target, max_k = (0.002, 50) if quick else (0.02, 2000)
-    for impl in impls.values():
-        impl.calibrate(target, max_k)
-    samples = interleave(impls, rounds=3 if quick else 15)
+    # Short samples and many rounds: on a shared machine, other processes' bursts then
+    # hit single rounds, which the medians discard.
+    target, max_k, budget, (min_rounds, max_rounds) = (
+        (0.002, 50, 0.5, (3, 5)) if quick else (0.005, 500, 30.0, (15, 150))
+    )
+    round_s = sum(impl.calibrate(target, max_k) for impl in impls.values())
+    rounds = int(min(max_rounds, max(min_rounds, budget / round_s)))
+    interleave(impls, rounds)
+    samples = {name: impl.samples for name, impl in impls.items()}
+    cpu = {name: impl.cpu_samples for name, impl in impls.items()}
+    result["rounds"] = rounds
 
     gemm_s = statistics.median(samples["gemm"])
     result["gemm_gflops"] = 2 * GEMM_N**3 / gemm_s / 1e9
@@ -375,9 +388,12 @@ def run_config(config: Config, quick: bool) -> dict:
             continue
         result.setdefault(name, {})
         result[name]["step_s"] = statistics.median(s)
+        result[name]["step_cpu_s"] = statistics.median(cpu[name])
         result[name]["steps_per_sample"] = impls[name].k
         result[name]["vs_autodiff"] = paired_ratio(s, samples["autodiff"])
+        result[name]["vs_autodiff_cpu"] = paired_ratio(cpu[name], cpu["autodiff"])
     result["jbp"]["vs_autodiff_donate"] = paired_ratio(samples["jbp"], samples["autodiff+donate"])
+    result["jbp"]["vs_autodiff_donate_cpu"] = paired_ratio(cpu["jbp"], cpu["autodiff+donate"])
     for name in ("jbp", "autodiff", "autodiff+donate"):
         r = result[name]
         r["gflops"] = config.flops / r["step_s"] / 1e9
@@ -427,16 +443,17 @@ def _ms(s):
 def table(results: list, info: dict) -> str:
     has_torch = info["torch"] is not None
     lines = [
-        "| config | jbp step | autodiff step | jbp / autodiff | jbp / autodiff+donate "
-        "| NumPy / jbp | PyTorch / jbp | jbp GFLOP/s | % of GEMM |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| config | jbp step | autodiff step | jbp / autodiff | same, CPU time "
+        "| jbp / autodiff+donate (CPU time) | NumPy / jbp | PyTorch / jbp | jbp GFLOP/s "
+        "| % of GEMM |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         torch_col = f"{r['torch']['vs_jbp']:.2f}x" if has_torch else "n/a"
         lines.append(
             f"| {r['config']} | {_ms(r['jbp']['step_s'])} | {_ms(r['autodiff']['step_s'])} "
-            f"| **{r['jbp']['vs_autodiff']:.2f}** "
-            f"| {r['jbp']['vs_autodiff_donate']:.2f} "
+            f"| **{r['jbp']['vs_autodiff']:.2f}** | {r['jbp']['vs_autodiff_cpu']:.2f} "
+            f"| {r['jbp']['vs_autodiff_donate']:.2f} ({r['jbp']['vs_autodiff_donate_cpu']:.2f}) "
             f"| {r['numpy']['vs_jbp']:.2f}x | {torch_col} | {r['jbp']['gflops']:.3g} "
             f"| {r['jbp']['pct_gemm']:.2g}% |"
         )
