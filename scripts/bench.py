@@ -4,7 +4,8 @@
     python scripts/bench.py --quick --configs tiny --out runs/bench.json
 
 For each configuration (a network, a batch, plain SGD) it times, in this one process,
-interleaved round after round after a warm-up, one training step of:
+interleaved round after round (in a random order each round) after a warm-up, one
+training step of:
 
 - ``jbp``: ``jbp.make_train_step(net, optax.sgd(lr))``: the hand-derived backward,
   parameters updated in place (donated);
@@ -18,7 +19,7 @@ interleaved round after round after a warm-up, one training step of:
   the machine's matmul rate, measured in the same rounds.
 
 Each timing sample runs a few steps back to back (enough for ~5 ms, or one step) and
-waits for the result; rounds repeat for ~30 s per configuration (15 to 150 of them);
+waits for the result; rounds repeat for up to ~25 s per configuration (15 to 150);
 the table shows medians per step. The ratios are medians over rounds of the
 ratio of the two implementations' samples in that round, so that a slow moment of the
 machine hits both. FLOPs per step are ``6 · batch · Σ n_in·n_out`` (forward, input
@@ -257,15 +258,25 @@ class Timed:
         return self.k * one
 
 
-def interleave(impls: dict, rounds: int) -> None:
-    """Runs one sample of each implementation per round, rotating the order each round."""
-    names = list(impls)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            wall, cpu = impls[name].sample()
-            impls[name].samples.append(wall)
-            impls[name].cpu_samples.append(cpu)
+def interleave(impls: dict, min_rounds: int, max_rounds: int, budget_s: float) -> int:
+    """One sample of each implementation per round, in a new random order each round,
+    until ``max_rounds``, or ``budget_s`` seconds once ``min_rounds`` are done.
+
+    The order matters on a small machine: a sample runs slower right after another
+    runtime's (NumPy's BLAS or PyTorch's threads, a big GEMM), so no implementation may
+    always follow the same one. Returns the number of rounds.
+    """
+    rng = np.random.default_rng(0)
+    names, start, rounds = list(impls), time.perf_counter(), 0
+    while rounds < max_rounds and (
+        rounds < min_rounds or time.perf_counter() - start < budget_s
+    ):
+        for i in rng.permutation(len(names)):
+            wall, cpu = impls[names[i]].sample()
+            impls[names[i]].samples.append(wall)
+            impls[names[i]].cpu_samples.append(cpu)
+        rounds += 1
+    return rounds
 
 
 def paired_ratio(a: list, b: list) -> float:
@@ -372,11 +383,11 @@ def run_config(config: Config, quick: bool) -> dict:
     # Short samples and many rounds: on a shared machine, other processes' bursts then
     # hit single rounds, which the medians discard.
     target, max_k, budget, (min_rounds, max_rounds) = (
-        (0.002, 50, 0.5, (3, 5)) if quick else (0.005, 500, 30.0, (15, 150))
+        (0.002, 50, 0.5, (3, 5)) if quick else (0.005, 500, 25.0, (15, 150))
     )
-    round_s = sum(impl.calibrate(target, max_k) for impl in impls.values())
-    rounds = int(min(max_rounds, max(min_rounds, budget / round_s)))
-    interleave(impls, rounds)
+    for impl in impls.values():
+        impl.calibrate(target, max_k)
+    rounds = interleave(impls, min_rounds, max_rounds, budget)
     samples = {name: impl.samples for name, impl in impls.items()}
     cpu = {name: impl.cpu_samples for name, impl in impls.items()}
     result["rounds"] = rounds
