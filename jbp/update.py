@@ -57,7 +57,8 @@ def make_train_step(
 
     Example::
 
-      step = jbp.make_train_step(net, optax.sgd(0.1))
+      optimizer = optax.sgd(0.1)
+      step = jbp.make_train_step(net, optimizer)
       opt_state = optimizer.init(params)
       for x, y in batches:
           params, opt_state, loss = step(params, opt_state, x, y)

@@ -22,10 +22,12 @@ Each timing sample runs a few steps back to back (enough for ~5 ms, or one step)
 waits for the result; rounds repeat for up to ~25 s per configuration (15 to 150);
 the table shows medians per step. The ratios are medians over rounds of the
 ratio of the two implementations' samples in that round, so that a slow moment of the
-machine hits both. FLOPs per step are ``6 · batch · Σ n_in·n_out`` (forward, input
-gradients and weight gradients). It also reports the steps per second of the compiled
-epoch loop (``jbp.fit``) against Python-dispatched ``jbp`` steps, the compile time, and
-the temporary memory XLA plans for each compiled step (``memory_analysis()``).
+machine hits both; they are given for wall-clock time and for the process's CPU time,
+which other processes on a shared machine disturb less. FLOPs per step are
+``6 · batch · Σ n_in·n_out`` (forward, input gradients and weight gradients). It also
+reports the steps per second of the compiled epoch loop (``jbp.fit``) against
+Python-dispatched ``jbp`` steps, the compile time, and the temporary and peak memory XLA
+plans for each compiled step (``memory_analysis()``).
 
 Before timing, every implementation takes one step from the same parameters and data;
 the loss and the new parameters must agree with ``jbp``'s within float32 tolerance.
@@ -112,7 +114,8 @@ def problem(config: Config, rows: int, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------- steps
-# Every step maker returns (step, state): step(state) -> (state, loss) runs one step.
+# Each step maker returns step, state (and more): step(state) -> (state, loss) runs one
+# step from the implementation's own state.
 
 
 def jax_step(config, params, x, y, *, manual: bool, donate: bool):
@@ -249,13 +252,12 @@ class Timed:
         _block((self.state, out))
         return (time.perf_counter() - t) / self.k, (time.process_time() - cpu) / self.k
 
-    def calibrate(self, target_s: float, max_k: int) -> float:
-        """Warms up, then picks the steps per sample; returns a sample's expected time."""
-        self.sample()  # warm-up (compiles)
+    def calibrate(self, target_s: float, max_k: int) -> None:
+        """Warms up (compiles), then picks the steps per sample for ``target_s``."""
+        self.sample()
         one = min(self.sample()[0] for _ in range(2))
         self.k = int(min(max_k, max(1, round(target_s / one))))
         self.sample()
-        return self.k * one
 
 
 def interleave(impls: dict, min_rounds: int, max_rounds: int, budget_s: float) -> int:

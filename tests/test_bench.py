@@ -65,3 +65,13 @@ def test_markdown_table_has_a_row_per_config(run, bench):
 def test_unknown_config_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--configs", "huge"])
+
+
+def test_runs_without_pytorch(bench, monkeypatch, tmp_path):
+    """PyTorch is an optional extra (not in dev): without it the run skips its column."""
+    monkeypatch.setattr(bench, "torch", None)
+    report = bench.main(["--quick", "--configs", "tiny", "--out", str(tmp_path / "b.json")])
+    (r,) = report["results"]
+    assert "torch" not in r and set(r["agreement"]) == {"autodiff", "numpy"}
+    assert "PyTorch not installed" in report["table"]
+    assert "| tiny |" in report["table"] and report["machine"]["torch"] is None
