@@ -25,7 +25,7 @@ from jbp.params import Layer
 from jbp.per_example import per_example_grads
 from jbp.sweep import sweep
 from jbp.train import History, fit
-from jbp.update import gradient_descent, train_step
+from jbp.update import gradient_descent, make_train_step, train_step
 from jbp.vjp_check import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 
 __version__ = "0.1.0"
@@ -57,6 +57,7 @@ __all__ = [
     "forward",
     "gradient_descent",
     "load_checkpoint",
+    "make_train_step",
     "mutation_test",
     "per_example_grads",
     "save_checkpoint",

@@ -39,8 +39,24 @@ def input_grad(delta: Array, W: Array) -> Array:
     return delta @ W
 
 
+#: Largest ``dW`` (``n_out · n_in`` entries) that BP5 computes from ``delta.T`` on CPU.
+#: Measured on the benchmark's machine (README, "Performance"): faster up to 1M
+#: entries, slower from 4M (2048 x 2048) on.
+CPU_TRANSPOSED_BP5_MAX_SIZE = 2**21
+
+
 def weight_grad(delta: Array, x_prev: Array) -> Array:
     """BP5: ``dL/dw_ji = dL/dz_j · x_i``, summed over the batch: ``delta.T @ x_prev``.
+
+    The product sums over the batch, the first axis of both operands. XLA's CPU
+    backend hands a product contracted over its left operand's first axis to a
+    generic matrix multiply (Eigen), whose fixed cost dominates small layers. With
+    ``delta.T`` written out first, the same sum is the row-major ``(n_out, batch) @
+    (batch, n_in)`` that its other library (YNNPACK) takes: on the benchmark's machine
+    5-10% off the whole training step of its tiny to medium networks, but 5-15% slower
+    per product from 2048 x 2048 weights on, hence the size limit
+    :data:`CPU_TRANSPOSED_BP5_MAX_SIZE`. GPU and TPU libraries take either layout,
+    where the transpose would only add a kernel, so only the CPU lowering uses it.
 
     Args:
       delta: ``dL/dz^(l)``, ``(batch, n_out)``.
@@ -49,7 +65,15 @@ def weight_grad(delta: Array, x_prev: Array) -> Array:
     Returns:
       ``dL/dW^(l)``, ``(n_out, n_in)``, the shape of ``W``.
     """
-    return delta.T @ x_prev
+    if delta.shape[1] * x_prev.shape[1] > CPU_TRANSPOSED_BP5_MAX_SIZE:
+        return delta.T @ x_prev
+    return jax.lax.platform_dependent(
+        delta,
+        x_prev,
+        # The barrier keeps XLA from folding the transpose back into the product.
+        cpu=lambda delta, x_prev: jax.lax.optimization_barrier(delta.T) @ x_prev,
+        default=lambda delta, x_prev: delta.T @ x_prev,
+    )
 
 
 def bias_grad(delta: Array) -> Array:

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import jbp
 from helpers import problem
@@ -47,3 +48,43 @@ def test_train_step_compiles_once(compiles):
         params, state, loss = step(net, opt, params, state, x, y)
     assert compiles["jit(train_step)"] == 1
     assert np.isfinite(loss)
+
+
+def _copy(tree):
+    return jax.tree.map(jnp.array, tree)
+
+
+def test_make_train_step_is_train_step_compiled_once(compiles):
+    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+    params, x, y = problem(net, 5, np.float64)
+    opt = optax.adam(1e-2)
+    step = jbp.make_train_step(net, opt)
+    got, got_losses = (_copy(params), opt.init(params)), []
+    for _ in range(5):
+        *got, loss = step(*got, x, y)
+        got_losses.append(loss)
+    assert compiles["jit(train_step)"] == 1
+    want = (params, opt.init(params))
+    for got_loss in got_losses:
+        *want, want_loss = jbp.train_step(net, opt, *want, x, y)
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
+
+
+@pytest.mark.parametrize("donate", [True, False])
+def test_make_train_step_donates_only_when_asked(donate):
+    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+    params, x, y = problem(net, 5, np.float64)
+    opt = optax.sgd(0.1)
+    params = _copy(params)
+    new, _, _ = jbp.make_train_step(net, opt, donate=donate)(params, opt.init(params), x, y)
+    assert all(a.is_deleted() == donate for a in jax.tree.leaves(params))
+    assert not any(a.is_deleted() for a in jax.tree.leaves(new))
+
+
+def test_make_train_step_checks_its_arguments():
+    net = jbp.MLP((3, 4, 2))
+    with pytest.raises(TypeError, match="net must be a jbp.MLP, got tuple"):
+        jbp.make_train_step((3, 4, 2), optax.sgd(0.1))
+    with pytest.raises(TypeError, match="optimizer must be an optax.GradientTransformation"):
+        jbp.make_train_step(net, 0.1)
