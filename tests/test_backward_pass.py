@@ -68,7 +68,7 @@ def test_one_activation_per_hidden_layer():
     _check(net, 9, np.float64)
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     sizes=st.lists(st.integers(1, 4), min_size=2, max_size=5),
     hidden=st.sampled_from(HIDDEN),
