@@ -40,17 +40,16 @@ from jbp.vjp_check import (
     IMPRECISE,
     OK,
     RHO,
-    UNVERIFIED,
     WRONG,
     GradCheckFailure,
     LeafCheck,  # noqa: F401  (jbp.check.LeafCheck, as before)
+    _LeafVerdicts,
     _cast,
     _details,
     _host_cast,
     _jsonable,
     _leaf_table,
     _markdown_table,
-    _named,
     _relative,
     _rng,
     _text_table,
@@ -206,7 +205,7 @@ class ExampleCheck:
 
 
 @dataclasses.dataclass(frozen=True)
-class GradCheckReport:
+class GradCheckReport(_LeafVerdicts):
     """The result of :func:`check_grads`. ``ok`` is a plain ``bool``; ``str()`` is a table.
 
     Attributes:
@@ -228,19 +227,6 @@ class GradCheckReport:
     equations: tuple = ()
     worst_examples: tuple = ()
     stress: Optional[str] = None
-
-    @property
-    def failed(self) -> tuple:
-        """Names of the leaves whose gradient is confirmed wrong."""
-        return _named(self.leaves, WRONG)
-
-    @property
-    def imprecise(self) -> tuple:
-        return _named(self.leaves, IMPRECISE)
-
-    @property
-    def unverified(self) -> tuple:
-        return _named(self.leaves, UNVERIFIED)
 
     @property
     def failed_equations(self) -> tuple:

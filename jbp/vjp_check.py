@@ -126,19 +126,8 @@ class LeafCheck:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-@dataclasses.dataclass(frozen=True)
-class VJPCheckReport:
-    """The result of :func:`check_vjp`: ``ok`` is a plain ``bool``, ``str()`` a table.
-
-    Attributes:
-      leaves: one :class:`LeafCheck` per leaf of ``params``, then of ``x``.
-      dtype: the working dtype.
-      ok: no leaf is ``WRONG``.
-    """
-
-    leaves: tuple
-    dtype: str
-    ok: bool
+class _LeafVerdicts:
+    """The leaves of a report (``self.leaves``) grouped by verdict."""
 
     @property
     def failed(self) -> tuple:
@@ -154,6 +143,21 @@ class VJPCheckReport:
     def unverified(self) -> tuple:
         """A float64 mismatch the second oracle could not confirm (not a failure)."""
         return _named(self.leaves, UNVERIFIED)
+
+
+@dataclasses.dataclass(frozen=True)
+class VJPCheckReport(_LeafVerdicts):
+    """The result of :func:`check_vjp`: ``ok`` is a plain ``bool``, ``str()`` a table.
+
+    Attributes:
+      leaves: one :class:`LeafCheck` per leaf of ``params``, then of ``x``.
+      dtype: the working dtype.
+      ok: no leaf is ``WRONG``.
+    """
+
+    leaves: tuple
+    dtype: str
+    ok: bool
 
     def _title(self) -> str:
         return (

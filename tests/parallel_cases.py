@@ -9,7 +9,6 @@ import numpy as np
 import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 import jbp
 from helpers import problem
