@@ -29,13 +29,13 @@ Array = jax.Array
 def custom_vjp_loss(net: MLP) -> Callable[[Params, Array, Array], Array]:
     """``f(params, x, y) -> loss`` whose reverse-mode derivative is the hand-derived one.
 
-    ``jax.grad(f)``, ``jax.value_and_grad``, ``jax.vjp`` and anything built on them
+    JAX's reverse mode (``grad(f)``, ``value_and_grad``, ``vjp``) and anything built on it
     (a jbp network inside a larger model, optax, outer optimisation loops) differentiate
     ``f`` w.r.t. ``params`` and ``x`` by jbp's backward pass. ``f`` works under ``jit``,
     ``vmap`` and ``lax.scan``. The targets ``y`` are constants: differentiating w.r.t.
     them raises ``ValueError`` (wrap them in ``jax.lax.stop_gradient`` if they come from
-    differentiated code). Forward mode (``jax.jvp``, ``jax.jacfwd``) is not defined for a
-    ``custom_vjp`` function and raises JAX's ``TypeError``; use ``jax.jacrev``.
+    differentiated code). Forward mode (JAX's ``jvp``, ``jacfwd``) is not defined for a
+    ``custom_vjp`` function and raises JAX's ``TypeError``; use ``jacrev``.
 
     Args:
       net: the network.

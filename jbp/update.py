@@ -54,7 +54,7 @@ def train_step(
 
     Args:
       loss_and_grad: ``(params, x, y) -> (loss, grads)`` in place of the hand-derived
-        ``net.loss_and_grad``, e.g. ``jax.value_and_grad(net.loss)`` to train the same
+        ``net.loss_and_grad``, e.g. JAX's ``value_and_grad(net.loss)`` to train the same
         network with autodiff for comparison.
 
     Returns:
