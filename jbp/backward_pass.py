@@ -104,6 +104,11 @@ def deltas(
       ``(delta^(1), ..., delta^(L))``.
     """
     cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
+    return _deltas(params, cache, delta_out, activations)
+
+
+def _deltas(params, cache, delta_out, activations) -> tuple:
+    """:func:`deltas` on arguments already checked."""
     ds = [delta_out]
     for l in range(len(params) - 1, 0, -1):
         dL_dx = input_grad(ds[-1], params[l].W)  # BP3
@@ -126,7 +131,13 @@ def backward(
     Returns:
       Gradients with exactly the structure, shapes and dtypes of ``params``.
     """
+    cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
+    return _backward(params, cache, delta_out, activations)
+
+
+def _backward(params, cache, delta_out, activations) -> Params:
+    """:func:`backward` on arguments already checked (by it, or by :class:`jbp.MLP`)."""
     return tuple(
         Layer(W=weight_grad(delta, x_prev), b=bias_grad(delta))  # BP5, BP6
-        for delta, x_prev in zip(deltas(params, cache, delta_out, activations), cache.xs)
+        for delta, x_prev in zip(_deltas(params, cache, delta_out, activations), cache.xs)
     )

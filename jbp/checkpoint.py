@@ -158,6 +158,24 @@ def _not_a_checkpoint(path, why: str) -> ValueError:
     return ValueError(f"{os.fspath(path)} is not a readable jbp checkpoint: {why}")
 
 
+def restore_opt_state(optimizer, params: Params, leaves: list, *, where: str = "") -> Any:
+    """The optimizer state's arrays (``Checkpoint.opt_state`` loaded without an optimizer)
+    put back into the structure of ``optimizer.init(params)``.
+
+    Raises:
+      ValueError: the arrays do not fit that structure (another optimizer's state).
+    """
+    template, treedef = jax.tree.flatten(optimizer.init(params))
+    kinds = lambda leaves: [f"{np.dtype(a.dtype)}{list(np.shape(a))}" for a in leaves]
+    if kinds(template) != kinds(leaves):
+        raise ValueError(
+            f"the optimizer state{where} does not fit the optimizer given: "
+            f"it has arrays {kinds(leaves)}, optimizer.init gives "
+            f"{kinds(template)} (was it saved with another optimizer?)"
+        )
+    return jax.tree.unflatten(treedef, leaves)
+
+
 def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
     """Reads a checkpoint written by :func:`save_checkpoint` (never unpickles).
 
@@ -217,13 +235,5 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
 
     opt_state = opt_leaves if has_opt_state else None
     if optimizer is not None and has_opt_state:
-        template, treedef = jax.tree.flatten(optimizer.init(params))
-        kinds = lambda leaves: [f"{np.dtype(a.dtype)}{list(np.shape(a))}" for a in leaves]
-        if kinds(template) != kinds(opt_leaves):
-            raise ValueError(
-                f"the optimizer state in {os.fspath(path)} does not fit the optimizer given: "
-                f"it has arrays {kinds(opt_leaves)}, optimizer.init gives "
-                f"{kinds(template)} (was it saved with another optimizer?)"
-            )
-        opt_state = jax.tree.unflatten(treedef, opt_leaves)
+        opt_state = restore_opt_state(optimizer, params, opt_leaves, where=f" in {os.fspath(path)}")
     return Checkpoint(net, params, opt_state, epoch, key, extra)

@@ -23,7 +23,7 @@ import optax
 
 from jbp import datasets
 from jbp.check import STRESS, check_grads
-from jbp.checkpoint import load_checkpoint, save_checkpoint
+from jbp.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
 from jbp.mutation_check import mutation_test
 from jbp.network import MLP
 from jbp.train import fit
@@ -254,8 +254,8 @@ def _train(args) -> int:
     optimizer = _optimizer(s, n // batch_size)
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     if args.resume:
-        saved = _usage(load_checkpoint, ckpt_path, optimizer=optimizer)
-        params, opt_state, epoch, shuffle_key = saved.params, saved.opt_state, saved.epoch, saved.key
+        opt_state = _usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
+        params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
         _say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:

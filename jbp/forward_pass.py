@@ -58,7 +58,11 @@ def forward(
       ``(out, cache)``: the output ``x^(L)``, ``(batch, n_L)``, and the :class:`Cache`
       of every ``z^(l)`` and ``x^(l)``.
     """
-    x = _validate.forward_inputs(params, x, activations)
+    return _forward(params, _validate.forward_inputs(params, x, activations), activations)
+
+
+def _forward(params: Params, x: Array, activations: Sequence[str | Activation]) -> tuple[Array, Cache]:
+    """:func:`forward` on arguments already checked (by it, or by :class:`jbp.MLP`)."""
     zs, xs = [], [x]
     for layer, activation in zip(params, activations, strict=True):
         z = dense(layer, xs[-1])  # BP1

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 
 from jbp import _validate
 from jbp.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, get_activation
-from jbp.backward_pass import backward
-from jbp.forward_pass import Cache, forward
+from jbp.backward_pass import _backward
+from jbp.forward_pass import Cache, _forward
 from jbp.initializers import INITIALIZERS, init_weight
 from jbp.losses import LOSSES, get_loss
 from jbp.params import Layer, Params
@@ -136,7 +136,7 @@ class MLP:
     def forward(self, params: Params, x: Array) -> tuple[Array, Cache]:
         """The forward pass (BP1, BP2): ``(output, cache)``; see :func:`jbp.forward`."""
         x = _validate.inputs(self, params, x)
-        return forward(params, x, self.activations)
+        return _forward(params, x, self.activations)
 
     def predict(self, params: Params, x: Array) -> Array:
         """The network's output after the output activation, ``(batch, n_L)``."""
@@ -145,7 +145,7 @@ class MLP:
     def loss(self, params: Params, x: Array, y: Array) -> Array:
         """The loss, a scalar: the mean over the batch (see :mod:`jbp.losses`)."""
         x, y = _validate.inputs_and_targets(self, params, x, y)
-        _, cache = forward(params, x, self.activations)
+        _, cache = _forward(params, x, self.activations)
         return get_loss(self.loss_name).value(cache.zs[-1], cache.xs[-1], y)
 
     def output_delta(self, cache: Cache, y: Array) -> Array:
@@ -165,9 +165,9 @@ class MLP:
           ``params``.
         """
         x, y = _validate.inputs_and_targets(self, params, x, y)
-        _, cache = forward(params, x, self.activations)
+        _, cache = _forward(params, x, self.activations)
         loss = get_loss(self.loss_name).value(cache.zs[-1], cache.xs[-1], y)
-        grads = backward(params, cache, self._output_delta(cache, y), self.activations)
+        grads = _backward(params, cache, self._output_delta(cache, y), self.activations)
         return loss, grads
 
     def accuracy(self, params: Params, x: Array, y: Array) -> Array:
@@ -179,7 +179,7 @@ class MLP:
         if self.loss_name == "mse":
             raise ValueError("accuracy needs a classification loss, but this network's loss is 'mse'")
         x, y = _validate.inputs_and_targets(self, params, x, y)
-        p = forward(params, x, self.activations)[0]
+        p = _forward(params, x, self.activations)[0]
         if self.loss_name == "cross_entropy":
             labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
             return jnp.mean(jnp.argmax(p, axis=-1) == labels)
