@@ -2,31 +2,31 @@
 
 The seed's equations, each in one function (see README, "The equations"):
 
-- BP1 ``z = W x + b``                         :func:`jbp.forward_pass.dense`
-- BP2 ``x = f(z)``                            :attr:`jbp.activations.Activation.f`
-- BP3 ``dL/dx = Σ_k dL/dz_k w_k``             :func:`jbp.backward_pass.input_grad`
-- BP4 ``dL/dz = dL/dx · f'(z)``               :meth:`jbp.activations.Activation.delta`
-- BP5 ``dL/dW = dL/dz · x_prev``              :func:`jbp.backward_pass.weight_grad`
-- BP6 ``dL/db = dL/dz``                       :func:`jbp.backward_pass.bias_grad`
-- BP7 ``w ← w − α dL/dw``                     :func:`jbp.update.gradient_descent`
+- BP1 ``z = W x + b``                         :func:`jbp.model.forward_pass.dense`
+- BP2 ``x = f(z)``                            :attr:`jbp.model.activations.Activation.f`
+- BP3 ``dL/dx = Σ_k dL/dz_k w_k``             :func:`jbp.model.backward_pass.input_grad`
+- BP4 ``dL/dz = dL/dx · f'(z)``               :meth:`jbp.model.activations.Activation.delta`
+- BP5 ``dL/dW = dL/dz · x_prev``              :func:`jbp.model.backward_pass.weight_grad`
+- BP6 ``dL/db = dL/dz``                       :func:`jbp.model.backward_pass.bias_grad`
+- BP7 ``w ← w − α dL/dw``                     :func:`jbp.training.update.gradient_descent`
 """
 
-from jbp.activations import ACTIVATIONS, Activation
-from jbp.backward_pass import backward, deltas
-from jbp.bridge import custom_vjp_loss
-from jbp.check import Equations, GradCheckReport, check_grads
-from jbp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from jbp.forward_pass import Cache, forward
-from jbp.initializers import INITIALIZERS
-from jbp.losses import LOSSES, Loss
-from jbp.mutation_check import MUTATIONS, MutationReport, mutation_test
-from jbp.network import MLP
-from jbp.params import Layer
-from jbp.per_example import per_example_grads
-from jbp.sweep import sweep
-from jbp.train import History, fit
-from jbp.update import gradient_descent, make_train_step, train_step
-from jbp.vjp_check import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
+from jbp.model.activations import ACTIVATIONS, Activation
+from jbp.model.backward_pass import backward, deltas
+from jbp.model.bridge import custom_vjp_loss
+from jbp.verify.grads import Equations, GradCheckReport, check_grads
+from jbp.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jbp.model.forward_pass import Cache, forward
+from jbp.model.initializers import INITIALIZERS
+from jbp.model.losses import LOSSES, Loss
+from jbp.verify.mutations import MUTATIONS, MutationReport, mutation_test
+from jbp.model.network import MLP
+from jbp.model.params import Layer
+from jbp.model.per_example import per_example_grads
+from jbp.training.sweep import sweep
+from jbp.training.fit import History, fit
+from jbp.training.update import gradient_descent, make_train_step, train_step
+from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 
 __version__ = "0.1.0"
 

@@ -20,6 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jbp.model.activations import ACTIVATIONS, Activation
+from jbp.model.base import Network
+
 #: The largest epoch index: :func:`jbp.fit` counts epochs in int32.
 MAX_EPOCH = 2**31 - 1
 
@@ -127,10 +130,8 @@ def prng_key(arg: str, value: Any):
 
 
 def network(value: Any):
-    """Checks a :class:`jbp.MLP`."""
-    from jbp.network import MLP  # here: jbp.network imports this module
-
-    if not isinstance(value, MLP):
+    """Checks a network: a :class:`jbp.MLP` (any :class:`jbp.model.base.Network`)."""
+    if not isinstance(value, Network):
         raise TypeError(f"net must be a jbp.MLP, got {type(value).__name__}")
     return value
 
@@ -240,8 +241,6 @@ def finite_params(value) -> None:
 def layers(value: Any, activations: Any) -> np.dtype:
     """For the pure functions (no network): ``params`` that chain up, ``W^(l)``
     ``(n_l, n_{l-1})`` and ``b^(l)`` ``(n_l,)``, and one activation per layer."""
-    from jbp.activations import ACTIVATIONS, Activation  # here: they import this module
-
     if not isinstance(value, tuple):  # a list would not match the tuple of gradients
         raise TypeError(
             f"params must be a tuple of jbp.Layer (from net.init), got {type(value).__name__}"
@@ -437,9 +436,7 @@ def _cache_arrays(cache) -> tuple:
 
 
 def _as_jax(cache):
-    from jbp.forward_pass import Cache  # here: jbp.forward_pass imports this module
-
-    return Cache(tuple(map(jnp.asarray, cache.zs)), tuple(map(jnp.asarray, cache.xs)))
+    return cache._replace(zs=tuple(map(jnp.asarray, cache.zs)), xs=tuple(map(jnp.asarray, cache.xs)))
 
 
 def backward_inputs(params_, cache, delta_out, activations) -> tuple:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jbp
-from jbp.backward_pass import bias_grad, weight_grad
+from jbp.model.backward_pass import bias_grad, weight_grad
 
 CASES = [  # (sizes, batch)
     ((10, 32, 32, 2), 128),

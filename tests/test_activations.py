@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jbp
-from jbp.activations import get_activation
+from jbp.model.activations import get_activation
 
 ELEMENTWISE = [a for a in jbp.ACTIVATIONS if a != "softmax"]
 Z = np.array([[-30.0, -3.0, -1.0, -0.5, -1e-3, 0.0, 1e-3, 0.5, 1.0, 3.0, 30.0]])

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jbp
-from jbp.forward_pass import dense
+from jbp.model.forward_pass import dense
 from helpers import RTOL, assert_grads_close, assert_same_dtypes, autodiff_grads, problem
 
 HIDDEN = [a for a in jbp.ACTIVATIONS if a != "softmax"]

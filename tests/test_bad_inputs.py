@@ -116,7 +116,7 @@ def load_bad(kind):
 
 def cli_train(*argv):
     """The CLI's train command up to its first check (UsageError is its one-line error)."""
-    return lambda: cli._train(cli._parser().parse_args(["train", "--dataset", "xor", *argv]))
+    return lambda: cli.run(cli.parser().parse_args(["train", "--dataset", "xor", *argv]))
 
 
 CASES = [

@@ -9,7 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jbp
-from jbp import backward_pass
+from jbp.model import backward_pass
 from helpers import RTOL, assert_grads_close, problem, to_float64
 
 _manual = jax.jit(lambda net, params, x, y: net.loss_and_grad(params, x, y)[1], static_argnums=0)

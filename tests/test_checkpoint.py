@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jbp
-from jbp import checkpoint
+from jbp.training import checkpoint
 from helpers import problem
 
 NET = jbp.MLP((3, 5, 2), activation="relu", loss="cross_entropy")

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jbp
-from jbp.forward_pass import dense
+from jbp.model.forward_pass import dense
 from helpers import problem
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jbp
-from jbp.initializers import init_weight
+from jbp.model.initializers import init_weight
 
 VARIANCE = {
     "glorot": lambda n_in, n_out: 2 / (n_in + n_out),

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jbp.activations import get_activation
-from jbp.losses import get_loss
+from jbp.model.activations import get_activation
+from jbp.model.losses import get_loss
 
 
 def _delta_vs_autodiff(loss_name, act_name, z, y):

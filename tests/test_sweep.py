@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import jbp
-from jbp.train import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
+from jbp.training.fit import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
 from helpers import problem
 
 # A linear regression that gradient descent solves: how fast depends on the learning rate.

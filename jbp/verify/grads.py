@@ -1,11 +1,11 @@
-"""Verification of jbp's hand-derived gradients against autodiff (with :mod:`jbp.vjp_check`,
+"""Verification of jbp's hand-derived gradients against autodiff (with :mod:`jbp.verify.vjp`,
 the only place jbp uses it), down to the layer and the equation that is wrong.
 
 :func:`check_grads` runs three views of one network at one batch:
 
 1. **Leaves**: ``net.loss_and_grad`` (the hand-derived backward) against ``jax.grad`` of
    ``net.loss``, every ``W`` and ``b``, with the derived tolerances, the float64 re-run
-   and the finite-difference confirmation of :mod:`jbp.vjp_check`.
+   and the finite-difference confirmation of :mod:`jbp.verify.vjp`.
 2. **Equations**: each of the seed's equations on its own, layer by layer, fed the exact
    (float64 autodiff) values of its inputs so that an error upstream cannot leak into
    it: the output delta, BP3 ``dL/dx^(l) = delta^(l+1) W^(l+1)``, BP4
@@ -32,34 +32,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
-from jbp import backward_pass
-from jbp.activations import Activation, get_activation
-from jbp.vjp_check import (
+from jbp.model import backward_pass
+from jbp.model.activations import Activation, get_activation
+from jbp.verify.oracles import (
     C,
     FD_RTOL,
+    RHO,
+    cast,
+    host_cast,
+    numpy_rng,
+    relative,
+    unit_roundoff,
+    verify_many,
+)
+from jbp.verify.report import (
     IMPRECISE,
     OK,
-    RHO,
     WRONG,
     GradCheckFailure,
-    LeafCheck,  # noqa: F401  (jbp.check.LeafCheck, as before)
-    _LeafVerdicts,
-    _cast,
-    _details,
-    _host_cast,
-    _jsonable,
-    _leaf_table,
-    _markdown_table,
-    _relative,
-    _rng,
-    _text_table,
-    _unit_roundoff,
-    _verify_many,
+    LeafVerdicts,
+    details,
+    jsonable,
+    leaf_table,
+    markdown_table,
+    text_table,
 )
-from jbp.forward_pass import Cache, dense, forward
-from jbp.losses import get_loss
-from jbp.network import MLP
-from jbp.params import Layer, Params
+from jbp.model.forward_pass import Cache, dense, forward
+from jbp.model.losses import get_loss
+from jbp.model.network import MLP
+from jbp.model.params import Layer, Params
 
 Array = jax.Array
 
@@ -69,7 +70,7 @@ STRESS = ("saturate", "kinks", "logits")
 SATURATED_Z = 10.0
 #: ``stress="logits"``: the rms the output layer's pre-activations are scaled to.
 EXTREME_LOGIT = 1e3
-_U64 = _unit_roundoff(np.float64)
+_U64 = unit_roundoff(np.float64)
 
 
 class Equations(NamedTuple):
@@ -77,10 +78,10 @@ class Equations(NamedTuple):
 
     Attributes:
       output_delta: ``(net, cache, y) -> dL/dz^(L)`` (:meth:`jbp.MLP.output_delta`).
-      input_grad: BP3, ``(delta, W) -> dL/dx`` (:func:`jbp.backward_pass.input_grad`).
+      input_grad: BP3, ``(delta, W) -> dL/dx`` (:func:`jbp.model.backward_pass.input_grad`).
       delta: BP4, ``(activation, z, x, dL_dx) -> dL/dz`` (:meth:`jbp.Activation.delta`).
-      weight_grad: BP5, ``(delta, x_prev) -> dW`` (:func:`jbp.backward_pass.weight_grad`).
-      bias_grad: BP6, ``(delta) -> db`` (:func:`jbp.backward_pass.bias_grad`).
+      weight_grad: BP5, ``(delta, x_prev) -> dW`` (:func:`jbp.model.backward_pass.weight_grad`).
+      bias_grad: BP6, ``(delta) -> db`` (:func:`jbp.model.backward_pass.bias_grad`).
       layer_input: the ``x^(l-1)`` BP5 multiplies, ``(cache, l) -> cache.xs[l]`` for the
         layer ``params[l]``.
     """
@@ -163,7 +164,7 @@ class EquationCheck:
       rel_err: ``max |equation − autodiff| / max |autodiff|``, evaluated in float64.
       rel_err_lo: the same with the inputs rounded to the working dtype (float32 for
         float64): how much of the error is rounding.
-      tol: tolerance on ``rel_err`` (derived as in :mod:`jbp.vjp_check`).
+      tol: tolerance on ``rel_err`` (derived as in :mod:`jbp.verify.vjp`).
       verdict: ``"ok"``, ``"WRONG"``, or ``"imprecise"`` (over the tolerance, but the
         error shrinks with precision: rounding, not the formula).
     """
@@ -180,7 +181,7 @@ class EquationCheck:
         return f"layer {self.layer}, {self.equation}: {self.formula}"
 
     def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,15 +202,15 @@ class ExampleCheck:
     loss: float
 
     def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)
-class GradCheckReport(_LeafVerdicts):
+class GradCheckReport(LeafVerdicts):
     """The result of :func:`check_grads`. ``ok`` is a plain ``bool``; ``str()`` is a table.
 
     Attributes:
-      leaves: one :class:`jbp.vjp_check.LeafCheck` per ``W`` and ``b``.
+      leaves: one :class:`jbp.verify.vjp.LeafCheck` per ``W`` and ``b``.
       dtype: the parameters' dtype.
       rtol: the fixed tolerance asked for, or ``None`` (derived per leaf).
       loss: the loss at the checked point.
@@ -268,16 +269,16 @@ class GradCheckReport(_LeafVerdicts):
 
     def __str__(self) -> str:
         return "\n".join(
-            [self._title(), _text_table(*_leaf_table(self.leaves)), *_details(self.leaves),
-             *self._sections(_text_table), self._verdict()]
+            [self._title(), text_table(*leaf_table(self.leaves)), *details(self.leaves),
+             *self._sections(text_table), self._verdict()]
         )
 
     def to_markdown(self) -> str:
         """The report as Markdown tables."""
         return "\n".join(
-            [f"**{self._title()}**", "", _markdown_table(*_leaf_table(self.leaves)), "",
-             *(f"- {d.strip()}" for d in _details(self.leaves)),
-             *self._sections(_markdown_table), "", f"**{self._verdict()}**"]
+            [f"**{self._title()}**", "", markdown_table(*leaf_table(self.leaves)), "",
+             *(f"- {d.strip()}" for d in details(self.leaves)),
+             *self._sections(markdown_table), "", f"**{self._verdict()}**"]
         )
 
     def to_dict(self) -> dict:
@@ -287,7 +288,7 @@ class GradCheckReport(_LeafVerdicts):
             "check": "check_grads",
             "dtype": self.dtype,
             "rtol": self.rtol,
-            "loss": _jsonable(self.loss),
+            "loss": jsonable(self.loss),
             "stress": self.stress,
             "ok": self.ok,
             "failed": list(self.failed),
@@ -327,7 +328,7 @@ def check_grads(
       net: a :class:`jbp.MLP`.
       params, x, y: where to check, as for ``net.loss``.
       rtol: a fixed relative tolerance per leaf instead of the derived one (see
-        :mod:`jbp.vjp_check`).
+        :mod:`jbp.verify.vjp`).
       finite_differences: also compare every leaf with central differences of the loss
         in float64 along a random direction (an oracle independent of autodiff).
       key: PRNG key for the finite-difference directions (default ``key(0)``).
@@ -352,7 +353,7 @@ def check_grads(
     x, y = _validate.check_grads_args(
         net, params, x, y, rtol, finite_differences, key, raise_on_failure
     )
-    report, _ = _check_grads(
+    report, _ = run_check(
         net, params, x, y, rtol=rtol, finite_differences=finite_differences, key=key,
         equations=equations, stress=stress, worst_examples=worst_examples,
     )
@@ -361,21 +362,21 @@ def check_grads(
     return report
 
 
-def _check_grads(net, params, x, y, *, rtol, finite_differences, key, equations, stress, worst_examples):
+def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, stress, worst_examples):
     """:func:`check_grads`, also returning the gradients under test re-run in float64."""
     x, y = _validate.inputs_and_targets(net, params, x, y)
     if stress is not None:
-        params = _stress_point(net, params, x, _validate.name("stress", stress, STRESS))
+        params = stress_point(net, params, x, _validate.name("stress", stress, STRESS))
     equations = Equations() if equations is None else equations
     if not isinstance(equations, Equations):
-        raise TypeError(f"equations must be a jbp.check.Equations, got {type(equations).__name__}")
+        raise TypeError(f"equations must be a jbp.verify.grads.Equations, got {type(equations).__name__}")
     dtype = np.dtype(x.dtype)
     names = _leaf_names(params)
     expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
-    (leaves,), mine64 = _verify_many(
+    (leaves,), mine64 = verify_many(
         _NetLoss(net), _NetGrad(net, equations), expand(params), expand((x, y)), np.ones((1,), dtype), names,
         dtype=dtype, rtol=rtol, finite_differences=finite_differences,
-        rng=_rng(jax.random.key(0) if key is None else key),
+        rng=numpy_rng(jax.random.key(0) if key is None else key),
     )
     mine64 = jax.tree.map(lambda a: a[0], mine64)
     eqs = _equation_checks(net, equations, params, x, y, dtype)
@@ -424,7 +425,7 @@ def _equation_outputs(net, equations, params, y, references, lo):
     eq = _resolve(equations)
     cache, grads, deltas, dxs = references
     activations = [get_activation(a) for a in net.activations]
-    run = lambda fn, inputs, reference: (fn(*inputs), fn(*_cast(inputs, lo)), reference)
+    run = lambda fn, inputs, reference: (fn(*inputs), fn(*cast(inputs, lo)), reference)
 
     out = []
     for l in range(net.n_layers - 1, -1, -1):  # params[l] is layer l + 1
@@ -462,9 +463,9 @@ def _equation_list(net, batch):
 
 def _equation_checks(net, equations, params, x, y, dtype) -> tuple:
     lo = np.dtype(np.float32) if dtype == np.float64 else dtype
-    u_lo = _unit_roundoff(lo)
+    u_lo = unit_roundoff(lo)
     with jax.enable_x64(True):
-        params64, x64, y64 = _host_cast((params, x, y), np.float64)
+        params64, x64, y64 = host_cast((params, x, y), np.float64)
         references = _equation_references_jit(net, params64, x64, y64)
         outputs = jax.device_get(_equation_outputs_jit(net, equations, params64, y64, references, lo))
     checks = []
@@ -479,7 +480,7 @@ def _equation_checks(net, equations, params, x, y, dtype) -> tuple:
             verdict = IMPRECISE
         else:
             verdict = WRONG
-        checks.append(EquationCheck(layer, name, formula, _relative(e64, s), _relative(e_lo, s), _relative(tol, s), verdict))
+        checks.append(EquationCheck(layer, name, formula, relative(e64, s), relative(e_lo, s), relative(tol, s), verdict))
     return tuple(checks)
 
 
@@ -517,11 +518,11 @@ def _per_example(net, equations, params, x, y):
     """Each row's gradient by the backward (working dtype) and by autodiff (float64)."""
     user = _NetGrad(net, equations)
     primal = _NetLoss(net)
-    params64 = _cast(params, jnp.float64)
+    params64 = cast(params, jnp.float64)
 
     def one(xi, yi):
         mine = user(params, (xi[None], yi[None]), jnp.ones((), x.dtype))
-        loss, reference = jax.value_and_grad(primal)(params64, _cast((xi[None], yi[None]), jnp.float64))
+        loss, reference = jax.value_and_grad(primal)(params64, cast((xi[None], yi[None]), jnp.float64))
         return mine, reference, loss
 
     return jax.vmap(one)(x, y)
@@ -555,7 +556,7 @@ def _example_table(rows):
 # --- Stress points. ---------------------------------------------------------------------
 
 
-def _stress_point(net: MLP, params: Params, x: Array, kind: str) -> Params:
+def stress_point(net: MLP, params: Params, x: Array, kind: str) -> Params:
     """``params`` moved, layer by layer, to an adversarial point of ``kind`` (see check_grads)."""
     h, out, L = x, [], net.n_layers
     for l, (layer, name) in enumerate(zip(params, net.activations)):

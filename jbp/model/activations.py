@@ -19,7 +19,6 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jbp import _validate
 
 Array = jax.Array
 
@@ -165,4 +164,8 @@ def get_activation(name: str | Activation) -> Activation:
     """Returns the :class:`Activation` called ``name`` (an Activation passes through)."""
     if isinstance(name, Activation):
         return name
-    return ACTIVATIONS[_validate.name("activation", name, ACTIVATIONS)]
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a name (str), got {type(name).__name__} {name!r}")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]

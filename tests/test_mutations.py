@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jbp
-from jbp.mutation_check import MutationResult
+from jbp.verify.mutations import MutationResult
 from helpers import problem
 
 # W^(2) is square (6 x 6), so that a transposed W is a silent mistake rather than a shape error.

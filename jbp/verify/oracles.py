@@ -46,11 +46,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+Array = jax.Array
+
+from jbp.verify.report import IMPRECISE, OK, UNVERIFIED, WRONG, LeafCheck
 
 Array = jax.Array
 
@@ -63,8 +67,6 @@ RHO = 16.0
 C = 8.0
 #: Relative tolerance of the float64 finite-difference oracle along a random direction.
 FD_RTOL = 1e-6
-#: The verdicts.
-OK, WRONG, IMPRECISE, UNVERIFIED = "ok", "WRONG", "imprecise", "unverified"
 
 _U64 = float(np.finfo(np.float64).eps) / 2
 # Finite-difference steps, relative to the typical size of the leaf's entries (times the
@@ -79,269 +81,6 @@ _PROBES = 8
 # not come from rounding.
 _PRECISION_GAIN = 10.0
 
-
-class GradCheckFailure(AssertionError):
-    """Raised by ``check_vjp``/``check_grads(..., raise_on_failure=True)``; the message is the table."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LeafCheck:
-    """One leaf's comparison (a parameter, or the input ``x``).
-
-    Attributes:
-      name: the leaf: a pytree path such as ``"['w']"``, ``"params[0].W"``, or ``"x"``.
-      shape: its shape.
-      max_abs_err: ``max |backward − reference|`` in the working dtype.
-      rel_err: ``max_abs_err / max |reference|`` (``max_abs_err`` if the reference is 0).
-      tol: the tolerance on ``rel_err`` (derived; see the module docstring).
-      cosine: cosine similarity of backward and reference (1 when both are zero).
-      norm_ratio: ``‖backward‖ / ‖reference‖``.
-      worst_index: the index of ``max |backward − reference|`` in the leaf.
-      rel_err_f64: ``rel_err`` of backward and forward re-run in float64.
-      fd_rel_err: ``|FD − <backward, v>| / (‖backward‖ ‖v‖)`` for central differences in
-        float64 along a random direction ``v``; ``None`` if not run.
-      verdict: ``"ok"``, ``"WRONG"``, ``"imprecise"`` or ``"unverified"``.
-      evidence: why, when the verdict is not ``"ok"``.
-    """
-
-    name: str
-    shape: tuple
-    max_abs_err: float
-    rel_err: float
-    tol: float
-    cosine: float
-    norm_ratio: float
-    worst_index: tuple
-    rel_err_f64: float
-    fd_rel_err: Optional[float]
-    verdict: str
-    evidence: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """False only for a confirmed wrong gradient."""
-        return self.verdict != WRONG
-
-    def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-class _LeafVerdicts:
-    """The leaves of a report (``self.leaves``) grouped by verdict."""
-
-    @property
-    def failed(self) -> tuple:
-        """The leaves whose gradient is confirmed wrong."""
-        return _named(self.leaves, WRONG)
-
-    @property
-    def imprecise(self) -> tuple:
-        """Right formula, but rounding in the working dtype beyond the tolerance."""
-        return _named(self.leaves, IMPRECISE)
-
-    @property
-    def unverified(self) -> tuple:
-        """A float64 mismatch the second oracle could not confirm (not a failure)."""
-        return _named(self.leaves, UNVERIFIED)
-
-
-@dataclasses.dataclass(frozen=True)
-class VJPCheckReport(_LeafVerdicts):
-    """The result of :func:`check_vjp`: ``ok`` is a plain ``bool``, ``str()`` a table.
-
-    Attributes:
-      leaves: one :class:`LeafCheck` per leaf of ``params``, then of ``x``.
-      dtype: the working dtype.
-      ok: no leaf is ``WRONG``.
-    """
-
-    leaves: tuple
-    dtype: str
-    ok: bool
-
-    def _title(self) -> str:
-        return (
-            f"check_vjp: backward vs jax.vjp of forward at one random cotangent dy ~ N(0, 1), "
-            f"{self.dtype} (reference in float64)"
-        )
-
-    def __str__(self) -> str:
-        return "\n".join([self._title(), _text_table(*_leaf_table(self.leaves)), *_details(self.leaves), _verdict(self)])
-
-    def to_markdown(self) -> str:
-        """The report as Markdown: a heading line, the leaf table, details, the verdict."""
-        return "\n".join(
-            [f"**{self._title()}**", "", _markdown_table(*_leaf_table(self.leaves)), "",
-             *(f"- {d.strip()}" for d in _details(self.leaves)), f"**{_verdict(self)}**"]
-        )
-
-    def to_dict(self) -> dict:
-        """JSON-ready: ``json.dumps(report.to_dict(), allow_nan=False)`` works."""
-        return {
-            "check": "check_vjp",
-            "dtype": self.dtype,
-            "ok": self.ok,
-            "failed": list(self.failed),
-            "imprecise": list(self.imprecise),
-            "unverified": list(self.unverified),
-            "leaves": [leaf.to_dict() for leaf in self.leaves],
-        }
-
-
-def check_vjp(
-    forward: Callable,
-    backward: Callable,
-    params: Any,
-    x: Any,
-    *,
-    key: Array,
-    dy: Any = None,
-    rtol: Optional[float] = None,
-    reduction_size: Optional[int] = None,
-    finite_differences: bool = True,
-    raise_on_failure: bool = False,
-) -> VJPCheckReport:
-    """Checks a hand-written backward against ``jax.vjp`` of its forward, leaf by leaf.
-
-    Example::
-
-      def forward(params, x):
-          z = x @ params["w"].T + params["b"]
-          y = jnp.tanh(z)
-          return y, (x, y)
-
-      def backward(params, cache, dy):
-          x, y = cache
-          delta = dy * (1 - y * y)
-          return {"w": delta.T @ x, "b": delta.sum(0)}, delta @ params["w"]
-
-      report = jbp.check_vjp(forward, backward, params, x, key=jax.random.key(0))
-      report.ok, report.failed        # True, ()  — or False, ("['b']",)
-      print(report)                   # one row per leaf
-
-    Args:
-      forward: ``forward(params, x) -> (y, cache)``; ``y`` an array or pytree of arrays.
-        It is re-run in float64 (the oracle), so write it dtype-generic.
-      backward: ``backward(params, cache, dy) -> (dparams, dx)``, ``dparams`` with the
-        structure of ``params`` and ``dx`` that of ``x``.
-      params: a pytree of floating arrays.
-      x: a floating array (or pytree of them) of the same dtype.
-      key: PRNG key for the cotangent and the finite-difference directions (drawn with
-        NumPy from it: a check compiles nothing for its random numbers).
-      dy: the cotangent; default one draw of ``N(0, 1)`` per entry of ``y``.
-      rtol: a fixed relative tolerance instead of the derived one (see the module doc).
-      reduction_size: the longest sum in forward or backward (``R`` of the tolerance);
-        default the largest leaf of ``params``, ``x`` and ``y``.
-      finite_differences: also compare each leaf with central differences in float64
-        along a random direction (an oracle independent of autodiff: it catches a
-        forward whose own autodiff rule is wrong).
-      raise_on_failure: raise :class:`GradCheckFailure`, with the table, if any leaf is
-        ``WRONG``.
-
-    Returns:
-      A :class:`VJPCheckReport`.
-    """
-    expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
-    (report,) = check_vjp_many(
-        forward, backward, expand(params), expand(x), key=key, dy=None if dy is None else expand(dy),
-        rtol=rtol, reduction_size=reduction_size, finite_differences=finite_differences,
-    )
-    if raise_on_failure and not report.ok:
-        raise GradCheckFailure(str(report))
-    return report
-
-
-def check_vjp_many(
-    forward: Callable,
-    backward: Callable,
-    params: Any,
-    x: Any,
-    *,
-    key: Array,
-    dy: Any = None,
-    rtol: Optional[float] = None,
-    reduction_size: Optional[int] = None,
-    finite_differences: bool = True,
-) -> tuple:
-    """:func:`check_vjp` at many points at once: every leaf of ``params`` and ``x`` carries
-    a leading axis, one entry per point, and forward, backward and the oracles are
-    ``vmap`` ped over it (one compilation for all points).
-
-    Example::
-
-      reports = jbp.check_vjp_many(forward, backward, params_batch, x_batch, key=key)
-      sum(not r.ok for r in reports)   # points where a leaf is WRONG
-
-    Args:
-      forward, backward, key, rtol, reduction_size, finite_differences: as for
-        :func:`check_vjp`.
-      params, x: as for :func:`check_vjp`, each leaf with a leading axis of points.
-      dy: the cotangents, with the leading axis; default ``N(0, 1)`` draws.
-
-    Returns:
-      One :class:`VJPCheckReport` per point.
-    """
-    if not callable(forward) or not callable(backward):
-        raise TypeError(
-            f"forward and backward must be functions, got {type(forward).__name__} and "
-            f"{type(backward).__name__}"
-        )
-    args = (params, x)
-    dtype = _working_dtype("params and x", args)
-    sizes = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(args)}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"every leaf of params and x needs the same leading axis of points, got sizes {sizes}")
-    primal, user = _Forward(forward), _Backward(forward, backward)
-    rng = _rng(key)
-    y_leaves, y_tree = jax.tree.flatten(jax.eval_shape(jax.vmap(primal), args, None))
-    if dy is None:
-        dy = [rng.standard_normal(a.shape) for a in y_leaves]
-    else:
-        dy_leaves, dy_tree = jax.tree.flatten(dy)
-        if dy_tree != y_tree or any(np.shape(d) != a.shape for d, a in zip(dy_leaves, y_leaves)):
-            raise ValueError(
-                f"dy must have the structure and shapes of forward's output, {[a.shape for a in y_leaves]}, "
-                f"got {[np.shape(d) for d in dy_leaves]}"
-            )
-        dy = dy_leaves
-    dy = jax.tree.unflatten(y_tree, [np.asarray(d, a.dtype) for d, a in zip(dy, y_leaves)])
-    names = [_path_name(p, "") or "params" for p, _ in jax.tree.flatten_with_path(params)[0]]
-    names += [_path_name(p, "x") for p, _ in jax.tree.flatten_with_path(x)[0]]
-    rows, _ = _verify_many(
-        primal, user, args, None, dy, names, dtype=dtype, rtol=rtol,
-        finite_differences=finite_differences, rng=rng, reduction_size=reduction_size,
-    )
-    return tuple(VJPCheckReport(leaves, dtype.name, all(leaf.ok for leaf in leaves)) for leaves in rows)
-
-
-# --- The problem: what is differentiated (primal) and what is checked (user). ---------
-# Frozen dataclasses, hashed by the functions they hold, so that jit's cache is hit
-# again when the same forward and backward are checked twice.
-
-
-@dataclasses.dataclass(frozen=True)
-class _Forward:
-    forward: Callable
-
-    def __call__(self, args, aux):
-        params, x = args
-        return self.forward(params, x)[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Backward:
-    forward: Callable
-    backward: Callable
-
-    def __call__(self, args, aux, dy):
-        params, x = args
-        _, cache = self.forward(params, x)
-        grads = self.backward(params, cache, dy)
-        if not isinstance(grads, (tuple, list)) or len(grads) != 2:
-            raise TypeError(
-                f"backward must return a pair (dparams, dx), got {type(grads).__name__}"
-            )
-        return tuple(grads)
 
 
 def _reference(primal, args, aux, cot):
@@ -424,10 +163,10 @@ _user_many = _vmapped(lambda user, args, aux, cot: user(args, aux, cot), 1)
 _phi_many = _vmapped(_phi, 1)
 
 
-# --- The orchestration shared by check_vjp(_many) and check_grads. -----------------------
 
 
-def _verify_many(
+
+def verify_many(
     primal, user, args, aux, cot, names, *, dtype, rtol, finite_differences, rng, reduction_size=None
 ) -> tuple:
     """Runs the three steps of the module docstring for every leaf of ``args``, at each of
@@ -446,7 +185,7 @@ def _verify_many(
     """
     dtype = np.dtype(dtype)
     probe_dtype = np.dtype(np.float32) if dtype == np.float64 else dtype
-    u, u_ad = _unit_roundoff(dtype), _unit_roundoff(probe_dtype)
+    u, u_ad = unit_roundoff(dtype), unit_roundoff(probe_dtype)
     n = jax.tree.leaves(args)[0].shape[0]
     one = lambda tree, i: jax.tree.map(lambda a: a[i], tree)
     if reduction_size is None:
@@ -454,12 +193,12 @@ def _verify_many(
         reduction_size = max(int(np.size(a)) for a in jax.tree.leaves((one((args, aux), 0), out)))
     # Autodiff in the probe dtype at _PROBES copies of each point, jittered by an ulp:
     # the largest of their errors estimates the rounding noise robustly.
-    jittered = _jitter(_host_cast((args, aux, cot), probe_dtype), rng)
+    jittered = _jitter(host_cast((args, aux, cot), probe_dtype), rng)
     probe = jax.device_get(_reference_many(primal, *jittered))
     probe = jax.tree.map(lambda a: a.reshape((n, _PROBES) + a.shape[1:]), probe)
     mine_lo = None if dtype == np.float64 else jax.device_get(_user_many(user, args, aux, cot))
     with jax.enable_x64(True):
-        args64, aux64, cot64 = _host_cast((args, aux, cot), np.float64)
+        args64, aux64, cot64 = host_cast((args, aux, cot), np.float64)
         out64 = jax.eval_shape(jax.vmap(primal), args64, aux64)
         cot64 = jax.tree.map(lambda c, o: np.asarray(c, o.dtype), cot64, out64)
         mine64 = jax.device_get(_user_many(user, args64, aux64, cot64))
@@ -517,12 +256,12 @@ def _verify_many(
                     name=name,
                     shape=tuple(r.shape),
                     max_abs_err=float(st["e"]),
-                    rel_err=_relative(float(st["e"]), s),
-                    tol=_relative(float(st["tol"]), s),
+                    rel_err=relative(float(st["e"]), s),
+                    tol=relative(float(st["tol"]), s),
                     cosine=float(st["cosine"]),
                     norm_ratio=float(st["norm_ratio"]),
                     worst_index=tuple(int(j) for j in np.unravel_index(int(st["worst"]), r.shape)) if r.size else (),
-                    rel_err_f64=_relative(float(st["e64"]), s),
+                    rel_err_f64=relative(float(st["e64"]), s),
                     fd_rel_err=fd_rel,
                     verdict=verdict,
                     evidence=evidence,
@@ -541,8 +280,8 @@ def _verdict_of(st, m64, r, confirmation, shape_error):
         if e <= tol:
             return OK, ""
         return IMPRECISE, (
-            f"float64 re-run matches (rel err {_relative(e64, s):.1e} <= {_relative(tol64, s):.1e}), so the "
-            f"formula is right; in the working dtype its error {_relative(e, s):.1e} exceeds {_relative(tol, s):.1e}, "
+            f"float64 re-run matches (rel err {relative(e64, s):.1e} <= {relative(tol64, s):.1e}), so the "
+            f"formula is right; in the working dtype its error {relative(e, s):.1e} exceeds {relative(tol, s):.1e}, "
             f"{RHO:g}x autodiff's own rounding here: a less stable formula, or a kink crossed by rounding"
         )
     if not np.all(np.isfinite(r)):
@@ -551,15 +290,15 @@ def _verdict_of(st, m64, r, confirmation, shape_error):
         return WRONG, f"non-finite values in float64 where autodiff's are finite (at {_first_nonfinite(m64)})"
     confirmed, text = confirmation
     if confirmed is True:
-        return WRONG, f"float64 rel err {_relative(e64, s):.1e} > tol {_relative(tol64, s):.1e}; {text}"
+        return WRONG, f"float64 rel err {relative(e64, s):.1e} > tol {relative(tol64, s):.1e}; {text}"
     if confirmed is None and e <= tol and e64 * _PRECISION_GAIN <= e:
         return OK, ""  # float64 rounding above its estimate, and nothing wrong in the working dtype
     if confirmed is None and e64 * _PRECISION_GAIN <= e:
         return IMPRECISE, (
-            f"the error shrinks with precision ({_relative(e, s):.1e} in the working dtype, "
-            f"{_relative(e64, s):.1e} in float64) and {text}"
+            f"the error shrinks with precision ({relative(e, s):.1e} in the working dtype, "
+            f"{relative(e64, s):.1e} in float64) and {text}"
         )
-    return UNVERIFIED, f"float64 rel err {_relative(e64, s):.1e} > tol {_relative(tol64, s):.1e}, but {text}"
+    return UNVERIFIED, f"float64 rel err {relative(e64, s):.1e} > tol {relative(tol64, s):.1e}, but {text}"
 
 
 @dataclasses.dataclass
@@ -705,10 +444,11 @@ def _order_text(order) -> str:
     return "n/a (remainder at rounding level)" if order is None else f"{order:.2f}"
 
 
+
 # --- Helpers. ---------------------------------------------------------------------------
 
 
-def _working_dtype(what, tree) -> np.dtype:
+def working_dtype(what, tree) -> np.dtype:
     dtypes = set()
     for path, a in jax.tree.flatten_with_path(tree)[0]:
         dt = np.dtype(jnp.result_type(a))
@@ -720,19 +460,19 @@ def _working_dtype(what, tree) -> np.dtype:
     return dtypes.pop()
 
 
-def _unit_roundoff(dtype) -> float:
+def unit_roundoff(dtype) -> float:
     return float(jnp.finfo(dtype).eps) / 2
 
 
-def _cast(tree, dtype):
+def cast(tree, dtype):
     """Floating leaves of ``tree`` to ``dtype``; integer leaves (labels) unchanged (traceable)."""
     return jax.tree.map(
         lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree
     )
 
 
-def _host_cast(tree, dtype):
-    """:func:`_cast` for concrete arrays, done by NumPy (no compilation per shape)."""
+def host_cast(tree, dtype):
+    """:func:`cast` for concrete arrays, done by NumPy (no compilation per shape)."""
     return jax.tree.map(
         lambda a: np.asarray(a, dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else np.asarray(a), tree
     )
@@ -754,7 +494,7 @@ def _jitter(tree, rng):
     return jax.tree.map(jitter, tree)
 
 
-def _rng(key) -> np.random.Generator:
+def numpy_rng(key) -> np.random.Generator:
     """A NumPy generator seeded by a JAX PRNG key (new-style or raw ``uint32[2]``)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
@@ -782,11 +522,11 @@ def _fill_wrong_shapes(mine, ref, names, errors):
     return jax.tree.unflatten(tree, out)
 
 
-def _path_name(path, prefix) -> str:
+def path_name(path, prefix) -> str:
     return prefix + jax.tree_util.keystr(path)
 
 
-def _relative(e, s) -> float:
+def relative(e, s) -> float:
     return e / s if s > 0 else e
 
 
@@ -794,60 +534,3 @@ def _first_nonfinite(a) -> tuple:
     return tuple(int(i) for i in np.unravel_index(int(np.argmin(np.isfinite(a))), a.shape))
 
 
-def _jsonable(v):
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(e) for e in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _named(leaves, verdict) -> tuple:
-    return tuple(leaf.name for leaf in leaves if leaf.verdict == verdict)
-
-
-# --- Rendering, shared with check_grads. ------------------------------------------------
-
-
-def _leaf_table(leaves):
-    head = ("leaf", "shape", "max abs err", "rel err", "tol", "cosine", "norm ratio", "worst at",
-            "f64 rel err", "FD rel err", "verdict")
-    rows = [
-        (
-            c.name,
-            "x".join(map(str, c.shape)) or "()",
-            f"{c.max_abs_err:.2e}",
-            f"{c.rel_err:.2e}",
-            f"{c.tol:.1e}",
-            f"{c.cosine:.6f}",
-            f"{c.norm_ratio:.4g}",
-            str(c.worst_index) if len(c.worst_index) != 1 else f"({c.worst_index[0]})",
-            f"{c.rel_err_f64:.1e}",
-            "-" if c.fd_rel_err is None else f"{c.fd_rel_err:.1e}",
-            c.verdict,
-        )
-        for c in leaves
-    ]
-    return head, rows
-
-
-def _details(leaves) -> list:
-    return [f"  {c.name} {c.verdict}: {c.evidence}" for c in leaves if c.verdict != OK]
-
-
-def _verdict(report) -> str:
-    if not report.ok:
-        return f"FAILED: {', '.join(report.failed)}"
-    extra = [f"{len(n)} {what}: {', '.join(n)}" for what, n in (("imprecise", report.imprecise), ("unverified", report.unverified)) if n]
-    return "PASSED" + (f" ({'; '.join(extra)})" if extra else "")
-
-
-def _text_table(head, rows) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip()
-    return "\n".join([fmt(head), *map(fmt, rows)])
-
-
-def _markdown_table(head, rows) -> str:
-    fmt = lambda r: "| " + " | ".join(s.replace("|", "\\|") for s in r) + " |"
-    return "\n".join([fmt(head), "|" + "---|" * len(head), *map(fmt, rows)])

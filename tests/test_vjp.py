@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import jbp
-from jbp.backward_pass import input_grad
+from jbp.model.backward_pass import input_grad
+from jbp.verify.oracles import FD_RTOL
 
 KEY = jax.random.key(0)
 
@@ -79,7 +80,7 @@ def test_a_correct_backward_passes_with_a_readable_report(dtype):
     assert report.ok is True and report.failed == () and report.imprecise == () and report.unverified == ()
     assert [leaf.name for leaf in report.leaves] == ["['b']", "['w']", "x"]
     for leaf in report.leaves:
-        assert leaf.rel_err <= leaf.tol and leaf.rel_err_f64 < 1e-13 and leaf.fd_rel_err < jbp.vjp_check.FD_RTOL
+        assert leaf.rel_err <= leaf.tol and leaf.rel_err_f64 < 1e-13 and leaf.fd_rel_err < FD_RTOL
         assert leaf.cosine == pytest.approx(1, abs=1e-6) and leaf.norm_ratio == pytest.approx(1, abs=1e-5)
     # the derived tolerance follows the dtype: float32's unit roundoff is 2^29 times float64's
     assert max(leaf.tol for leaf in report.leaves) < (1e-4 if dtype == np.float32 else 1e-12)

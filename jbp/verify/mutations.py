@@ -2,7 +2,7 @@
 backward and show that :func:`jbp.check_grads` catches each one, naming exactly the
 leaves it changes and the equation it sits in.
 
-A mistake is planted by handing :func:`jbp.check_grads` a :class:`jbp.check.Equations`
+A mistake is planted by handing :func:`jbp.check_grads` a :class:`jbp.verify.grads.Equations`
 with one part replaced (nothing in jbp's modules is patched). Which leaves a mistake
 really changes is decided independently, in float64: the mutated and the correct
 backward on the same inputs, a leaf counting as changed when they differ by more than
@@ -20,10 +20,11 @@ import jax
 import numpy as np
 
 from jbp import _validate
-from jbp.check import STRESS, Equations, _check_grads, _stress_point
-from jbp.vjp_check import _host_cast, _jsonable, _markdown_table, _text_table
-from jbp.network import MLP
-from jbp.params import Params
+from jbp.verify.grads import STRESS, Equations, run_check, stress_point
+from jbp.verify.oracles import host_cast
+from jbp.verify.report import jsonable, markdown_table, text_table
+from jbp.model.network import MLP
+from jbp.model.params import Params
 
 Array = jax.Array
 
@@ -121,7 +122,7 @@ class MutationResult:
         return self.named == self.changed and self.first_equation == self.equation
 
     def to_dict(self) -> dict:
-        out = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out = {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
         return out | {"applicable": self.applicable, "caught": self.caught, "ok": self.ok}
 
 
@@ -158,10 +159,10 @@ class MutationReport:
         return "PASSED" if self.ok else f"FAILED: {', '.join(bad)}"
 
     def __str__(self) -> str:
-        return "\n".join([self._title(), _text_table(*self._table()), self._verdict()])
+        return "\n".join([self._title(), text_table(*self._table()), self._verdict()])
 
     def to_markdown(self) -> str:
-        return "\n".join([f"**{self._title()}**", "", _markdown_table(*self._table()), "", f"**{self._verdict()}**"])
+        return "\n".join([f"**{self._title()}**", "", markdown_table(*self._table()), "", f"**{self._verdict()}**"])
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -176,7 +177,7 @@ def _changed_leaves(net, params, x, y, mutated64) -> tuple:
     """The leaves where ``mutated64`` (a mutated backward's gradients, run in float64)
     differs from jbp's correct backward in float64: the ground truth."""
     with jax.enable_x64(True):
-        right = jax.tree.leaves(_grads64(net, *_host_cast((params, x, y), np.float64)))
+        right = jax.tree.leaves(_grads64(net, *host_cast((params, x, y), np.float64)))
     names = [f"params[{l}].{leaf}" for l in range(len(params)) for leaf in ("W", "b")]
     changed = []
     for name, r, w in zip(names, right, jax.tree.leaves(mutated64)):
@@ -222,10 +223,10 @@ def mutation_test(
     """
     x, y = _validate.inputs_and_targets(net, params, x, y)
     if stress is not None:
-        params = _stress_point(net, params, x, _validate.name("stress", stress, STRESS))
+        params = stress_point(net, params, x, _validate.name("stress", stress, STRESS))
     results = []
     for m in mutations:
-        report, mutated64 = _check_grads(
+        report, mutated64 = run_check(
             net, params, x, y, rtol=rtol, finite_differences=True, key=key, equations=m.equations,
             stress=None, worst_examples=0,
         )

@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jbp import _validate, parallel
-from jbp.network import MLP
-from jbp.params import Params
-from jbp.update import train_step
+from jbp import _validate
+from jbp.training import parallel
+from jbp.model.network import MLP
+from jbp.model.params import Params
+from jbp.training.update import train_step
 
 Array = jax.Array
 
@@ -101,7 +102,7 @@ def fit(
         one function object to avoid recompiling.
       mesh: a device mesh with an axis ``"data"`` to train data parallel: each batch is
         split over that axis (``batch_size`` must be a multiple of its size) and the
-        parameters stay replicated; see :mod:`jbp.parallel`. The result equals the
+        parameters stay replicated; see :mod:`jbp.training.parallel`. The result equals the
         single-device one up to rounding.
 
     Returns:

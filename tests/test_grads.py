@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import jbp
-import jbp.backward_pass as backward_pass
+import jbp.model.backward_pass as backward_pass
 from helpers import problem
-from jbp.check import FD_RTOL, STRESS, Equations, _loss_and_grad, _stress_point
+from jbp.verify.grads import FD_RTOL, STRESS, Equations, _loss_and_grad, stress_point
 
 # ReLU's kink, tanh's saturation, softmax's logits: the stress points mean something.
 NET = jbp.MLP((3, 5, 4, 2), activation=("relu", "tanh"), loss="cross_entropy")
@@ -113,11 +113,11 @@ def test_no_false_alarm_at_stress_points(stress):
 def test_stress_points_are_adversarial():
     net = NET
     params, x, _ = problem(net, 7, np.float32)
-    _, cache = jbp.forward(_stress_point(net, params, x, "saturate"), x, net.activations)
+    _, cache = jbp.forward(stress_point(net, params, x, "saturate"), x, net.activations)
     assert np.mean(np.abs(np.asarray(cache.xs[2])) == 1.0) > 0.2  # tanh units saturated in float32
-    _, cache = jbp.forward(_stress_point(net, params, x, "kinks"), x, net.activations)
+    _, cache = jbp.forward(stress_point(net, params, x, "kinks"), x, net.activations)
     assert np.all(np.min(np.abs(np.asarray(cache.zs[0])), axis=0) < 1e-5)  # every ReLU unit at its kink
-    _, cache = jbp.forward(_stress_point(net, params, x, "logits"), x, net.activations)
+    _, cache = jbp.forward(stress_point(net, params, x, "logits"), x, net.activations)
     assert np.sqrt(np.mean(np.asarray(cache.zs[-1]) ** 2)) == pytest.approx(1e3, rel=1e-3)
     with pytest.raises(ValueError, match="unknown stress"):
         jbp.check_grads(net, params, x, jnp.zeros(7, jnp.int32), stress="huge")

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 import jbp
-from jbp.train import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
+from jbp.training.fit import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
 from helpers import XOR_X, XOR_Y, problem
 
 XOR = jbp.MLP(sizes=(2, 8, 1), activation="tanh", output_activation="sigmoid", loss="mse")

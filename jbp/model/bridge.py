@@ -6,7 +6,7 @@ the forward pass (BP1, BP2) and the loss; its backward rule is jbp's backward pa
 (BP3-BP6) started from the output delta times the incoming cotangent, plus BP3 once more
 at the first layer for the gradient w.r.t. the inputs, ``dL/dx^(0) = delta^(1) @ W^(1)``.
 JAX's autodiff only chains this rule into the surrounding code; it never transposes the
-network's own operations. This is the one module besides :mod:`jbp.check` that uses
+network's own operations. This is the one module besides :mod:`jbp.verify.grads` that uses
 JAX's differentiation API, and it does so only to register the hand-derived rule.
 """
 
@@ -17,11 +17,12 @@ from typing import Callable
 
 import jax
 
-from jbp import _validate, backward_pass
-from jbp.forward_pass import forward
-from jbp.losses import get_loss
-from jbp.network import MLP
-from jbp.params import Layer, Params
+from jbp import _validate
+from jbp.model import backward_pass
+from jbp.model.forward_pass import forward
+from jbp.model.losses import get_loss
+from jbp.model.network import MLP
+from jbp.model.params import Layer, Params
 
 Array = jax.Array
 

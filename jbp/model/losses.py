@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
-from jbp.activations import Activation
+from jbp.model.activations import Activation
 
 Array = jax.Array
 

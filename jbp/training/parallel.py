@@ -22,8 +22,8 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jbp.network import MLP
-from jbp.params import Params
+from jbp.model.network import MLP
+from jbp.model.params import Params
 
 Array = jax.Array
 

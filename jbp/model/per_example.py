@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import jax
 
-from jbp import _validate, backward_pass
-from jbp.forward_pass import forward
-from jbp.network import MLP
-from jbp.params import Layer, Params
+from jbp import _validate
+from jbp.model import backward_pass
+from jbp.model.forward_pass import forward
+from jbp.model.network import MLP
+from jbp.model.params import Layer, Params
 
 Array = jax.Array
 

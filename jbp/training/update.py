@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.params import Params
+from jbp.model.params import Params
 
 Array = jax.Array
 

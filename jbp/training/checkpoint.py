@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
-from jbp.network import MLP
-from jbp.params import Layer, Params
+from jbp.model.network import MLP
+from jbp.model.params import Layer, Params
 
 FORMAT = "jbp-checkpoint"
 VERSION = 1

@@ -4,12 +4,12 @@ With ``delta^(l) = dL/dz^(l)`` (``(batch, n_l)``, one row per example) the seed'
 equations read, for a batch whose loss is a sum over rows:
 
 - BP3 ``dL/dx^(l-1) = delta^(l) @ W^(l)``           (:func:`input_grad`)
-- BP4 ``delta^(l-1) = dL/dx^(l-1) · f'(z^(l-1))``    (:meth:`jbp.activations.Activation.delta`)
+- BP4 ``delta^(l-1) = dL/dx^(l-1) · f'(z^(l-1))``    (:meth:`jbp.model.activations.Activation.delta`)
 - BP5 ``dL/dW^(l) = delta^(l).T @ x^(l-1)``         (:func:`weight_grad`)
 - BP6 ``dL/db^(l) = Σ_batch delta^(l)``             (:func:`bias_grad`)
 
 BP5 and BP6 sum the per-example products over the batch; the ``1/B`` of a mean loss is
-already inside the output delta (see :mod:`jbp.losses`).
+already inside the output delta (see :mod:`jbp.model.losses`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Sequence
 import jax
 
 from jbp import _validate
-from jbp.activations import Activation, get_activation
-from jbp.forward_pass import Cache
-from jbp.params import Layer, Params
+from jbp.model.activations import Activation, get_activation
+from jbp.model.forward_pass import Cache
+from jbp.model.params import Layer, Params
 
 Array = jax.Array
 
@@ -132,10 +132,10 @@ def backward(
       Gradients with exactly the structure, shapes and dtypes of ``params``.
     """
     cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
-    return _backward(params, cache, delta_out, activations)
+    return backward_unchecked(params, cache, delta_out, activations)
 
 
-def _backward(params, cache, delta_out, activations) -> Params:
+def backward_unchecked(params, cache, delta_out, activations) -> Params:
     """:func:`backward` on arguments already checked (by it, or by :class:`jbp.MLP`)."""
     return tuple(
         Layer(W=weight_grad(delta, x_prev), b=bias_grad(delta))  # BP5, BP6

@@ -14,18 +14,19 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
-from jbp.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, get_activation
-from jbp.backward_pass import _backward
-from jbp.forward_pass import Cache, _forward
-from jbp.initializers import INITIALIZERS, init_weight
-from jbp.losses import LOSSES, get_loss
-from jbp.params import Layer, Params
+from jbp.model.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, get_activation
+from jbp.model.backward_pass import backward_unchecked
+from jbp.model.base import Network
+from jbp.model.forward_pass import Cache, forward_unchecked
+from jbp.model.initializers import INITIALIZERS, init_weight
+from jbp.model.losses import LOSSES, get_loss
+from jbp.model.params import Layer, Params
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class MLP:
+class MLP(Network):
     """A multi-layer perceptron trained by hand-derived backpropagation.
 
     Example::
@@ -37,13 +38,13 @@ class MLP:
     Args:
       sizes: layer widths ``(n_0, n_1, ..., n_L)``: inputs, hidden layers, outputs.
       activation: the hidden layers' activation, one name for all or one per hidden
-        layer. One of ``jbp.activations.HIDDEN_ACTIVATIONS``.
+        layer. One of ``jbp.model.activations.HIDDEN_ACTIVATIONS``.
       output_activation: the output layer's activation; by default the loss's natural
         one (``identity`` for ``mse``, ``softmax`` for ``cross_entropy``, ``sigmoid``
         for ``binary_cross_entropy``).
       loss: ``"mse"``, ``"cross_entropy"`` or ``"binary_cross_entropy"`` (see
-        :mod:`jbp.losses`). Stored as :attr:`loss_name`; :meth:`loss` is the method.
-      init: weight initialisation scheme (see :mod:`jbp.initializers`). Stored as
+        :mod:`jbp.model.losses`). Stored as :attr:`loss_name`; :meth:`loss` is the method.
+      init: weight initialisation scheme (see :mod:`jbp.model.initializers`). Stored as
         :attr:`init_name`; :meth:`init` is the method.
 
     Attributes:
@@ -136,16 +137,16 @@ class MLP:
     def forward(self, params: Params, x: Array) -> tuple[Array, Cache]:
         """The forward pass (BP1, BP2): ``(output, cache)``; see :func:`jbp.forward`."""
         x = _validate.inputs(self, params, x)
-        return _forward(params, x, self.activations)
+        return forward_unchecked(params, x, self.activations)
 
     def predict(self, params: Params, x: Array) -> Array:
         """The network's output after the output activation, ``(batch, n_L)``."""
         return self.forward(params, x)[0]
 
     def loss(self, params: Params, x: Array, y: Array) -> Array:
-        """The loss, a scalar: the mean over the batch (see :mod:`jbp.losses`)."""
+        """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`)."""
         x, y = _validate.inputs_and_targets(self, params, x, y)
-        _, cache = _forward(params, x, self.activations)
+        _, cache = forward_unchecked(params, x, self.activations)
         return get_loss(self.loss_name).value(cache.zs[-1], cache.xs[-1], y)
 
     def output_delta(self, cache: Cache, y: Array) -> Array:
@@ -165,9 +166,9 @@ class MLP:
           ``params``.
         """
         x, y = _validate.inputs_and_targets(self, params, x, y)
-        _, cache = _forward(params, x, self.activations)
+        _, cache = forward_unchecked(params, x, self.activations)
         loss = get_loss(self.loss_name).value(cache.zs[-1], cache.xs[-1], y)
-        grads = _backward(params, cache, self._output_delta(cache, y), self.activations)
+        grads = backward_unchecked(params, cache, self._output_delta(cache, y), self.activations)
         return loss, grads
 
     def accuracy(self, params: Params, x: Array, y: Array) -> Array:
@@ -179,7 +180,7 @@ class MLP:
         if self.loss_name == "mse":
             raise ValueError("accuracy needs a classification loss, but this network's loss is 'mse'")
         x, y = _validate.inputs_and_targets(self, params, x, y)
-        p = _forward(params, x, self.activations)[0]
+        p = forward_unchecked(params, x, self.activations)[0]
         if self.loss_name == "cross_entropy":
             labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
             return jnp.mean(jnp.argmax(p, axis=-1) == labels)

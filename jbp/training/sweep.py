@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.network import MLP
-from jbp.params import Params
-from jbp.train import History, fit
+from jbp.model.network import MLP
+from jbp.model.params import Params
+from jbp.training.fit import History, fit
 
 Array = jax.Array
 

@@ -11,8 +11,8 @@ from typing import NamedTuple, Sequence
 import jax
 
 from jbp import _validate
-from jbp.activations import Activation, get_activation
-from jbp.params import Layer, Params
+from jbp.model.activations import Activation, get_activation
+from jbp.model.params import Layer, Params
 
 Array = jax.Array
 
@@ -58,10 +58,10 @@ def forward(
       ``(out, cache)``: the output ``x^(L)``, ``(batch, n_L)``, and the :class:`Cache`
       of every ``z^(l)`` and ``x^(l)``.
     """
-    return _forward(params, _validate.forward_inputs(params, x, activations), activations)
+    return forward_unchecked(params, _validate.forward_inputs(params, x, activations), activations)
 
 
-def _forward(params: Params, x: Array, activations: Sequence[str | Activation]) -> tuple[Array, Cache]:
+def forward_unchecked(params: Params, x: Array, activations: Sequence[str | Activation]) -> tuple[Array, Cache]:
     """:func:`forward` on arguments already checked (by it, or by :class:`jbp.MLP`)."""
     zs, xs = [], [x]
     for layer, activation in zip(params, activations, strict=True):

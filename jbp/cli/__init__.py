@@ -1,0 +1,56 @@
+"""The command line: ``python -m jbp train|check`` (also installed as ``jbp``).
+
+``train`` checks the hand-derived gradients on a batch, trains with :func:`jbp.fit` in
+compiled chunks of epochs (a progress bar moves between chunks), prints a summary and,
+with ``--out DIR``, writes ``metrics.json``, plots and an atomically written checkpoint
+after every chunk, from which ``--resume`` continues exactly. ``check`` only verifies
+the gradients. Mistakes in the arguments print one line and exit with status 2.
+
+Each command is a module with ``add_parser(commands)`` and ``run(args) -> exit status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from jbp.cli import check, train
+from jbp.cli.common import Parser, UsageError
+
+COMMANDS = {"train": train, "check": check}
+
+__all__ = ["COMMANDS", "UsageError", "main", "parser", "run"]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The parser of every command."""
+    p = Parser(prog="jbp", description="Backpropagation with hand-derived gradients, in JAX.")
+    commands = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for command in COMMANDS.values():
+        command.add_parser(commands)
+    return p
+
+
+def run(args) -> int:
+    """Runs the parsed command; returns its exit status."""
+    return COMMANDS[args.command].run(args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser()
+    if not argv:
+        p.print_help(sys.stderr)
+        return 2
+    try:
+        args = p.parse_args(argv)
+        return run(args)
+    except UsageError as e:
+        # Every mistake in the arguments ends here, as one line.
+        print(f"jbp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jbp: interrupted; with --out, --resume continues from the last checkpoint", file=sys.stderr)
+        return 130

@@ -1,0 +1,128 @@
+"""What the commands share: defaults, the one-line usage error, the network and optimizer
+a run's settings describe, and its metric functions."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import jax
+import optax
+
+from jbp import datasets
+from jbp.model.network import MLP
+
+#: Defaults of ``train`` (reach >= 0.97 test accuracy on digits; see README).
+DEFAULTS = {
+    "dataset": "digits",
+    "hidden": "256",
+    "activation": "relu",
+    "optimizer": "adam",
+    "epochs": 100,
+    "batch_size": 32,
+    "seed": 0,
+}
+#: Learning rate by optimizer when ``--lr`` is not given.
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adam": 1e-3}
+OPTIMIZERS = tuple(DEFAULT_LR)
+#: The settings that define a run; ``--resume`` takes them from the checkpoint.
+RUN_SETTINGS = ("dataset", "hidden", "activation", "init", "optimizer", "lr", "lr_decay",
+                "batch_size", "seed", "tol")
+CHECKPOINT = "checkpoint.npz"
+CHECK_BATCH = 64
+
+
+class UsageError(Exception):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+def usage(fn, *args, **kwargs):
+    """Calls a setup function; its ValueError/TypeError (a bad name, size or file) is the
+    user's mistake, so it becomes a UsageError."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def hidden(text: str) -> tuple:
+    try:
+        sizes = tuple(int(s) for s in text.split(",")) if text.strip() else ()
+    except ValueError:
+        sizes = None
+    if sizes is None or any(n < 1 for n in sizes):
+        raise UsageError(
+            f"--hidden must be comma-separated positive widths like 128 or 256,128, got {text!r}"
+        )
+    return sizes
+
+
+def network_options(p) -> None:
+    """The options that describe the data and the network (``train`` and ``check``)."""
+    p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
+    p.add_argument("--hidden", help="hidden widths, e.g. 128 or 256,128 (default 256)")
+    p.add_argument("--activation", help="hidden activation (default relu)")
+    p.add_argument("--init", help="init scheme (default he_normal for relu-like, else glorot_uniform)")
+    p.add_argument("--seed", type=int, help="seed of the split, init and shuffles (default 0)")
+
+
+def settings(args) -> dict:
+    """The run's settings: given options over defaults."""
+    s = {k: getattr(args, k, None) for k in RUN_SETTINGS + ("epochs",)}
+    for k, v in DEFAULTS.items():
+        if s.get(k) is None:
+            s[k] = v
+    if s["init"] is None:
+        s["init"] = "he_normal" if s["activation"] in ("relu", "leaky_relu", "elu", "gelu") else "glorot_uniform"
+    return s
+
+
+def network(s: dict, data: datasets.Dataset) -> MLP:
+    return MLP(
+        (data.n_features, *hidden(s["hidden"]), data.n_outputs),
+        activation=s["activation"],
+        loss=data.loss,
+        init=s["init"],
+    )
+
+
+def optimizer(s: dict, steps_per_epoch: int) -> optax.GradientTransformation:
+    if s["optimizer"] not in OPTIMIZERS:
+        raise UsageError(f"unknown --optimizer {s['optimizer']!r}; expected one of {', '.join(OPTIMIZERS)}")
+    return make_optimizer(s["optimizer"], s["lr"], s["lr_decay"], steps_per_epoch)
+
+
+@functools.lru_cache(maxsize=None)
+def make_optimizer(name, lr, lr_decay, steps_per_epoch) -> optax.GradientTransformation:
+    # Cached: fit is compiled per optimizer object, so equal settings reuse one.
+    lr = lr if lr is not None else DEFAULT_LR[name]
+    if lr_decay is not None:
+        # A schedule of the step count alone (kept in the optimizer state), so a resumed
+        # run follows exactly the same learning rates as an uninterrupted one.
+        lr = optax.exponential_decay(lr, transition_steps=steps_per_epoch, decay_rate=lr_decay)
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "momentum":
+        return optax.sgd(lr, momentum=0.9)
+    return optax.adam(lr)
+
+
+def say(*parts) -> None:
+    print(*parts, flush=True)
+
+
+_loss = jax.jit(lambda net, params, x, y: net.loss(params, x, y), static_argnums=0)
+_accuracy = jax.jit(lambda net, params, x, y: net.accuracy(params, x, y), static_argnums=0)
+
+
+def metric_fns(net):
+    loss = functools.partial(_loss, net)
+    accuracy = functools.partial(_accuracy, net) if net.loss_name != "mse" else None
+    return loss, accuracy
+
+

@@ -1,0 +1,1 @@
+"""The model: the seed's equations (forward, backward), activations, losses, networks."""

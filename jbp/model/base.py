@@ -1,0 +1,20 @@
+"""What every network is: the base class of :class:`jbp.MLP`.
+
+A network is a frozen, hashable description (static under ``jax.jit``, holding no
+arrays) whose pure methods take the parameters pytree explicitly:
+
+- ``init(key, dtype=None) -> params``
+- ``forward(params, x) -> (output, cache)``, ``predict(params, x) -> output``
+- ``loss(params, x, y) -> scalar``, ``accuracy(params, x, y) -> scalar``
+- ``output_delta(cache, y) -> dL/dz^(L)``
+- ``loss_and_grad(params, x, y) -> (loss, grads)``: the hand-derived gradient.
+
+It imports nothing from jbp, so the argument checks can recognise a network without an
+import cycle.
+"""
+
+
+class Network:
+    """Base class of jbp's networks (see the module docstring for the contract)."""
+
+    __slots__ = ()

@@ -1,0 +1,1 @@
+"""Training: the seed's update loop (fit), optimizer steps, checkpoints, sweeps, parallelism."""

@@ -1,0 +1,1 @@
+"""Verification: hand-derived gradients against autodiff and finite differences."""
