@@ -23,6 +23,7 @@ from jbp.verify.mutations import MUTATIONS, MutationReport, mutation_test
 from jbp.model.network import MLP
 from jbp.model.params import Layer
 from jbp.model.per_example import per_example_grads
+from jbp.model.sequential import Sequential
 from jbp.training.sweep import sweep
 from jbp.training.fit import History, fit
 from jbp.training.update import gradient_descent, make_train_step, train_step
@@ -46,6 +47,7 @@ __all__ = [
     "MLP",
     "MUTATIONS",
     "MutationReport",
+    "Sequential",
     "VJPCheckReport",
     "backward",
     "check_grads",

@@ -130,10 +130,28 @@ def prng_key(arg: str, value: Any):
 
 
 def network(value: Any):
-    """Checks a network: a :class:`jbp.MLP` (any :class:`jbp.model.base.Network`)."""
+    """Checks a network: a :class:`jbp.MLP`, a :class:`jbp.Sequential` (any
+    :class:`jbp.model.base.Network`)."""
     if not isinstance(value, Network):
-        raise TypeError(f"net must be a jbp.MLP, got {type(value).__name__}")
+        raise TypeError(
+            f"net must be a jbp network (jbp.MLP or jbp.Sequential), got {type(value).__name__}"
+        )
     return value
+
+
+def _is_mlp(net) -> bool:
+    return hasattr(net, "sizes")
+
+
+def shape(arg: str, value: Any) -> tuple:
+    """Checks one example's shape: a sequence of positive ints (no batch axis)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or np.ndim(value) != 1:
+        raise TypeError(
+            f"{arg} must be one example's shape like (64,) or (8, 8, 1), got {describe(value)}"
+        )
+    if len(value) == 0:
+        raise ValueError(f"{arg} must have at least one axis, got ()")
+    return tuple(positive_int(f"{arg}[{i}]", n) for i, n in enumerate(value))
 
 
 def optimizer(value: Any):
@@ -206,6 +224,8 @@ def _one_dtype(arg: str, dtypes: list) -> np.dtype:
 
 def params(net, value: Any) -> np.dtype:
     """Checks that ``value`` has the network's structure and shapes; returns its dtype."""
+    if not _is_mlp(net):
+        return layer_params(net, value)
     if not isinstance(value, tuple):  # a list would not match the tuple of gradients
         raise TypeError(
             f"params must be a tuple of jbp.Layer (from net.init), got {type(value).__name__}"
@@ -233,9 +253,35 @@ def params(net, value: Any) -> np.dtype:
 
 def finite_params(value) -> None:
     """Checks that concrete parameters hold no NaN or inf (after :func:`params`)."""
-    for l, layer in enumerate(value):
-        finite(f"params[{l}].W", layer.W)
-        finite(f"params[{l}].b", layer.b)
+    for path, a in jax.tree_util.tree_flatten_with_path(value)[0]:
+        finite(f"params{jax.tree_util.keystr(path)}", a)
+
+
+def layer_params(net, value: Any) -> np.dtype:
+    """For a network of layers: one entry per layer, each with the structure, shapes and
+    dtype of that layer's ``init``; returns their one floating dtype."""
+    if not isinstance(value, tuple):  # a list would not match the tuple of gradients
+        raise TypeError(
+            f"params must be a tuple with one entry per layer (from net.init), got "
+            f"{type(value).__name__}"
+        )
+    if len(value) != net.n_layers:
+        raise ValueError(
+            f"params has {len(value)} entries but the network has {net.n_layers} layers"
+        )
+    leaves = jax.tree_util.tree_flatten_with_path(value)[0]
+    for path, a in leaves:
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            raise TypeError(f"params{jax.tree_util.keystr(path)} must be an array, got {describe(a)}")
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(
+                f"params{jax.tree_util.keystr(path)} must be floating, got dtype {a.dtype}"
+            )
+    dtype = _one_dtype("params", [a.dtype for _, a in leaves]) if leaves else float_dtype("dtype", None)
+    want = net.param_shapes(dtype)
+    for i, (layer, got) in enumerate(zip(net.layers, value)):
+        same_tree(f"params[{i}]", got, f"layers[{i}] ({type(layer).__name__}).init", want[i])
+    return dtype
 
 
 def layers(value: Any, activations: Any) -> np.dtype:
@@ -311,6 +357,16 @@ def inputs(net, params_, x):
     """Checks params and ``x`` ``(batch, sizes[0])``; returns ``x`` in the params' dtype."""
     dtype = params(net, params_)
     x = _array("x", x)
+    if not _is_mlp(net):
+        want = ("batch", *net.input_shape)
+        if x.ndim != len(want) or tuple(x.shape[1:]) != net.input_shape:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)} but the network expects "
+                f"({', '.join(map(str, want))}) (input_shape={net.input_shape})"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("x is empty: it has 0 rows")
+        return _same_float("x", x, dtype)
     if x.ndim != 2:
         raise ValueError(
             f"x must be 2-D (batch, features) with {net.sizes[0]} features, got shape "
@@ -338,7 +394,7 @@ def targets(net, y, batch: int, dtype, like: tuple = ("x", "params")):
     """Checks targets ``y`` for ``batch`` outputs of the network's loss, in ``dtype``;
     ``like`` names where the batch and the dtype come from."""
     y = _array("y", y)
-    n_out = net.sizes[-1]
+    n_out = net.sizes[-1] if _is_mlp(net) else net.output_shape[0]
     if y.ndim == 0 or y.shape[0] != batch:
         raise ValueError(
             f"y has shape {tuple(y.shape)} but {like[0]} has {batch} rows; "
@@ -350,7 +406,7 @@ def targets(net, y, batch: int, dtype, like: tuple = ("x", "params")):
         hint = " (use y.reshape(-1, 1))" if y.shape == (batch,) and n_out == 1 else ""
         raise ValueError(
             f"y has shape {tuple(y.shape)} but the network's output is ({batch}, {n_out})"
-            f" (batch, sizes[-1]){hint}"
+            f" (batch, {'sizes[-1]' if _is_mlp(net) else 'output_shape'}){hint}"
         )
     y = _same_float("y", y, dtype, like[1])
     if net.loss_name == "binary_cross_entropy":
@@ -473,6 +529,27 @@ def backward_inputs(params_, cache, delta_out, activations) -> tuple:
     return _as_jax(cache), _same_float("delta_out", delta_out, dtype)
 
 
+def sequential_cache(net, cache):
+    """For :meth:`jbp.Sequential.output_delta` and ``backward``: a cache of ``net.forward``."""
+    residuals, z, out = (getattr(cache, a, None) for a in ("residuals", "z", "out"))
+    if not isinstance(residuals, tuple) or not all(hasattr(a, "shape") for a in (z, out)):
+        raise TypeError(
+            f"cache must be the SequentialCache that net.forward returns, got {type(cache).__name__}"
+        )
+    if len(residuals) != net.n_layers:
+        raise ValueError(
+            f"cache holds residuals of {len(residuals)} layers but the network has "
+            f"{net.n_layers}; use the cache of net.forward(params, x)"
+        )
+    n_out = net.output_shape[0]
+    if z.ndim != 2 or z.shape[1] != n_out or out.shape != z.shape:
+        raise ValueError(
+            f"cache.z has shape {tuple(z.shape)} and cache.out {tuple(out.shape)} but the "
+            f"network's output is (batch, {n_out}) (output_shape)"
+        )
+    return cache._replace(z=jnp.asarray(z), out=jnp.asarray(out))
+
+
 def cache_and_targets(net, cache, y) -> tuple:
     """For :meth:`jbp.MLP.output_delta`: a cache of ``net.forward`` and targets for it;
     returns ``(cache, y)``, the cache as JAX arrays and ``y`` as for :func:`inputs_and_targets`."""
@@ -554,10 +631,17 @@ def fit_args(net, params_, x, y, optimizer_, epochs, batch_size, key, tol, opt_s
     return x, y, epochs, batch_size
 
 
-def train_step_args(net, optimizer_, params_, opt_state_, loss_and_grad) -> None:
+def train_step_args(net, optimizer_, params_, opt_state_, loss_and_grad, key=None) -> None:
     """:func:`jbp.train_step`'s own checks (``x`` and ``y`` are checked by the loss)."""
     network(net)
     optimizer(optimizer_)
+    if key is not None:
+        if not net.takes_key:
+            raise ValueError(
+                f"key is for networks with stochastic layers (jbp.Sequential); "
+                f"{type(net).__name__} takes none, leave key=None"
+            )
+        prng_key("key", key)
     params(net, params_)
     opt_state(optimizer_, params_, opt_state_)
     function("loss_and_grad", loss_and_grad, "(params, x, y) -> (loss, grads)")

@@ -1,4 +1,4 @@
-"""What every network is: the base class of :class:`jbp.MLP`.
+"""What every network is: the base class of :class:`jbp.MLP` and :class:`jbp.Sequential`.
 
 A network is a frozen, hashable description (static under ``jax.jit``, holding no
 arrays) whose pure methods take the parameters pytree explicitly:
@@ -9,6 +9,10 @@ arrays) whose pure methods take the parameters pytree explicitly:
 - ``output_delta(cache, y) -> dL/dz^(L)``
 - ``loss_and_grad(params, x, y) -> (loss, grads)``: the hand-derived gradient.
 
+A network whose ``takes_key`` is true (a network of layers, which may hold dropout)
+also takes ``key=`` and ``train=`` in ``forward``, ``loss`` and ``loss_and_grad``;
+training passes ``train=True`` and a fresh key per step.
+
 It imports nothing from jbp, so the argument checks can recognise a network without an
 import cycle.
 """
@@ -18,3 +22,6 @@ class Network:
     """Base class of jbp's networks (see the module docstring for the contract)."""
 
     __slots__ = ()
+
+    #: Whether ``forward``, ``loss`` and ``loss_and_grad`` take ``key=`` and ``train=``.
+    takes_key = False

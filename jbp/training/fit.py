@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.training import parallel
-from jbp.model.network import MLP
+from jbp.training import parallel, stochastic
+from jbp.model.base import Network
 from jbp.model.params import Params
 from jbp.training.update import train_step
 
@@ -59,7 +59,7 @@ class History(NamedTuple):
 
 
 def fit(
-    net: MLP,
+    net: Network,
     params: Params,
     x: Array,
     y: Array,
@@ -85,15 +85,18 @@ def fit(
     parameters from before that epoch are returned and ``history`` says so.
 
     Args:
-      net: the network.
+      net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`).
       params: initial parameters (``net.init``).
-      x: inputs ``(n, sizes[0])``.
+      x: inputs ``(n, sizes[0])`` (``(n, *input_shape)`` for a Sequential).
       y: targets for ``net``'s loss.
       optimizer: any optax optimizer; ``optax.sgd(lr)`` is exactly the seed's BP7.
       epochs: the most epochs to run in this call.
       batch_size: examples per step; ``None`` (or ``n``) is full-batch gradient
         descent, 1 is online SGD.
-      key: PRNG key for the shuffles; needed unless full-batch.
+      key: PRNG key for the shuffles; needed unless full-batch. A network with
+        stochastic layers (:class:`jbp.Sequential` with dropout) trains with
+        ``train=True`` and a fresh key per step derived from it and ``(epoch, step)``
+        (:func:`jbp.training.stochastic.step_key`), so a resumed run stays exact.
       tol: stop once an epoch's mean training loss is ``<= tol``.
       opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
       start_epoch: index of the first epoch, to continue a run (``history.epoch``).
@@ -138,19 +141,22 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, t
     n = x.shape[0]
     steps = n // batch_size
 
-    def step(carry, batch):
+    def step(carry, batch, epoch, i):
         params, opt_state = carry
-        params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad)
+        # a fresh key per step for stochastic layers, from (key, epoch, step) alone
+        k = stochastic.step_key(key, epoch, i) if net.takes_key and key is not None else None
+        params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad, key=k)
         return (params, opt_state), loss
 
     def run_epoch(params, opt_state, epoch):
         if batch_size == n:  # full batch: the order does not matter, skip the shuffle
-            (params, opt_state), loss = step((params, opt_state), (x, y))
+            (params, opt_state), loss = step((params, opt_state), (x, y), epoch, 0)
             return params, opt_state, loss
         order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
         batches = order[: steps * batch_size].reshape(steps, batch_size)
         (params, opt_state), losses = jax.lax.scan(
-            lambda carry, idx: step(carry, (x[idx], y[idx])), (params, opt_state), batches
+            lambda carry, idx_i: step(carry, (x[idx_i[0]], y[idx_i[0]]), epoch, idx_i[1]),
+            (params, opt_state), (batches, jnp.arange(steps)),
         )
         return params, opt_state, jnp.mean(losses)
 

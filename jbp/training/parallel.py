@@ -22,7 +22,7 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jbp.model.network import MLP
+from jbp.model.base import Network
 from jbp.model.params import Params
 
 Array = jax.Array
@@ -36,24 +36,37 @@ class DataParallel(NamedTuple):
     device computes ``loss_and_grad`` (default the hand-derived ``net.loss_and_grad``) on
     its slice of the batch. Hashable, so :func:`jbp.fit` takes it as a static argument."""
 
-    net: MLP
+    net: Network
     mesh: Mesh
     loss_and_grad: Optional[Callable] = None
 
-    def __call__(self, params: Params, x: Array, y: Array) -> tuple[Array, Params]:
+    def __call__(self, params: Params, x: Array, y: Array, *, key: Optional[Array] = None,
+                 train: bool = False) -> tuple[Array, Params]:
+        """For a network that takes a key (dropout), each device draws its masks from
+        ``fold_in(key, device index)``: the slices get independent masks."""
         batch = NamedSharding(self.mesh, P(DATA_AXIS))
         if dict(zip(self.mesh.axis_names, self.mesh.axis_types))[DATA_AXIS] == AxisType.Explicit:
             # shard_map does not reshard its inputs on an explicit axis; on an Auto one it does
             x, y = jax.sharding.reshard(x, batch), jax.sharding.reshard(y, batch)
+        if not self.net.takes_key:
+            return jax.shard_map(
+                self._per_device,
+                mesh=self.mesh,
+                in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
+                out_specs=(P(), P()),
+            )(params, x, y)
+        per_device = lambda params, x, y, key: self._per_device(params, x, y, key=key, train=train)
         return jax.shard_map(
-            self._per_device,
+            per_device,
             mesh=self.mesh,
-            in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
+            in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P()),
             out_specs=(P(), P()),
-        )(params, x, y)
+        )(params, x, y, key)
 
-    def _per_device(self, params, x, y):
-        loss, grads = (self.loss_and_grad or self.net.loss_and_grad)(params, x, y)  # BP1-BP6 on this slice
+    def _per_device(self, params, x, y, **mode):
+        if mode.get("key") is not None:
+            mode["key"] = jax.random.fold_in(mode["key"], jax.lax.axis_index(DATA_AXIS))
+        loss, grads = (self.loss_and_grad or self.net.loss_and_grad)(params, x, y, **mode)  # BP1-BP6 on this slice
         return jax.lax.pmean((loss, grads), DATA_AXIS)
 
 

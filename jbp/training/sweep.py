@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.model.network import MLP
+from jbp.model.base import Network
 from jbp.model.params import Params
 from jbp.training.fit import History, fit
 
@@ -31,7 +31,7 @@ Array = jax.Array
 
 
 def sweep(
-    net: MLP,
+    net: Network,
     params: Params,
     x: Array,
     y: Array,
@@ -71,8 +71,7 @@ def sweep(
     Returns:
       ``(params, history)`` as :func:`jbp.fit`'s, each leaf with a leading axis of size K.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    _validate.network(net)
     x, y = _validate.inputs_and_targets(net, params, x, y)
     _validate.finite("x", x)
     _validate.finite("y", y)

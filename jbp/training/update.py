@@ -17,6 +17,7 @@ import optax
 
 from jbp import _validate
 from jbp.model.params import Params
+from jbp.training import stochastic
 
 Array = jax.Array
 
@@ -46,6 +47,8 @@ def train_step(
     x: Array,
     y: Array,
     loss_and_grad: Optional[Callable] = None,
+    *,
+    key: Optional[Array] = None,
 ) -> tuple[Params, Any, Array]:
     """One iteration: forward pass, hand-derived backward pass, optimizer update.
 
@@ -55,13 +58,17 @@ def train_step(
     Args:
       loss_and_grad: ``(params, x, y) -> (loss, grads)`` in place of the hand-derived
         ``net.loss_and_grad``, e.g. JAX's ``value_and_grad(net.loss)`` to train the same
-        network with autodiff for comparison.
+        network with autodiff for comparison. For a network that takes a key
+        (:class:`jbp.Sequential`) it is called with ``key=`` and ``train=True``.
+      key: for a :class:`jbp.Sequential`: the PRNG key of this step's stochastic
+        layers (dropout masks); the step runs in training mode. :func:`jbp.fit` derives
+        a fresh one per step (:func:`jbp.training.stochastic.step_key`).
 
     Returns:
       ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
     """
-    _validate.train_step_args(net, optimizer, params, opt_state, loss_and_grad)
-    loss, grads = (loss_and_grad or net.loss_and_grad)(params, x, y)
+    _validate.train_step_args(net, optimizer, params, opt_state, loss_and_grad, key)
+    loss, grads = stochastic.loss_and_grad(net, loss_and_grad, params, x, y, key)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -99,8 +106,8 @@ def make_train_step(
       donate: update ``params`` and ``opt_state`` in place (default).
 
     Returns:
-      ``step(params, opt_state, x, y) -> (params, opt_state, loss)``, as
-      :func:`train_step`.
+      ``step(params, opt_state, x, y, key=None) -> (params, opt_state, loss)``, as
+      :func:`train_step` (``key`` for a :class:`jbp.Sequential` in training mode).
     """
     _validate.network(net)
     _validate.optimizer(optimizer)

@@ -1,0 +1,354 @@
+"""The network of layers :class:`Sequential` and its pure methods.
+
+A layer (see :mod:`jbp.layers`) is a frozen, hashable description with three pure
+methods: ``init(key, input_shape, dtype) -> (params, output_shape)``,
+``forward(params, x, *, key=None, train=False) -> (y, residuals)`` and the hand-derived
+``backward(params, residuals, dy) -> (dparams, dx)``. A ``Sequential`` chains them: the
+layers produce the output layer's pre-activations ``z^(L)``, the loss's output
+activation turns them into ``x^(L)``, and the backward pass is the seed's chain rule
+layer by layer: it starts from the output delta ``dL/dz^(L)`` of :mod:`jbp.model.losses`
+(the fused ``p − y`` for the softmax and sigmoid heads) and hands each layer's ``dx``
+to the layer below as its ``dy``. No autodiff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jbp import _validate
+from jbp.model.activations import ACTIVATIONS, get_activation
+from jbp.model.base import Network
+from jbp.model.initializers import INITIALIZERS
+from jbp.model.losses import LOSSES, get_loss
+
+Array = jax.Array
+
+
+class SequentialCache(NamedTuple):
+    """What :meth:`Sequential.forward` keeps for the backward pass.
+
+    Attributes:
+      residuals: one entry per layer, what its ``forward`` returned for its ``backward``.
+      z: the output layer's pre-activations ``z^(L)``, ``(batch, n_L)`` (the last layer's output).
+      out: the network's output ``x^(L) = f(z^(L))``, ``(batch, n_L)``.
+    """
+
+    residuals: tuple
+    z: Array
+    out: Array
+
+
+def _as_layer(layer: Any, where: str):
+    """A layer of the protocol; a string names an activation layer (``"relu"``)."""
+    if isinstance(layer, str):
+        from jbp.layers import as_layer  # the built-in layers sit above the model's core
+
+        try:
+            return as_layer(layer)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
+    for method in ("init", "forward", "backward"):
+        if not callable(getattr(layer, method, None)):
+            raise TypeError(
+                f"{where} must be a layer with init, forward and backward methods (see "
+                f"jbp.layers) or an activation name, got {_validate.describe(layer)} "
+                f"without {method}()"
+            )
+    try:
+        hash(layer)
+    except TypeError:
+        raise TypeError(
+            f"{where} must be hashable (a frozen dataclass holding no arrays), got "
+            f"{type(layer).__name__}; jit treats the network as static"
+        ) from None
+    return layer
+
+
+def _with_init(layer, init: Optional[str]):
+    """``layer`` with its weight init scheme set to ``init``, when it has one."""
+    if init is None or not dataclasses.is_dataclass(layer):
+        return layer
+    if "init" not in {f.name for f in dataclasses.fields(layer)}:
+        return layer
+    return dataclasses.replace(layer, init=init)
+
+
+def _output_shapes(layers: tuple, input_shape: tuple) -> tuple:
+    """Each layer's output shape (without the batch axis), by tracing the inits."""
+    shapes = []
+
+    def init_all(key):
+        shape = input_shape
+        for i, layer in enumerate(layers):
+            _, shape = layer.init(jax.random.fold_in(key, i), shape, jnp.float32)
+            shapes.append(tuple(int(n) for n in shape))
+
+    jax.eval_shape(init_all, jax.random.key(0))
+    return tuple(shapes)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Sequential(Network):
+    """A network of layers trained by hand-derived backpropagation.
+
+    Example::
+
+      net = jbp.Sequential((8, 8, 1), [Conv2D(16, (3, 3)), "relu", MaxPool2D((2, 2)),
+                                       Flatten(), Dense(10)], loss="cross_entropy")
+      params = net.init(jax.random.key(0))        # a tuple, one entry per layer
+      loss, grads = net.loss_and_grad(params, x, y, key=key, train=True)
+
+    Args:
+      input_shape: one example's shape, without the batch axis: ``(n_0,)`` for vectors,
+        ``(length, channels)`` or ``(height, width, channels)`` for signals and images.
+      layers: the layers, first to last (see :mod:`jbp.layers`); a string is an
+        activation layer (``"relu"``). They produce the output layer's
+        pre-activations ``z^(L)``, one vector ``(n_L,)`` per example.
+      loss: ``"mse"``, ``"cross_entropy"`` or ``"binary_cross_entropy"``, as for
+        :class:`jbp.MLP`. Stored as :attr:`loss_name`.
+      output_activation: applied to ``z^(L)``; by default the loss's natural one, as for
+        :class:`jbp.MLP` (the softmax and sigmoid heads keep their fused output delta).
+      init: a weight init scheme (see :mod:`jbp.model.initializers`) given to every
+        layer that has an ``init`` field (``Dense``, the convolutions); ``None`` keeps
+        each layer's own. Stored as :attr:`init_name`.
+
+    Attributes:
+      input_shape, layers (a tuple of layers), output_activation, loss_name, init_name,
+      output_shapes (each layer's output shape, without the batch axis).
+    """
+
+    input_shape: tuple
+    layers: tuple
+    output_activation: str
+    loss_name: str
+    init_name: Optional[str]
+    output_shapes: tuple = dataclasses.field(repr=False, compare=False)
+
+    #: The methods take ``key=`` and ``train=`` (stochastic layers such as dropout).
+    takes_key = True
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        layers: Sequence[Any],
+        loss: str = "mse",
+        output_activation: Optional[str] = None,
+        init: Optional[str] = None,
+    ):
+        input_shape = _validate.shape("input_shape", input_shape)
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, (tuple, list)):
+            raise TypeError(
+                f"layers must be a list of layers (or activation names), got "
+                f"{_validate.describe(layers)}"
+            )
+        if not layers:
+            raise ValueError("layers is empty; a Sequential needs at least one layer")
+        if init is not None:
+            _validate.name("init", init, tuple(INITIALIZERS))
+        layers = tuple(
+            _with_init(_as_layer(layer, f"layers[{i}]"), init) for i, layer in enumerate(layers)
+        )
+        loss_fn = get_loss(_validate.name("loss", loss, LOSSES))
+        if output_activation is None:
+            output_activation = loss_fn.default_output_activation
+        _validate.name("output_activation", output_activation, ACTIVATIONS)
+        if loss_fn.output_activation not in (None, output_activation):
+            raise ValueError(
+                f"loss={loss!r} needs output_activation={loss_fn.output_activation!r} "
+                f"(its output delta is fused with it), got {output_activation!r}"
+            )
+        try:
+            shapes = _output_shapes(layers, input_shape)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"layers do not fit input_shape={input_shape}: {e}"
+            ) from None
+        if len(shapes[-1]) != 1:
+            raise ValueError(
+                f"the last layer must give one vector per example, (n_L,), but "
+                f"layers[{len(layers) - 1}] gives {shapes[-1]}; end with Flatten() and Dense(n)"
+            )
+        if output_activation == "softmax" and shapes[-1][0] < 2:
+            raise ValueError(
+                f"softmax needs at least 2 outputs, got {shapes[-1][0]} "
+                f"(output_activation='softmax', loss={loss!r})"
+            )
+        object.__setattr__(self, "input_shape", input_shape)
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "output_activation", output_activation)
+        object.__setattr__(self, "loss_name", loss)
+        object.__setattr__(self, "init_name", init)
+        object.__setattr__(self, "output_shapes", shapes)
+
+    @property
+    def output_shape(self) -> tuple:
+        """``(n_L,)``: one example's output."""
+        return self.output_shapes[-1]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def param_shapes(self, dtype) -> tuple:
+        """``jax.ShapeDtypeStruct`` s of ``init(key, dtype)``, one entry per layer."""
+        return _param_shapes(self, jax.dtypes.canonicalize_dtype(dtype))
+
+    def layer_keys(self, key: Optional[Array]) -> tuple:
+        """The key each layer's forward gets: ``fold_in(key, i)`` for layer ``i``."""
+        if key is None:
+            return (None,) * self.n_layers
+        return tuple(jax.random.fold_in(key, i) for i in range(self.n_layers))
+
+    def init(self, key: Array, dtype=None) -> tuple:
+        """Draws parameters, layer by layer (each layer's ``init``).
+
+        Args:
+          key: a PRNG key (``jax.random.key``); layer ``i`` draws from ``fold_in(key, i)``.
+          dtype: floating dtype; default float32, or float64 when x64 is enabled.
+
+        Returns:
+          A tuple with one entry per layer (``()`` for layers without parameters).
+        """
+        _validate.prng_key("key", key)
+        dtype = _validate.float_dtype("dtype", dtype)
+        return self.init_unchecked(key, dtype)
+
+    def init_unchecked(self, key: Array, dtype) -> tuple:
+        params, shape = [], self.input_shape
+        for i, layer in enumerate(self.layers):
+            p, shape = layer.init(jax.random.fold_in(key, i), shape, dtype)
+            params.append(p)
+        return tuple(params)
+
+    # --- The forward and backward pass, on checked arguments. -------------------------
+
+    def forward_unchecked(self, params, x, key=None, train=False) -> tuple[Array, SequentialCache]:
+        residuals, h = [], x
+        for layer, p, k in zip(self.layers, params, self.layer_keys(key), strict=True):
+            h, r = layer.forward(p, h, key=k, train=train)
+            residuals.append(r)
+        out = get_activation(self.output_activation).f(h)  # BP2 at the output layer
+        return out, SequentialCache(tuple(residuals), h, out)
+
+    def backward_unchecked(self, params, cache: SequentialCache, delta_out: Array) -> tuple:
+        """The chain rule from ``delta_out = dL/dz^(L)`` down: ``(grads, dL/dx^(0))``."""
+        grads, dy = [], delta_out
+        for layer, p, r in reversed(tuple(zip(self.layers, params, cache.residuals, strict=True))):
+            dp, dy = layer.backward(p, r, dy)  # this layer's BP3-BP6
+            grads.append(dp)
+        return tuple(reversed(grads)), dy
+
+    def _output_delta(self, cache: SequentialCache, y: Array) -> Array:
+        return get_loss(self.loss_name).delta(
+            get_activation(self.output_activation), cache.z, cache.out, y
+        )
+
+    def _loss_value(self, cache: SequentialCache, y: Array) -> Array:
+        return get_loss(self.loss_name).value(cache.z, cache.out, y)
+
+    # --- The public methods, checked at the boundary. ---------------------------------
+
+    def _checked(self, params, x, y=None, key=None, train=False):
+        if y is None:
+            x = _validate.inputs(self, params, x)
+        else:
+            x, y = _validate.inputs_and_targets(self, params, x, y)
+        if key is not None:
+            _validate.prng_key("key", key)
+        _validate.flag("train", train)
+        return x, y
+
+    def forward(self, params, x: Array, *, key: Optional[Array] = None,
+                train: bool = False) -> tuple[Array, SequentialCache]:
+        """The forward pass: ``(output, cache)``.
+
+        Args:
+          params: from :meth:`init`.
+          x: ``(batch, *input_shape)``.
+          key: PRNG key for stochastic layers in training mode (dropout); layer ``i``
+            gets ``fold_in(key, i)``.
+          train: training mode (dropout active); default evaluation mode.
+
+        Returns:
+          The output ``x^(L)`` ``(batch, n_L)`` and a :class:`SequentialCache`.
+        """
+        x, _ = self._checked(params, x, key=key, train=train)
+        return self.forward_unchecked(params, x, key, train)
+
+    def backward(self, params, cache: SequentialCache, delta_out: Array) -> tuple:
+        """The backward pass from the output delta: ``(grads, dL/dx^(0))``.
+
+        Each layer's hand-derived ``backward`` turns ``dL/d(its output)`` into
+        ``dL/d(its parameters)`` and ``dL/d(its input)``, the next layer down's ``dy``.
+
+        Args:
+          params: the parameters the forward pass ran with.
+          cache: the :class:`SequentialCache` of :meth:`forward`.
+          delta_out: ``dL/dz^(L)``, ``(batch, n_L)`` (see :meth:`output_delta`).
+
+        Returns:
+          ``grads`` with exactly the structure of ``params``, and ``dL/dx^(0)``, the
+          gradient w.r.t. the input ``(batch, *input_shape)``.
+        """
+        _validate.params(self, params)
+        cache = _validate.sequential_cache(self, cache)
+        _validate.same_tree("delta_out", delta_out, "cache.z", cache.z)
+        return self.backward_unchecked(params, cache, delta_out)
+
+    def predict(self, params, x: Array) -> Array:
+        """The network's output in evaluation mode, ``(batch, n_L)``."""
+        return self.forward(params, x)[0]
+
+    def loss(self, params, x: Array, y: Array, *, key: Optional[Array] = None,
+             train: bool = False) -> Array:
+        """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`)."""
+        x, y = self._checked(params, x, y, key, train)
+        _, cache = self.forward_unchecked(params, x, key, train)
+        return self._loss_value(cache, y)
+
+    def output_delta(self, cache: SequentialCache, y: Array) -> Array:
+        """``dL/dz^(L)``, the output delta that starts the backward pass."""
+        cache = _validate.sequential_cache(self, cache)
+        y = _validate.targets(self, y, cache.z.shape[0], cache.z.dtype,
+                              like=("the cache (cache.z)", "the cache's arrays"))
+        return self._output_delta(cache, y)
+
+    def loss_and_grad(self, params, x: Array, y: Array, *, key: Optional[Array] = None,
+                      train: bool = False) -> tuple[Array, tuple]:
+        """The loss and its hand-derived gradient (no autodiff).
+
+        ``train=True`` with a ``key`` is the training step's loss (dropout active, its
+        masks drawn from ``key``); :func:`jbp.fit` passes a fresh key per step.
+
+        Returns:
+          ``(loss, grads)``; ``grads`` has exactly the structure, shapes and dtypes of
+          ``params``.
+        """
+        x, y = self._checked(params, x, y, key, train)
+        return self.loss_and_grad_unchecked(params, x, y, key, train)
+
+    def loss_and_grad_unchecked(self, params, x, y, key=None, train=False):
+        _, cache = self.forward_unchecked(params, x, key, train)
+        grads, _ = self.backward_unchecked(params, cache, self._output_delta(cache, y))
+        return self._loss_value(cache, y), grads
+
+    def accuracy(self, params, x: Array, y: Array) -> Array:
+        """Fraction of correct predictions in evaluation mode, as :meth:`jbp.MLP.accuracy`."""
+        if self.loss_name == "mse":
+            raise ValueError("accuracy needs a classification loss, but this network's loss is 'mse'")
+        x, y = self._checked(params, x, y)
+        p = self.forward_unchecked(params, x)[0]
+        if self.loss_name == "cross_entropy":
+            labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
+            return jnp.mean(jnp.argmax(p, axis=-1) == labels)
+        return jnp.mean((p > 0.5) == (y > 0.5))
+
+
+@functools.lru_cache(maxsize=256)
+def _param_shapes(net: Sequential, dtype) -> tuple:
+    return jax.eval_shape(lambda key: net.init_unchecked(key, dtype), jax.random.key(0))
