@@ -232,7 +232,7 @@ CASES = [
     (fit(optimizer="sgd"), TypeError, r"optimizer must be an optax.GradientTransformation \(e.g. optax.sgd\(0.1\)\), got str"),
     (fit(opt_state=ADAM.init(P)), ValueError, r"opt_state has structure .* but optimizer.init\(params\) has .* \(was opt_state made by another optimizer, or for other params\?\)"),
     (fit(optimizer=ADAM, opt_state=ADAM.init(F32(P))), TypeError, r"opt_state\[0\].mu\[0\].W has dtype float32 but optimizer.init\(params\)\[0\].mu\[0\].W has float64"),
-    (fit(net="CE"), TypeError, "net must be a jbp.MLP, got str"),
+    (fit(net="CE"), TypeError, "net must be a jbp network \\(jbp.MLP or jbp.Sequential\\), got str"),
     (fit(loss_and_grad=3), TypeError, r"loss_and_grad must be a function \(params, x, y\) -> \(loss, grads\), got int 3"),
     # -- check_grads
     (check(rtol="tight"), TypeError, "rtol must be a real number, got str 'tight'"),
@@ -242,9 +242,9 @@ CASES = [
     (check(raise_on_failure=1), TypeError, "raise_on_failure must be True or False, got int 1"),
     (check(x=X.at[1, 2].set(jnp.inf)), ValueError, "x must be finite, but 1 of its values are NaN or inf"),
     (check(params=jax.tree.map(lambda a: a * jnp.nan, P)), ValueError, r"params\[0\].W must be finite, but 12 of its values are NaN or inf"),
-    (check(net=None), TypeError, "net must be a jbp.MLP, got NoneType"),
+    (check(net=None), TypeError, "net must be a jbp network \\(jbp.MLP or jbp.Sequential\\), got NoneType"),
     # -- checkpoints: saving
-    (save(net=None), TypeError, "net must be a jbp.MLP, got NoneType"),
+    (save(net=None), TypeError, "net must be a jbp network \\(jbp.MLP or jbp.Sequential\\), got NoneType"),
     (save(params=P[:1]), ValueError, r"params has 1 layers but the network has 2"),
     (save(params=(P[0], Layer(P[1].W.T, P[1].b))), ValueError, r"params\[1\].W has shape \(4, 2\) but the network expects \(2, 4\)"),
     (save(epoch=-1), ValueError, "epoch must be >= 0, got -1"),

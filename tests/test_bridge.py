@@ -138,7 +138,7 @@ def test_forward_mode_and_targets_are_clear_errors():
         jax.jvp(lambda x: f(params, x, y), (x,), (x,))
     with pytest.raises(ValueError, match="differentiates the loss w.r.t. params and x, not the targets y"):
         jax.grad(f, argnums=2)(params, x, y)
-    with pytest.raises(TypeError, match="net must be a jbp.MLP, got str"):
+    with pytest.raises(TypeError, match="net must be a jbp network \\(jbp.MLP or jbp.Sequential\\), got str"):
         jbp.custom_vjp_loss("mse")
     with pytest.raises(ValueError, match=r"x has 2 features but the network expects 3 \(sizes\[0\]\)"):
         f(params, x[:, :2], y)

@@ -68,5 +68,5 @@ def test_bad_inputs_are_clear_errors():
     params, x, y = problem(net, 4, np.float64)
     with pytest.raises(ValueError, match=r"x has 2 features but the network expects 3 \(sizes\[0\]\)"):
         jbp.per_example_grads(net, params, x[:, :2], y)
-    with pytest.raises(TypeError, match="net must be a jbp.MLP, got tuple"):
+    with pytest.raises(TypeError, match="net must be a jbp network \\(jbp.MLP or jbp.Sequential\\), got tuple"):
         jbp.per_example_grads(net.sizes, params, x, y)

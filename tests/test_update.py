@@ -84,7 +84,7 @@ def test_make_train_step_donates_only_when_asked(donate):
 
 def test_make_train_step_checks_its_arguments():
     net = jbp.MLP((3, 4, 2))
-    with pytest.raises(TypeError, match="net must be a jbp.MLP, got tuple"):
+    with pytest.raises(TypeError, match="net must be a jbp network \\(jbp.MLP or jbp.Sequential\\), got tuple"):
         jbp.make_train_step((3, 4, 2), optax.sgd(0.1))
     with pytest.raises(TypeError, match="optimizer must be an optax.GradientTransformation"):
         jbp.make_train_step(net, 0.1)

@@ -38,18 +38,22 @@ def custom_vjp_loss(net: MLP) -> Callable[[Params, Array, Array], Array]:
     differentiated code). Forward mode (JAX's ``jvp``, ``jacfwd``) is not defined for a
     ``custom_vjp`` function and raises JAX's ``TypeError``; use ``jacrev``.
 
+    For a :class:`jbp.Sequential` the backward rule is the chain of its layers'
+    backward methods from the output delta (evaluation mode: dropout off), and the
+    gradient w.r.t. ``x`` is the first layer's ``dx``.
+
     Args:
-      net: the network.
+      net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`).
 
     Returns:
       ``f(params, x, y)``: the scalar loss, as :meth:`jbp.MLP.loss`.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    _validate.network(net)
+    loss = _loss if isinstance(net, MLP) else _layers_loss
 
     def f(params: Params, x: Array, y: Array) -> Array:
         x, y = _validate.inputs_and_targets(net, params, x, y)
-        return _loss(net, tuple(params), x, y)
+        return loss(net, tuple(params), x, y)
 
     return f
 
@@ -90,3 +94,37 @@ def _loss_bwd(net, residuals, g):
 
 
 _loss.defvjp(_loss_fwd, _loss_bwd, symbolic_zeros=True)
+
+
+# --- A network of layers (jbp.Sequential). ----------------------------------------------
+
+
+def _no_targets_gradient(y) -> None:
+    if y.perturbed:
+        raise ValueError(
+            "custom_vjp_loss differentiates the loss w.r.t. params and x, not the targets y; "
+            "pass y as a constant (jax.lax.stop_gradient(y) if it comes from differentiated code)"
+        )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _layers_loss(net, params, x, y):
+    _, cache = net.forward_unchecked(params, x)
+    return net.loss_value(cache, y)
+
+
+def _layers_loss_fwd(net, params, x, y):
+    _no_targets_gradient(y)
+    params, x, y = jax.tree.map(lambda a: a.value, (params, x, y))
+    _, cache = net.forward_unchecked(params, x)
+    return net.loss_value(cache, y), (params, cache, y)
+
+
+def _layers_loss_bwd(net, residuals, g):
+    params, cache, y = residuals
+    # The chain rule starts at the output delta, scaled by the cotangent of the loss.
+    grads, dx = net.backward_unchecked(params, cache, g * net.output_delta_unchecked(cache, y))
+    return grads, dx, None
+
+
+_layers_loss.defvjp(_layers_loss_fwd, _layers_loss_bwd, symbolic_zeros=True)

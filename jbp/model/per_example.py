@@ -10,6 +10,10 @@ This direct batched form and ``jax.vmap`` of the whole backward pass over single
 examples compile to the same matrix products; ``scripts/bench_per_example.py`` times
 both and finds them equally fast on CPU, within the noise of the measurement. The
 batched form is used: its compiled program has fewer operations (no layout copies).
+
+For a :class:`jbp.Sequential`, whose layers may sum over more than the batch
+(convolutions over positions too), the hand-derived ``loss_and_grad`` runs on each
+example alone, under ``jax.vmap`` (evaluation mode: dropout off).
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ def per_example_grads(net: MLP, params: Params, x: Array, y: Array) -> Params:
     """Each example's gradient of its own loss, by the hand-derived backward pass.
 
     Args:
-      net: the network.
+      net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`).
       params: its parameters.
-      x: inputs ``(B, sizes[0])``.
+      x: inputs ``(B, sizes[0])`` (``(B, *input_shape)`` for a Sequential).
       y: targets for ``net``'s loss, one row per example.
 
     Returns:
@@ -40,9 +44,11 @@ def per_example_grads(net: MLP, params: Params, x: Array, y: Array) -> Params:
       ``i`` is the gradient of the loss of example ``i`` alone, so the mean over the
       batch axis is ``net.loss_and_grad(params, x, y)[1]``.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    _validate.network(net)
     x, y = _validate.inputs_and_targets(net, params, x, y)
+    if not isinstance(net, MLP):  # a network of layers: each example's own backward pass
+        one = lambda xi, yi: net.loss_and_grad_unchecked(params, xi[None], yi[None])[1]
+        return jax.vmap(one)(x, y)
     _, cache = forward(params, x, net.activations)  # BP1, BP2
     # The mean loss's output delta has a 1/B; times B, row i is example i's own delta.
     delta_out = x.shape[0] * net.output_delta(cache, y)

@@ -13,6 +13,7 @@ to the layer below as its ``dy``. No autodiff.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from typing import Any, NamedTuple, Optional, Sequence
@@ -70,12 +71,17 @@ def _as_layer(layer: Any, where: str):
 
 
 def _with_init(layer, init: Optional[str]):
-    """``layer`` with its weight init scheme set to ``init``, when it has one."""
+    """``layer`` with its weight init scheme set to ``init``, when it has one (a field
+    ``init_name``, as :class:`jbp.layers.Dense`, or ``init``)."""
     if init is None or not dataclasses.is_dataclass(layer):
         return layer
-    if "init" not in {f.name for f in dataclasses.fields(layer)}:
+    names = {f.name for f in dataclasses.fields(layer)}
+    field = next((n for n in ("init_name", "init") if n in names), None)
+    if field is None:
         return layer
-    return dataclasses.replace(layer, init=init)
+    layer = copy.copy(layer)  # a frozen dataclass: set the one field on a copy
+    object.__setattr__(layer, field, init)
+    return layer
 
 
 def _output_shapes(layers: tuple, input_shape: tuple) -> tuple:
@@ -243,12 +249,12 @@ class Sequential(Network):
             grads.append(dp)
         return tuple(reversed(grads)), dy
 
-    def _output_delta(self, cache: SequentialCache, y: Array) -> Array:
+    def output_delta_unchecked(self, cache: SequentialCache, y: Array) -> Array:
         return get_loss(self.loss_name).delta(
             get_activation(self.output_activation), cache.z, cache.out, y
         )
 
-    def _loss_value(self, cache: SequentialCache, y: Array) -> Array:
+    def loss_value(self, cache: SequentialCache, y: Array) -> Array:
         return get_loss(self.loss_name).value(cache.z, cache.out, y)
 
     # --- The public methods, checked at the boundary. ---------------------------------
@@ -309,14 +315,14 @@ class Sequential(Network):
         """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`)."""
         x, y = self._checked(params, x, y, key, train)
         _, cache = self.forward_unchecked(params, x, key, train)
-        return self._loss_value(cache, y)
+        return self.loss_value(cache, y)
 
     def output_delta(self, cache: SequentialCache, y: Array) -> Array:
         """``dL/dz^(L)``, the output delta that starts the backward pass."""
         cache = _validate.sequential_cache(self, cache)
         y = _validate.targets(self, y, cache.z.shape[0], cache.z.dtype,
                               like=("the cache (cache.z)", "the cache's arrays"))
-        return self._output_delta(cache, y)
+        return self.output_delta_unchecked(cache, y)
 
     def loss_and_grad(self, params, x: Array, y: Array, *, key: Optional[Array] = None,
                       train: bool = False) -> tuple[Array, tuple]:
@@ -334,8 +340,8 @@ class Sequential(Network):
 
     def loss_and_grad_unchecked(self, params, x, y, key=None, train=False):
         _, cache = self.forward_unchecked(params, x, key, train)
-        grads, _ = self.backward_unchecked(params, cache, self._output_delta(cache, y))
-        return self._loss_value(cache, y), grads
+        grads, _ = self.backward_unchecked(params, cache, self.output_delta_unchecked(cache, y))
+        return self.loss_value(cache, y), grads
 
     def accuracy(self, params, x: Array, y: Array) -> Array:
         """Fraction of correct predictions in evaluation mode, as :meth:`jbp.MLP.accuracy`."""

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
+from jbp.model.base import Network
 from jbp.model.network import MLP
+from jbp.training import description
 from jbp.model.params import Layer, Params
 
 FORMAT = "jbp-checkpoint"
@@ -34,8 +36,8 @@ class Checkpoint(NamedTuple):
     """What :func:`load_checkpoint` returns.
 
     Attributes:
-      net: the :class:`jbp.MLP` the parameters belong to.
-      params: the parameters, a tuple of :class:`jbp.Layer`.
+      net: the network the parameters belong to (:class:`jbp.MLP` or :class:`jbp.Sequential`).
+      params: the parameters, a tuple with one entry per layer.
       opt_state: the optimizer state in the structure of ``optimizer.init(params)`` when
         ``optimizer`` was given to :func:`load_checkpoint`, else the list of its arrays.
       epoch: the next epoch to run (``start_epoch`` of :func:`jbp.fit`).
@@ -43,7 +45,7 @@ class Checkpoint(NamedTuple):
       extra: the JSON-serialisable dict saved with it.
     """
 
-    net: MLP
+    net: Network
     params: Params
     opt_state: Any
     epoch: int
@@ -71,20 +73,10 @@ def _decode(a: np.ndarray, how: dict):
     return jnp.asarray(a)
 
 
-def _net_description(net: MLP) -> dict:
-    return {
-        "sizes": list(net.sizes),
-        "activation": list(net.hidden_activations),
-        "output_activation": net.output_activation,
-        "loss": net.loss_name,
-        "init": net.init_name,
-    }
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     *,
-    net: MLP,
+    net: Network,
     params: Params,
     opt_state: Any = None,
     epoch: int = 0,
@@ -108,9 +100,13 @@ def save_checkpoint(
     def put(name, a):
         arrays[name], decode[name] = _encode(name, a)
 
-    for l, layer in enumerate(params):
-        put(f"params/{l}/W", layer.W)
-        put(f"params/{l}/b", layer.b)
+    if isinstance(net, MLP):
+        for l, layer in enumerate(params):
+            put(f"params/{l}/W", layer.W)
+            put(f"params/{l}/b", layer.b)
+    else:  # a network of layers: its leaves in order; the structure comes from the network
+        for i, a in enumerate(jax.tree.leaves(params)):
+            put(f"params/leaf/{i}", a)
     opt_leaves = jax.tree.leaves(opt_state)
     for i, a in enumerate(opt_leaves):
         put(f"opt_state/{i}", a)
@@ -119,7 +115,7 @@ def save_checkpoint(
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "net": _net_description(net),
+        "net": description.describe(net),
         "epoch": int(epoch),
         "n_opt_state": len(opt_leaves),
         "has_opt_state": opt_state is not None,
@@ -176,13 +172,16 @@ def restore_opt_state(optimizer, params: Params, leaves: list, *, where: str = "
     return jax.tree.unflatten(treedef, leaves)
 
 
-def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Checkpoint:
     """Reads a checkpoint written by :func:`save_checkpoint` (never unpickles).
 
     Args:
       path: the checkpoint file.
       optimizer: the optax optimizer the state belongs to; when given, ``opt_state``
         comes back in the structure of ``optimizer.init(params)``.
+      net: the network saved, for a :class:`jbp.Sequential` with layers of your own
+        (only jbp's built-in layers are rebuilt from the file's description); it must
+        have the description saved. Default: rebuilt from the file.
 
     Raises:
       FileNotFoundError: no such file.
@@ -192,6 +191,8 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
     """
     if optimizer is not None:
         _validate.optimizer(optimizer)
+    if net is not None:
+        _validate.network(net)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files:
@@ -216,12 +217,16 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
     try:
         decode = meta["decode"]
         get = lambda name: _decode(arrays[name], decode.get(name, {}))
-        d = meta["net"]
-        net = MLP(d["sizes"], activation=tuple(d["activation"]),
-                  output_activation=d["output_activation"], loss=d["loss"], init=d["init"])
-        params = tuple(
-            Layer(W=get(f"params/{l}/W"), b=get(f"params/{l}/b")) for l in range(net.n_layers)
-        )
+        net = description.rebuild(meta["net"], net)
+        if isinstance(net, MLP):
+            params = tuple(
+                Layer(W=get(f"params/{l}/W"), b=get(f"params/{l}/b")) for l in range(net.n_layers)
+            )
+        else:
+            leaves = [get(name) for name in sorted(
+                (n for n in arrays if n.startswith("params/leaf/")), key=lambda n: int(n.split("/")[-1]))]
+            dtype = leaves[0].dtype if leaves else np.dtype(np.float32)
+            params = jax.tree.unflatten(jax.tree.structure(net.param_shapes(dtype)), leaves)
         opt_leaves = [get(f"opt_state/{i}") for i in range(meta["n_opt_state"])]
         _validate.params(net, params)  # the arrays must fit the network saved with them
         key = _validate.prng_key("key", get("key")) if "key" in arrays else None
@@ -230,6 +235,8 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None) -> Checkpoint:
         extra = meta["extra"]
         if not isinstance(extra, dict):
             raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+    except description.NotRebuilt as e:
+        raise ValueError(f"{os.fspath(path)}: {e}") from None
     except Exception as e:  # whatever the JSON holds, it is data: say what does not fit
         raise _not_a_checkpoint(path, f"inconsistent contents ({type(e).__name__}: {e})") from None
 
