@@ -57,6 +57,7 @@ from jbp.verify.report import (
     markdown_table,
     text_table,
 )
+from jbp.verify.layerwise import LayerCheck, layer_checks, layer_table
 from jbp.model.forward_pass import Cache, dense, forward
 from jbp.model.losses import get_loss
 from jbp.model.network import MLP
@@ -129,15 +130,23 @@ def _loss_and_grad(net: MLP, equations: Equations, params: Params, x: Array, y: 
     return loss, grads
 
 
+def _mode(net, train: bool, key_data: list) -> dict:
+    """``key=``/``train=`` for a network that takes them; ``aux`` carries the key's data."""
+    if not net.takes_key:
+        return {}
+    return {"key": jax.random.wrap_key_data(key_data[0]) if key_data else None, "train": train}
+
+
 @dataclasses.dataclass(frozen=True)
 class _NetLoss:
     """What autodiff differentiates: ``net.loss`` (hashable, static to jit)."""
 
     net: MLP
+    train: bool = False
 
     def __call__(self, params, aux):
-        x, y = aux
-        return self.net.loss(params, x, y)
+        x, y, *key_data = aux
+        return self.net.loss(params, x, y, **_mode(self.net, self.train, key_data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,10 +155,14 @@ class _NetGrad:
 
     net: MLP
     equations: Equations
+    train: bool = False
 
     def __call__(self, params, aux, cot):
-        x, y = aux
-        grads = _loss_and_grad(self.net, self.equations, params, x, y)[1]
+        x, y, *key_data = aux
+        if key_data or self.net.takes_key:
+            grads = self.net.loss_and_grad(params, x, y, **_mode(self.net, self.train, key_data))[1]
+        else:
+            grads = _loss_and_grad(self.net, self.equations, params, x, y)[1]
         return jax.tree.map(lambda g: g * cot, grads)
 
 
@@ -236,7 +249,9 @@ class GradCheckReport(LeafVerdicts):
 
     @property
     def first_failure(self) -> Optional[EquationCheck]:
-        """The first wrong equation in the backward pass's order, or ``None``."""
+        """The first wrong equation in the backward pass's order, or ``None`` (for a
+        :class:`jbp.Sequential`, the first wrong :class:`jbp.verify.layerwise.LayerCheck`:
+        a layer's index and leaf)."""
         return next(iter(self.failed_equations), None)
 
     def _title(self) -> str:
@@ -254,13 +269,18 @@ class GradCheckReport(LeafVerdicts):
         parts = [", ".join(self.failed)] if self.failed else []
         if not math.isfinite(self.loss):
             parts.append(f"the loss is {self.loss} here: nothing to compare")
-        if self.first_failure is not None:
+        if isinstance(self.first_failure, LayerCheck):
+            parts.append(f"first wrong layer: {self.first_failure}")
+        elif self.first_failure is not None:
             parts.append(f"first wrong equation: {self.first_failure}")
         return "FAILED: " + "; ".join(parts)
 
     def _sections(self, table, bullet=""):
         out = []
-        if self.equations:
+        if self.equations and isinstance(self.equations[0], LayerCheck):
+            out += ["", "layers, each backward fed autodiff's exact dy (float64), from the output down:",
+                    table(*layer_table(self.equations))]
+        elif self.equations:
             out += ["", "equations, each fed autodiff's exact inputs (float64):", table(*_equation_table(self.equations))]
         if self.worst_examples:
             out += ["", "worst examples (each row's gradient alone, working dtype vs float64 autodiff):",
@@ -302,7 +322,7 @@ class GradCheckReport(LeafVerdicts):
 
 
 def _leaf_names(params) -> list:
-    return [f"params[{l}].{leaf}" for l in range(len(params)) for leaf in ("W", "b")]
+    return [f"params{jax.tree_util.keystr(path)}" for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 _loss = jax.jit(lambda net, p, x, y: net.loss(p, x, y), static_argnums=0)
@@ -321,6 +341,7 @@ def check_grads(
     equations: Optional[Equations] = None,
     stress: Optional[str] = None,
     worst_examples: int = 5,
+    train: bool = False,
 ) -> GradCheckReport:
     """Checks ``net.loss_and_grad`` against ``jax.grad(net.loss)``: leaves, equations, rows.
 
@@ -341,6 +362,14 @@ def check_grads(
         sits at ``z = 0``, up to rounding: ReLU's kink) or ``"logits"`` (output
         pre-activations scaled to rms :data:`EXTREME_LOGIT`).
       worst_examples: how many rows to list in the per-example view (0: skip it).
+      train: for a :class:`jbp.Sequential`: check the training-mode loss (dropout
+        active, its masks drawn from ``fold_in(key, 1)``: fixed, so the loss is a
+        deterministic function of the parameters). Default evaluation mode.
+
+    A :class:`jbp.Sequential` gets, in place of the per-equation view, one check per
+    layer: each layer's ``backward`` fed autodiff's exact ``dy``
+    (:mod:`jbp.verify.layerwise`); ``report.first_failure`` names the first wrong layer
+    (its index and leaf, and the seed's equation for dense and activation layers).
 
     Returns:
       A :class:`GradCheckReport`. Where the loss overflows at these finite inputs, the
@@ -353,18 +382,24 @@ def check_grads(
     x, y = _validate.check_grads_args(
         net, params, x, y, rtol, finite_differences, key, raise_on_failure
     )
+    _validate.flag("train", train)
     report, _ = run_check(
         net, params, x, y, rtol=rtol, finite_differences=finite_differences, key=key,
-        equations=equations, stress=stress, worst_examples=worst_examples,
+        equations=equations, stress=stress, worst_examples=worst_examples, train=train,
     )
     if raise_on_failure and not report.ok:
         raise GradCheckFailure(str(report))
     return report
 
 
-def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, stress, worst_examples):
+def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, stress, worst_examples,
+              train=False):
     """:func:`check_grads`, also returning the gradients under test re-run in float64."""
     x, y = _validate.inputs_and_targets(net, params, x, y)
+    if not isinstance(net, MLP):
+        return _run_layers_check(net, params, x, y, rtol=rtol, finite_differences=finite_differences,
+                                 key=key, equations=equations, stress=stress,
+                                 worst_examples=worst_examples, train=train)
     if stress is not None:
         params = stress_point(net, params, x, _validate.name("stress", stress, STRESS))
     equations = Equations() if equations is None else equations
@@ -394,6 +429,46 @@ def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, st
         stress=stress,
     )
     return report, mine64
+
+
+def _run_layers_check(net, params, x, y, *, rtol, finite_differences, key, equations, stress,
+                      worst_examples, train):
+    """:func:`run_check` for a network of layers: leaves, then layer by layer, then rows."""
+    if equations is not None:
+        raise ValueError(
+            "equations= plants mistakes in jbp.MLP's backward; for a jbp.Sequential, put the "
+            "mistake in a layer's backward"
+        )
+    if stress is not None:
+        raise ValueError("stress= is for jbp.MLP; a jbp.Sequential is checked at the point given")
+    key = jax.random.key(0) if key is None else key
+    forward_key = jax.random.fold_in(key, 1) if train else None
+    aux = (x, y) if forward_key is None else (x, y, jax.random.key_data(forward_key))
+    dtype = np.dtype(x.dtype)
+    names = _leaf_names(params)
+    expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
+    (leaves,), mine64 = verify_many(
+        _NetLoss(net, train), _NetGrad(net, Equations(), train), expand(params), expand(aux),
+        np.ones((1,), dtype), names, dtype=dtype, rtol=rtol,
+        finite_differences=finite_differences, rng=numpy_rng(key),
+    )
+    mine64 = jax.tree.map(lambda a: a[0], mine64)
+    checks = layer_checks(net, params, x, y, forward_key, train, dtype)
+    rows = _worst_examples(net, Equations(), params, x, y, names, worst_examples, aux[2:], train) if worst_examples else ()
+    loss = float(_loss_with(_NetLoss(net, train), params, aux))
+    report = GradCheckReport(
+        leaves=leaves,
+        dtype=dtype.name,
+        rtol=rtol,
+        loss=loss,
+        ok=math.isfinite(loss) and all(leaf.ok for leaf in leaves) and all(c.verdict != WRONG for c in checks),
+        equations=checks,
+        worst_examples=rows,
+    )
+    return report, mine64
+
+
+_loss_with = jax.jit(lambda loss, params, aux: loss(params, aux), static_argnums=0)
 
 
 # --- Equations, one by one. -------------------------------------------------------------
@@ -514,26 +589,27 @@ def _equation_table(checks):
 # --- Per-example view. ------------------------------------------------------------------
 
 
-def _per_example(net, equations, params, x, y):
-    """Each row's gradient by the backward (working dtype) and by autodiff (float64)."""
-    user = _NetGrad(net, equations)
-    primal = _NetLoss(net)
+def _per_example(net, equations, params, x, y, extra=(), train=False):
+    """Each row's gradient by the backward (working dtype) and by autodiff (float64);
+    ``extra`` is the rest of ``aux`` (a Sequential's key data), the same for every row."""
+    user = _NetGrad(net, equations, train)
+    primal = _NetLoss(net, train)
     params64 = cast(params, jnp.float64)
 
     def one(xi, yi):
-        mine = user(params, (xi[None], yi[None]), jnp.ones((), x.dtype))
-        loss, reference = jax.value_and_grad(primal)(params64, cast((xi[None], yi[None]), jnp.float64))
+        mine = user(params, (xi[None], yi[None], *extra), jnp.ones((), x.dtype))
+        loss, reference = jax.value_and_grad(primal)(params64, (*cast((xi[None], yi[None]), jnp.float64), *extra))
         return mine, reference, loss
 
     return jax.vmap(one)(x, y)
 
 
-_per_example_jit = jax.jit(_per_example, static_argnums=(0, 1))
+_per_example_jit = jax.jit(_per_example, static_argnums=(0, 1, 6))
 
 
-def _worst_examples(net, equations, params, x, y, names, k) -> tuple:
+def _worst_examples(net, equations, params, x, y, names, k, extra=(), train=False) -> tuple:
     with jax.enable_x64(True):
-        mine, reference, losses = jax.device_get(_per_example_jit(net, equations, params, x, y))
+        mine, reference, losses = jax.device_get(_per_example_jit(net, equations, params, x, y, tuple(extra), train))
     errors = []
     for m, r in zip(jax.tree.leaves(mine), jax.tree.leaves(reference)):
         m, r = np.asarray(m, np.float64), np.asarray(r, np.float64)
