@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from jbp import datasets
-from jbp.cli import common
+from jbp.cli import common, layers_spec
 from jbp.cli.common import CHECK_BATCH, CHECKPOINT, DEFAULT_LR, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots
 from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
@@ -23,6 +23,8 @@ from jbp.verify.grads import check_grads
 def add_parser(commands) -> None:
     train = commands.add_parser("train", help="train a network and report test accuracy")
     common.network_options(train)
+    train.add_argument("--layers", metavar="SPEC", help=layers_spec.HELP)
+    train.add_argument("--model", help=f"a named network of layers: {', '.join(f'{k} = {v}' for k, v in layers_spec.MODELS.items())}")
     train.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
     train.add_argument("--lr", type=float, help="learning rate (default: sgd 0.1, momentum 0.05, adam 1e-3)")
     train.add_argument("--lr-decay", type=float, help="multiply the learning rate by this every epoch")
@@ -58,6 +60,12 @@ def progress(total: int, initial: int):
 
 
 def run(args) -> int:
+    if args.model is not None:
+        if args.model not in layers_spec.MODELS:
+            raise UsageError(f"unknown --model {args.model!r}; expected one of {', '.join(layers_spec.MODELS)}")
+        if args.layers is not None:
+            raise UsageError("give --model or --layers, not both")
+        args.layers = layers_spec.MODELS[args.model]
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the folder of the run to continue")
     if args.chunk < 1:
@@ -70,9 +78,9 @@ def run(args) -> int:
         s = dict(saved.extra["settings"])
         for k in RUN_SETTINGS:
             given = getattr(args, k, None)
-            if given is not None and given != s[k]:
+            if given is not None and given != s.get(k):
                 raise UsageError(f"--{k.replace('_', '-')} {given} differs from the run in {args.out} "
-                                 f"({s[k]}); a resumed run keeps its settings")
+                                 f"({s.get(k)}); a resumed run keeps its settings")
         if args.epochs is not None:
             s["epochs"] = args.epochs
     else:
@@ -82,7 +90,12 @@ def run(args) -> int:
             raise UsageError(f"--{k.replace('_', '-')} must be >= 1, got {s[k]}")
 
     data = common.usage(datasets.load, s["dataset"], seed=s["seed"])
-    net = common.usage(common.network, s, data)
+    n_features = data.n_features
+    if s.get("layers"):  # a network of layers; digits become images for a convolution
+        net = layers_spec.network(s["layers"], data)
+        data = layers_spec.shaped_data(net, data)
+    else:
+        net = common.usage(common.network, s, data)
     n = len(data.x_train)
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
@@ -98,8 +111,9 @@ def run(args) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
 
-    say(f"jbp train: {data.name} ({n} train / {len(data.x_test)} test, {data.n_features} features), "
-         f"network {'-'.join(map(str, net.sizes))} {s['activation']} -> {net.output_activation} "
+    shape = "-".join(map(str, net.sizes)) + f" {s['activation']}" if not s.get("layers") else s["layers"]
+    say(f"jbp train: {data.name} ({n} train / {len(data.x_test)} test, {n_features} features), "
+         f"network {shape} -> {net.output_activation} "
          f"({net.loss_name}), {s['optimizer']} lr {s['lr'] or DEFAULT_LR[s['optimizer']]:g}, "
          f"batch {batch_size}, on {jax.default_backend()}")
     grad_check = gradient_check(net, params, data) if args.check else None
@@ -146,7 +160,9 @@ def run(args) -> int:
     metrics = {
         "dataset": data.name,
         "network": {"sizes": list(net.sizes), "activation": s["activation"],
-                    "output_activation": net.output_activation, "loss": net.loss_name, "init": s["init"]},
+                    "output_activation": net.output_activation, "loss": net.loss_name, "init": s["init"]}
+        if not s.get("layers") else {"layers": s["layers"], "output_activation": net.output_activation,
+                                     "loss": net.loss_name},
         "settings": s,
         "epochs_run": epoch,
         "stop_reason": stop_reason,

@@ -51,7 +51,7 @@ def _is_layer(value: Any) -> bool:
 def layer_type(layer: Any) -> str:
     """The name a layer is saved under: its class name if built in, else ``module.Class``."""
     cls = type(layer)
-    if _builtin_layers().get(cls.__name__) is cls:
+    if cls.__module__.startswith("jbp.layers") and _builtin_layers().get(cls.__name__) is cls:
         return cls.__name__
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -96,7 +96,8 @@ def _tuples(value: Any) -> Any:
 
 def build_layer(d: dict) -> Any:
     """A built-in layer from its description."""
-    name, builtin = d["type"], _builtin_layers()
+    name = d["type"]
+    builtin = {} if "." in name else _builtin_layers()  # a layer of your own: module.Class
     if name not in builtin:
         raise NotRebuilt(
             f"layer type {name!r} is not one of jbp's built-in layers; a layer of your own "
