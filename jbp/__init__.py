@@ -2,15 +2,16 @@
 
 The seed's equations, each in one function (see README, "The equations"):
 
-- BP1 ``z = W x + b``                         :func:`jbp.model.forward_pass.dense`
+- BP1 ``z = W x + b``                         :func:`jbp.layers.dense.dense`
 - BP2 ``x = f(z)``                            :attr:`jbp.model.activations.Activation.f`
-- BP3 ``dL/dx = Σ_k dL/dz_k w_k``             :func:`jbp.model.backward_pass.input_grad`
+- BP3 ``dL/dx = Σ_k dL/dz_k w_k``             :func:`jbp.layers.dense.input_grad`
 - BP4 ``dL/dz = dL/dx · f'(z)``               :meth:`jbp.model.activations.Activation.delta`
-- BP5 ``dL/dW = dL/dz · x_prev``              :func:`jbp.model.backward_pass.weight_grad`
-- BP6 ``dL/db = dL/dz``                       :func:`jbp.model.backward_pass.bias_grad`
+- BP5 ``dL/dW = dL/dz · x_prev``              :func:`jbp.layers.dense.weight_grad`
+- BP6 ``dL/db = dL/dz``                       :func:`jbp.layers.dense.bias_grad`
 - BP7 ``w ← w − α dL/dw``                     :func:`jbp.training.update.gradient_descent`
 """
 
+from jbp import layers
 from jbp.model.activations import ACTIVATIONS, Activation
 from jbp.model.backward_pass import backward, deltas
 from jbp.model.bridge import custom_vjp_loss
@@ -58,6 +59,7 @@ __all__ = [
     "fit",
     "forward",
     "gradient_descent",
+    "layers",
     "load_checkpoint",
     "make_train_step",
     "mutation_test",

@@ -66,3 +66,43 @@ def test_unknown_activation_lists_the_valid_ones():
         get_activation("swish")
     with pytest.raises(TypeError, match="activation must be a name"):
         get_activation(3)
+
+
+def _saturating_softmax_point():
+    """Logits with a margin of 8-14 on one class per row (1 - p_max from 1e-3 to 1e-6;
+    nothing underflows float32) and a cotangent g, in float32."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(64, 10))
+    z[np.arange(64), rng.integers(0, 10, 64)] += rng.uniform(8, 14, 64)
+    return z.astype(np.float32), rng.normal(size=(64, 10)).astype(np.float32)
+
+
+def _textbook_softmax_product(x, g):
+    return x * (g - jnp.sum(g * x, axis=-1, keepdims=True))
+
+
+def _softmax_product_float64(x, g):
+    """``x_i Σ_j x_j (g_i - g_j)``: the Jacobian product with no cancellation (uses
+    ``Σ_j x_j = 1``), in float64, as the reference."""
+    return x * np.sum(x[:, None, :] * (g[:, :, None] - g[:, None, :]), axis=-1)
+
+
+def test_softmax_delta_keeps_float32_precision_where_softmax_saturates():
+    """The textbook x (g - <g, x>) loses u / (1 - p_max) there; the shifted form does not."""
+    z32, g32 = _saturating_softmax_point()
+    act = get_activation("softmax")
+    x32 = act.f(jnp.asarray(z32))
+    want = _softmax_product_float64(np.asarray(act.f(jnp.asarray(z32, np.float64))), g32.astype(np.float64))
+    rel = lambda got: np.max(np.abs(np.asarray(got, np.float64) - want), axis=1) / np.max(np.abs(want), axis=1)
+    assert rel(_textbook_softmax_product(x32, g32)).max() > 1e-3  # the loss of precision the fix is for
+    assert rel(act.delta(jnp.asarray(z32), x32, jnp.asarray(g32))).max() <= 1e-5
+
+
+def test_softmax_delta_rows_sum_to_zero_where_softmax_saturates():
+    """Softmax ignores a constant added to z, so each row of dL/dz sums to zero."""
+    z32, g32 = _saturating_softmax_point()
+    act = get_activation("softmax")
+    x32 = act.f(jnp.asarray(z32))
+    row_sums = lambda d: np.max(np.abs(np.sum(np.asarray(d, np.float64), axis=1)) / np.max(np.abs(np.asarray(d, np.float64)), axis=1))
+    assert row_sums(_textbook_softmax_product(x32, g32)) > 1e-3
+    assert row_sums(act.delta(jnp.asarray(z32), x32, jnp.asarray(g32))) <= 1e-6

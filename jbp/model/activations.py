@@ -7,7 +7,11 @@ and more accurate (``sigmoid' = x (1 - x)``, ``tanh' = 1 - x**2`` need no new
 exponential).
 
 Softmax is not elementwise: its Jacobian is ``diag(x) - x x^T``, so BP4 becomes a
-Jacobian-vector product, ``dL/dz = x * (dL/dx - <dL/dx, x>)``, done row by row.
+Jacobian-vector product, ``dL/dz = x * (dL/dx - <dL/dx, x>)``, done row by row (in a
+form that stays accurate where the softmax saturates; see :func:`_softmax_jacobian_product`).
+
+Each derivative reads ``z`` or ``x``, not both (:attr:`Activation.reads`): an activation
+layer (:mod:`jbp.layers.activation`) keeps only that one for its backward.
 """
 
 from __future__ import annotations
@@ -37,12 +41,16 @@ class Activation:
         activations whose Jacobian is not diagonal (softmax).
       jacobian_product: for non-elementwise activations, ``(z, x, dL_dx) -> dL_dz``, the
         product of ``dL/dx`` with the Jacobian ``dx/dz``.
+      reads: which of ``z`` and ``x`` the derivative reads: ``"z"``, ``"x"``, or
+        ``"zx"`` (both; the default for activations made elsewhere). The one it does not
+        read may be passed as ``None``.
     """
 
     name: str
     f: Callable[[Array], Array]
     df: Optional[Callable[[Array, Array], Array]] = None
     jacobian_product: Optional[Callable[[Array, Array, Array], Array]] = None
+    reads: str = "zx"
 
     @property
     def elementwise(self) -> bool:
@@ -69,7 +77,7 @@ def _identity(z):
 
 
 def _identity_prime(z, x):
-    return jnp.ones_like(z)
+    return jnp.ones_like(x)
 
 
 def _sigmoid_prime(z, x):
@@ -81,8 +89,9 @@ def _tanh_prime(z, x):
 
 
 def _relu_prime(z, x):
-    # The derivative at exactly 0 is taken as 0, as jax.nn.relu's own rule does.
-    return (z > 0).astype(z.dtype)
+    # x = max(z, 0) > 0 exactly where z > 0. The derivative at exactly 0 is taken as 0,
+    # as jax.nn.relu's own rule does.
+    return (x > 0).astype(x.dtype)
 
 
 def _leaky_relu(z):
@@ -90,7 +99,8 @@ def _leaky_relu(z):
 
 
 def _leaky_relu_prime(z, x):
-    return jnp.where(z >= 0, 1, LEAKY_RELU_SLOPE).astype(z.dtype)
+    # x has the sign of z.
+    return jnp.where(x >= 0, 1, LEAKY_RELU_SLOPE).astype(x.dtype)
 
 
 def _elu(z):
@@ -100,8 +110,8 @@ def _elu(z):
 
 
 def _elu_prime(z, x):
-    # For z <= 0, f'(z) = alpha * exp(z) = f(z) + alpha.
-    return jnp.where(z > 0, 1, x + ELU_ALPHA).astype(z.dtype)
+    # x > 0 exactly where z > 0; for z <= 0, f'(z) = alpha * exp(z) = f(z) + alpha.
+    return jnp.where(x > 0, 1, x + ELU_ALPHA).astype(x.dtype)
 
 
 def _softplus(z):
@@ -137,22 +147,42 @@ def _softmax(z):
 
 
 def _softmax_jacobian_product(z, x, dL_dx):
-    # (diag(x) - x x^T) dL/dx, row by row.
-    return x * (dL_dx - jnp.sum(dL_dx * x, axis=-1, keepdims=True))
+    """``(diag(x) - x x^T) dL/dx`` row by row: ``x_i (g_i - <g, x>)`` with ``g = dL/dx``.
+
+    Written as ``x_i ((g_i - g_m) - Σ_j x_j (g_j - g_m))`` with ``m`` the row's largest
+    ``x``: the same value, since ``Σ_j x_j = 1``, but stable where the softmax
+    saturates. There ``<g, x> ≈ g_m`` and the textbook form subtracts two nearly equal
+    numbers: ``g_m - <g, x> = Σ_{j≠m} x_j (g_m - g_j)`` is of the order of ``1 - x_m``,
+    while the rounding of ``<g, x>`` is of the order of ``u |g_m|`` (``u`` the unit
+    roundoff), so float32 lost ``u / (1 - x_m)`` relative precision (1e-3 at ``1 - x_m ≈
+    1e-4``). Shifted by ``g_m``, the ``m``-th term vanishes exactly and every other term
+    is a small ``x_j`` times an ordinary difference: no cancellation is left beyond the
+    problem's own. Any ``m`` gives the same value; ties pick the first.
+
+    Then ``r = g - <g, x>`` is centred once more, ``r - Σ_j x_j r_j``: zero in exact
+    arithmetic, but in floating point ``Σ_j x_j`` is not exactly 1, and the second
+    centring makes each row of ``dL/dz`` sum to zero to rounding, as softmax's
+    invariance to adding a constant to ``z`` requires. A bias gradient sums these rows
+    over the batch, where they largely cancel, and would amplify a row-wise offset.
+    """
+    m = jnp.argmax(x, axis=-1, keepdims=True)
+    d = dL_dx - jnp.take_along_axis(dL_dx, m, axis=-1)  # g_j - g_m; zero at j = m
+    r = d - jnp.sum(x * d, axis=-1, keepdims=True)  # g - <g, x>
+    return x * (r - jnp.sum(x * r, axis=-1, keepdims=True))
 
 
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
-        Activation("identity", _identity, _identity_prime),
-        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_prime),
-        Activation("tanh", jnp.tanh, _tanh_prime),
-        Activation("relu", jax.nn.relu, _relu_prime),
-        Activation("leaky_relu", _leaky_relu, _leaky_relu_prime),
-        Activation("elu", _elu, _elu_prime),
-        Activation("softplus", _softplus, _softplus_prime),
-        Activation("gelu", _gelu, _gelu_prime),
-        Activation("softmax", _softmax, jacobian_product=_softmax_jacobian_product),
+        Activation("identity", _identity, _identity_prime, reads="x"),
+        Activation("sigmoid", jax.nn.sigmoid, _sigmoid_prime, reads="x"),
+        Activation("tanh", jnp.tanh, _tanh_prime, reads="x"),
+        Activation("relu", jax.nn.relu, _relu_prime, reads="x"),
+        Activation("leaky_relu", _leaky_relu, _leaky_relu_prime, reads="x"),
+        Activation("elu", _elu, _elu_prime, reads="x"),
+        Activation("softplus", _softplus, _softplus_prime, reads="z"),
+        Activation("gelu", _gelu, _gelu_prime, reads="z"),
+        Activation("softmax", _softmax, jacobian_product=_softmax_jacobian_product, reads="x"),
     )
 }
 

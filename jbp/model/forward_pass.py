@@ -1,5 +1,8 @@
 """The forward pass (BP1, BP2), keeping what the backward pass needs.
 
+BP1 is :func:`jbp.layers.dense.dense` (imported here: ``jbp.model.forward_pass.dense``
+still names it), BP2 :attr:`jbp.model.activations.Activation.f`.
+
 Batch convention: data is ``(batch, features)``. Per layer, ``z = x @ W.T + b`` is the
 seed's ``z_j = Σ_i w_ji x_i + b_j`` for every row of the batch.
 """
@@ -11,8 +14,9 @@ from typing import NamedTuple, Sequence
 import jax
 
 from jbp import _validate
+from jbp.layers.dense import dense  # BP1 lives with the dense layer
 from jbp.model.activations import Activation, get_activation
-from jbp.model.params import Layer, Params
+from jbp.model.params import Params
 
 Array = jax.Array
 
@@ -28,19 +32,6 @@ class Cache(NamedTuple):
 
     zs: tuple
     xs: tuple
-
-
-def dense(layer: Layer, x: Array) -> Array:
-    """BP1: ``z_j = Σ_i w_ji x_i + b_j``, i.e. ``z = x @ W.T + b`` for a batch.
-
-    Args:
-      layer: ``W`` ``(n_out, n_in)`` and ``b`` ``(n_out,)``.
-      x: ``(batch, n_in)``.
-
-    Returns:
-      ``z``, ``(batch, n_out)``.
-    """
-    return x @ layer.W.T + layer.b
 
 
 def forward(

@@ -1,0 +1,146 @@
+"""The dense layer: the seed's BP1, BP3, BP5 and BP6, each in one function.
+
+Batch convention: data is ``(batch, features)``, so ``z = x @ W.T + b`` is the seed's
+``z_j = Σ_i w_ji x_i + b_j`` for every row, and BP5/BP6 sum the per-example products
+over the batch (a mean loss puts its ``1/B`` into the output delta).
+
+:class:`Dense` is the layer; :func:`dense`, :func:`input_grad`, :func:`weight_grad` and
+:func:`bias_grad` are the equations it is made of, also used by :class:`jbp.MLP`'s
+forward and backward pass (:mod:`jbp.model.forward_pass`, :mod:`jbp.model.backward_pass`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jbp import _validate
+from jbp.layers import args
+from jbp.model.initializers import INITIALIZERS, init_weight
+from jbp.model.params import Layer
+
+Array = jax.Array
+
+
+def dense(layer: Layer, x: Array) -> Array:
+    """BP1: ``z_j = Σ_i w_ji x_i + b_j``, i.e. ``z = x @ W.T + b`` for a batch.
+
+    Args:
+      layer: ``W`` ``(n_out, n_in)`` and ``b`` ``(n_out,)``.
+      x: ``(batch, n_in)``.
+
+    Returns:
+      ``z``, ``(batch, n_out)``.
+    """
+    return x @ layer.W.T + layer.b
+
+
+def input_grad(delta: Array, W: Array) -> Array:
+    """BP3: ``dL/dx_i^(l-1) = Σ_k dL/dz_k^(l) w_ki^(l)``, i.e. ``delta @ W``.
+
+    Args:
+      delta: ``dL/dz^(l)``, ``(batch, n_out)``.
+      W: ``W^(l)``, ``(n_out, n_in)``.
+
+    Returns:
+      ``dL/dx^(l-1)``, ``(batch, n_in)``.
+    """
+    return delta @ W
+
+
+#: Largest ``dW`` (``n_out · n_in`` entries) that BP5 computes from ``delta.T`` on CPU.
+#: Measured on the benchmark's machine (README, "Performance"): faster up to 1M
+#: entries, slower from 4M (2048 x 2048) on.
+CPU_TRANSPOSED_BP5_MAX_SIZE = 2**21
+
+
+def weight_grad(delta: Array, x_prev: Array) -> Array:
+    """BP5: ``dL/dw_ji = dL/dz_j · x_i``, summed over the batch: ``delta.T @ x_prev``.
+
+    The product sums over the batch, the first axis of both operands. XLA's CPU
+    backend hands a product contracted over its left operand's first axis to a
+    generic matrix multiply (Eigen), whose fixed cost dominates small layers. With
+    ``delta.T`` written out first, the same sum is the row-major ``(n_out, batch) @
+    (batch, n_in)`` that its other library (YNNPACK) takes: on the benchmark's machine
+    5-10% off the whole training step of its tiny to medium networks, but 5-15% slower
+    per product from 2048 x 2048 weights on, hence the size limit
+    :data:`CPU_TRANSPOSED_BP5_MAX_SIZE`. GPU and TPU libraries take either layout,
+    where the transpose would only add a kernel, so only the CPU lowering uses it.
+
+    Args:
+      delta: ``dL/dz^(l)``, ``(batch, n_out)``.
+      x_prev: ``x^(l-1)``, ``(batch, n_in)``.
+
+    Returns:
+      ``dL/dW^(l)``, ``(n_out, n_in)``, the shape of ``W``.
+    """
+    if delta.shape[1] * x_prev.shape[1] > CPU_TRANSPOSED_BP5_MAX_SIZE:
+        return delta.T @ x_prev
+    return jax.lax.platform_dependent(
+        delta,
+        x_prev,
+        # The barrier keeps XLA from folding the transpose back into the product.
+        cpu=lambda delta, x_prev: jax.lax.optimization_barrier(delta.T) @ x_prev,
+        default=lambda delta, x_prev: delta.T @ x_prev,
+    )
+
+
+def bias_grad(delta: Array) -> Array:
+    """BP6: ``dL/db_j = dL/dz_j``, summed over the batch.
+
+    Args:
+      delta: ``dL/dz^(l)``, ``(batch, n_out)``.
+
+    Returns:
+      ``dL/db^(l)``, ``(n_out,)``.
+    """
+    return delta.sum(axis=0)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Dense:
+    """A dense layer, ``z = x @ W.T + b``: the seed's layer without its activation.
+
+    Forward (BP1), with ``x`` ``(batch, n_in)``::
+
+        z = x @ W.T + b                      z_j = Σ_i w_ji x_i + b_j
+
+    Backward, from ``delta = dL/dz`` ``(batch, features)`` (the ``dy`` of the protocol):
+    the chain rule through ``z_j = Σ_i w_ji x_i + b_j`` gives ``∂z_j/∂x_i = w_ji``,
+    ``∂z_j/∂w_ji = x_i`` and ``∂z_j/∂b_j = 1``, so, summed over the rows of the batch::
+
+        dx = delta @ W                       BP3  dL/dx_i  = Σ_j dL/dz_j w_ji
+        dW = delta.T @ x                     BP5  dL/dw_ji = Σ_batch dL/dz_j x_i
+        db = delta.sum(0)                    BP6  dL/db_j  = Σ_batch dL/dz_j
+
+    Residuals: ``x`` (for BP5). Params: ``jbp.Layer(W, b)``, ``W`` ``(features, n_in)``
+    (the seed's ``w_ji``), ``b`` ``(features,)``.
+
+    Args:
+      features: ``n_out``, the number of outputs.
+      init: the weight initialisation scheme (see :mod:`jbp.model.initializers`; biases
+        start at zero). Stored as :attr:`init_name`, since :meth:`init` is the method.
+    """
+
+    features: int
+    init_name: str
+
+    def __init__(self, features: int, init: str = "glorot_uniform"):
+        object.__setattr__(self, "features", _validate.positive_int("Dense's features", features))
+        object.__setattr__(self, "init_name", _validate.name("Dense's init", init, tuple(INITIALIZERS)))
+
+    def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[Layer, tuple]:
+        """``(Layer(W, b), (features,))`` for inputs ``(batch, n_in)``; ``input_shape = (n_in,)``."""
+        key, (n_in,), dtype = args.init_args(self, key, input_shape, dtype, 1, "(n_in,), the features")
+        W = init_weight(self.init_name, key, n_in, self.features, dtype)
+        return Layer(W=W, b=jnp.zeros((self.features,), dtype)), (self.features,)
+
+    def forward(self, params: Layer, x: Array, *, key=None, train: bool = False) -> tuple[Array, Array]:
+        """``(z, x)``: BP1, keeping the input for BP5."""
+        return dense(params, x), x
+
+    def backward(self, params: Layer, x: Array, dy: Array) -> tuple[Layer, Array]:
+        """``(Layer(dW, db), dx)`` from ``dy = delta = dL/dz``: BP5, BP6 and BP3."""
+        return Layer(W=weight_grad(dy, x), b=bias_grad(dy)), input_grad(dy, params.W)

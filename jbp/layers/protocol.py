@@ -1,0 +1,83 @@
+"""The layer protocol: what a layer is, the extension point of jbp.
+
+A layer is a frozen, hashable description (static under ``jax.jit``, holding no arrays)
+with three pure methods. Shapes exclude the batch axis; data always carries one.
+
+- ``init(key, input_shape, dtype) -> (params, output_shape)``: draws the layer's
+  parameters for inputs of shape ``(batch, *input_shape)`` and says the shape of its
+  outputs.
+- ``forward(params, x, *, key=None, train=False) -> (y, residuals)``: the layer's
+  output and what its backward needs, chosen to be cheap (an activation's output, a
+  max pool's winners). ``key`` is a PRNG key for stochastic layers (dropout), used only
+  when ``train`` is true.
+- ``backward(params, residuals, dy) -> (dparams, dx)``: hand-derived, no autodiff.
+  ``dy = dL/dy`` has the shape of ``y``; ``dparams = dL/dparams`` has exactly the
+  structure, shapes and dtypes of ``params`` (``()`` for a layer without parameters)
+  and ``dx = dL/dx`` those of ``x``.
+
+This is :func:`jbp.check_vjp`'s ``forward``/``backward`` pair with ``params`` first, so
+:func:`jbp.check_layer` checks any layer against ``jax.vjp`` of its forward. Any object
+with these methods is a layer (:class:`LayerProtocol`, a ``typing.Protocol``); nothing
+needs to subclass anything. Residuals are a pytree of arrays; a shape that the backward
+needs is carried by :class:`StaticShape`, a pytree node with no leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+
+Array = jax.Array
+
+#: The methods every layer has.
+METHODS = ("init", "forward", "backward")
+
+
+@runtime_checkable
+class LayerProtocol(Protocol):
+    """A layer: ``init``, ``forward`` and ``backward`` (see the module docstring)."""
+
+    def init(self, key: Array, input_shape: tuple, dtype: Any) -> tuple[Any, tuple]:
+        """``(params, output_shape)`` for inputs of shape ``(batch, *input_shape)``."""
+        ...
+
+    def forward(self, params: Any, x: Array, *, key: Array | None = None, train: bool = False) -> tuple[Array, Any]:
+        """``(y, residuals)``."""
+        ...
+
+    def backward(self, params: Any, residuals: Any, dy: Array) -> tuple[Any, Array]:
+        """``(dparams, dx)``, hand-derived."""
+        ...
+
+
+def check_layer_object(arg: str, value: Any) -> Any:
+    """Checks that ``value`` is a layer: hashable, with callable ``init``, ``forward``
+    and ``backward``; returns it. The error names what is missing."""
+    missing = [m for m in METHODS if not callable(getattr(value, m, None))]
+    if missing or isinstance(value, type):
+        what = f"a class, {value.__name__}, not an instance" if isinstance(value, type) else (
+            f"{type(value).__name__} {value!r:.60} without {', '.join(missing)}"
+        )
+        raise TypeError(
+            f"{arg} must be a layer (an object with init, forward and backward methods; see "
+            f"jbp.layers.LayerProtocol), got {what}"
+        )
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"{arg} must be a hashable layer (a frozen description, static under jit), got "
+            f"unhashable {type(value).__name__}; make it a frozen dataclass"
+        ) from None
+    return value
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class StaticShape:
+    """A shape carried in residuals as static pytree metadata (no leaves, no memory):
+    what pooling and flattening need to give ``dx`` the shape of ``x``."""
+
+    shape: tuple
