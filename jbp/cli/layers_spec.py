@@ -112,9 +112,15 @@ def network(spec: str, data) -> Sequential:
     """The Sequential a spec describes for ``data`` (its loss and input shape)."""
     layers = parse(spec)
     try:
-        return Sequential(input_shape(layers[0], data.n_features), layers, loss=data.loss)
+        net = Sequential(input_shape(layers[0], data.n_features), layers, loss=data.loss)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--layers {spec!r}: {e}") from None
+    if net.output_shape != (data.n_outputs,):
+        raise UsageError(
+            f"--layers {spec!r}: the last layer gives {net.output_shape[0]} outputs but {data.name} "
+            f"needs {data.n_outputs}; end with dense:{data.n_outputs}"
+        )
+    return net
 
 
 def shaped_data(net, data):
