@@ -66,7 +66,9 @@ class LayerCheck:
 
 
 def _seed_equation(layer, leaf: str, i: int) -> tuple[Optional[str], str]:
-    """``(equation, formula)`` of a leaf of layer ``i``'s backward."""
+    """``(equation, formula)`` of a leaf of layer ``i``'s backward (a layer that ``wraps``
+    another, such as a planted mistake, has the equations of the one it wraps)."""
+    layer = getattr(layer, "wraps", layer)
     builtin = type(layer).__module__.startswith("jbp.layers")  # jbp's own carry the seed's equations
     kind = type(layer).__name__ if builtin else None
     if kind == "Dense":
@@ -128,7 +130,10 @@ def _check_list(net, params) -> list:
         layer = net.layers[i]
         paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params[i])[0]]
         for leaf in [f"params[{i}]{p}" for p in paths] + ["dx"]:
-            out.append((i, type(layer).__name__, leaf, *_seed_equation(layer, leaf, i)))
+            kind = type(layer).__name__
+            if hasattr(layer, "wraps"):
+                kind = f"{kind}({type(layer.wraps).__name__})"
+            out.append((i, kind, leaf, *_seed_equation(layer, leaf, i)))
     return out
 
 

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from jbp import _validate
+from jbp.verify import layer_mutations
 from jbp.verify.grads import STRESS, Equations, run_check, stress_point
 from jbp.verify.oracles import host_cast
 from jbp.verify.report import jsonable, markdown_table, text_table
@@ -178,7 +179,7 @@ def _changed_leaves(net, params, x, y, mutated64) -> tuple:
     differs from jbp's correct backward in float64: the ground truth."""
     with jax.enable_x64(True):
         right = jax.tree.leaves(_grads64(net, *host_cast((params, x, y), np.float64)))
-    names = [f"params[{l}].{leaf}" for l in range(len(params)) for leaf in ("W", "b")]
+    names = [f"params{jax.tree_util.keystr(p)}" for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     changed = []
     for name, r, w in zip(names, right, jax.tree.leaves(mutated64)):
         r, w = np.asarray(r), np.asarray(w)
@@ -189,7 +190,7 @@ def _changed_leaves(net, params, x, y, mutated64) -> tuple:
 
 
 def mutation_test(
-    net: MLP,
+    net,
     params: Params,
     x: Array,
     y: Array,
@@ -218,10 +219,18 @@ def mutation_test(
       rtol: passed to :func:`jbp.check_grads` (default: derived tolerances).
       key: PRNG key for the finite-difference directions.
 
+    For a :class:`jbp.Sequential` the mistakes are planted in its dense and activation
+    layers (:mod:`jbp.verify.layer_mutations`; ``mutations`` and ``stress`` are for an
+    MLP): "missing f'(z)" (BP4), "bias averaged" (BP6), "sign flip in dx" and
+    "transposed W" (BP3).
+
     Returns:
       A :class:`MutationReport`.
     """
+    _validate.network(net)
     x, y = _validate.inputs_and_targets(net, params, x, y)
+    if not isinstance(net, MLP):
+        return _layers_mutation_test(net, params, x, y, rtol=rtol, key=key)
     if stress is not None:
         params = stress_point(net, params, x, _validate.name("stress", stress, STRESS))
     results = []
@@ -242,3 +251,26 @@ def mutation_test(
             )
         )
     return MutationReport(tuple(results), np.dtype(x.dtype).name, stress, all(r.ok for r in results))
+
+
+def _layers_mutation_test(net, params, x, y, *, rtol, key) -> MutationReport:
+    """:func:`mutation_test` for a network of layers: each mistake planted by wrapping layers."""
+    results = []
+    for name, equation, _, _ in layer_mutations.LAYER_MUTATIONS:
+        mutated = layer_mutations.plant(net, name)
+        report, mutated64 = run_check(
+            mutated, params, x, y, rtol=rtol, finite_differences=True, key=key, equations=None,
+            stress=None, worst_examples=0,
+        )
+        first = report.first_failure
+        results.append(
+            MutationResult(
+                mutation=name,
+                equation=equation,
+                changed=_changed_leaves(net, params, x, y, mutated64),
+                named=report.failed,
+                first_failure=None if first is None else str(first),
+                first_equation=None if first is None else first.equation,
+            )
+        )
+    return MutationReport(tuple(results), np.dtype(x.dtype).name, None, all(r.ok for r in results))
