@@ -2,6 +2,7 @@
 
     python scripts/bench.py                      # every configuration, full run
     python scripts/bench.py --quick --configs tiny --out runs/bench.json
+    python scripts/bench.py --configs cnn,resmlp  # networks of layers: jbp vs autodiff
 
 For each configuration (a network, a batch, plain SGD) it times, in this one process,
 interleaved round after round (in a random order each round) after a warm-up, one
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -87,6 +89,44 @@ class Config:
         return 6 * self.batch * sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
 
 
+@dataclasses.dataclass(frozen=True)
+class LayersConfig:
+    """A network of layers (``jbp.Sequential``): jbp against autodiff only (NumPy and
+    PyTorch have no hand-written counterparts here)."""
+
+    name: str
+    input_shape: tuple
+    layers: Callable  # () -> the layers (built on use: jbp.layers is imported lazily)
+    batch: int
+    fit_steps: int
+    fit_epochs: int
+    description: str
+    loss: str = "cross_entropy"
+
+    @property
+    def net(self) -> jbp.Sequential:
+        return _sequential(self)
+
+
+@functools.lru_cache(maxsize=None)
+def _sequential(config: LayersConfig) -> jbp.Sequential:
+    return jbp.Sequential(config.input_shape, config.layers(), loss=config.loss)
+
+
+def _cnn():
+    from jbp.layers import Conv2D, Dense, Flatten, MaxPool2D
+
+    return [Conv2D(16, (3, 3)), "relu", Conv2D(32, (3, 3)), "relu", MaxPool2D((2, 2), (2, 2)),
+            Flatten(), Dense(10)]
+
+
+def _resmlp():
+    from jbp.layers import Dense, LayerNorm, Residual
+
+    block = lambda: Residual((LayerNorm(), Dense(256), "relu"))
+    return [Dense(256), *[block() for _ in range(8)], Dense(10)]
+
+
 CONFIGS = {
     c.name: c
     for c in (
@@ -94,6 +134,10 @@ CONFIGS = {
         Config("small", (64, 128, 10), 128, "relu", "softmax", "cross_entropy", 64, 4),
         Config("medium", (784, 512, 512, 10), 256, "relu", "softmax", "cross_entropy", 16, 2),
         Config("large", (4096, 4096, 4096, 10), 128, "relu", "softmax", "cross_entropy", 4, 1),
+        LayersConfig("cnn", (8, 8, 1), _cnn, 128, 16, 4,
+                     "8x8x1 -> conv 16@3x3, relu, conv 32@3x3, relu, maxpool 2, dense 10"),
+        LayersConfig("resmlp", (64,), _resmlp, 128, 16, 4,
+                     "64 -> dense 256, 8 x residual(layernorm, dense 256, relu), dense 10"),
     )
 }
 
@@ -104,6 +148,9 @@ CONFIGS = {
 def problem(config: Config, rows: int, seed: int = 0):
     """Float32 inputs and targets: ``rows`` examples for ``config``'s loss."""
     rng = np.random.default_rng(seed)
+    if isinstance(config, LayersConfig):
+        x = rng.normal(size=(rows, *config.input_shape)).astype(np.float32)
+        return x, rng.integers(0, config.net.output_shape[0], size=rows).astype(np.int32)
     x = rng.normal(size=(rows, config.sizes[0])).astype(np.float32)
     n_out = config.sizes[-1]
     if config.loss == "cross_entropy":
@@ -360,7 +407,55 @@ def fit_rate(config, params, quick: bool) -> dict:
             "fit_steps_per_s": steps * epochs / statistics.median(times)}
 
 
+def layers_agreement(config, params, x, y) -> dict:
+    """One step of jbp and of autodiff from the same start: max relative differences."""
+    out = {}
+    runs = {}
+    for name, manual in (("jbp", True), ("autodiff", False)):
+        step, state, _ = jax_step(config, params, x, y, manual=manual, donate=False)
+        (new_params, _), loss = step(state)
+        runs[name] = (np.asarray(loss), jax.tree.leaves(new_params))
+    loss_diff = _rel(runs["autodiff"][0], runs["jbp"][0])
+    params_diff = max(_rel(a, b) for a, b in zip(runs["autodiff"][1], runs["jbp"][1]))
+    out["autodiff"] = {"loss_rel_diff": loss_diff, "params_rel_diff": params_diff,
+                       "agree": loss_diff <= AGREE_RTOL and params_diff <= AGREE_RTOL}
+    return out
+
+
+def run_layers_config(config: LayersConfig, quick: bool) -> dict:
+    """jbp's step against autodiff's on a network of layers, interleaved as run_config."""
+    params = config.net.init(jax.random.key(0), dtype=jnp.float32)
+    x, y = problem(config, config.batch)
+    result = {"config": config.name, "kind": "layers", "description": config.description,
+              "batch": config.batch}
+    result["agreement"] = layers_agreement(config, params, x, y)
+    impls = {}
+    for name, manual, donate in (("jbp", True, True), ("autodiff", False, False),
+                                 ("autodiff+donate", False, True)):
+        step, state, jitted = jax_step(config, params, x, y, manual=manual, donate=donate)
+        result[name] = compile_stats(jitted, state, jnp.asarray(x), jnp.asarray(y))
+        impls[name] = Timed(step, state)
+    target, max_k, budget, (min_rounds, max_rounds) = (
+        (0.002, 50, 0.5, (3, 5)) if quick else (0.005, 500, 25.0, (15, 150))
+    )
+    for impl in impls.values():
+        impl.calibrate(target, max_k)
+    result["rounds"] = interleave(impls, min_rounds, max_rounds, budget)
+    samples = {name: impl.samples for name, impl in impls.items()}
+    cpu = {name: impl.cpu_samples for name, impl in impls.items()}
+    for name in impls:
+        result[name]["step_s"] = statistics.median(samples[name])
+        result[name]["vs_autodiff"] = paired_ratio(samples[name], samples["autodiff"])
+        result[name]["vs_autodiff_cpu"] = paired_ratio(cpu[name], cpu["autodiff"])
+    result["jbp"]["vs_autodiff_donate"] = paired_ratio(samples["jbp"], samples["autodiff+donate"])
+    result["jbp"]["vs_autodiff_donate_cpu"] = paired_ratio(cpu["jbp"], cpu["autodiff+donate"])
+    result.update(fit_rate(config, params, quick))
+    return result
+
+
 def run_config(config: Config, quick: bool) -> dict:
+    if isinstance(config, LayersConfig):
+        return run_layers_config(config, quick)
     net = config.net
     params = net.init(jax.random.key(0), dtype=jnp.float32)
     x, y = problem(config, config.batch)
@@ -453,7 +548,34 @@ def _ms(s):
     return f"{s * 1e3:.3g} ms" if s >= 1e-3 else f"{s * 1e6:.3g} µs"
 
 
+def layers_table(results: list) -> list:
+    """The networks of layers: jbp against autodiff (time and XLA's planned memory)."""
+    lines = [
+        "| config | network | jbp step | autodiff step | jbp / autodiff | same, CPU time "
+        "| jbp / autodiff+donate (CPU time) | temp MiB jbp / autodiff | peak MiB jbp / autodiff "
+        "| fit steps/s | agree (max rel. diff) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        a = r["agreement"]["autodiff"]
+        lines.append(
+            f"| {r['config']} | {r['description']}, batch {r['batch']} | {_ms(r['jbp']['step_s'])} "
+            f"| {_ms(r['autodiff']['step_s'])} | **{r['jbp']['vs_autodiff']:.2f}** "
+            f"| {r['jbp']['vs_autodiff_cpu']:.2f} "
+            f"| {r['jbp']['vs_autodiff_donate']:.2f} ({r['jbp']['vs_autodiff_donate_cpu']:.2f}) "
+            f"| {_mib(r['jbp']['temp_mib'])} / {_mib(r['autodiff']['temp_mib'])} "
+            f"| {_mib(r['jbp']['peak_mib'])} / {_mib(r['autodiff']['peak_mib'])} "
+            f"| {r['fit_steps_per_s']:.3g} "
+            f"| {'yes' if a['agree'] else 'NO'} ({max(a['loss_rel_diff'], a['params_rel_diff']):.1e}) |"
+        )
+    return lines
+
+
 def table(results: list, info: dict) -> str:
+    layered = [r for r in results if r.get("kind") == "layers"]
+    results = [r for r in results if r.get("kind") != "layers"]
+    if not results:
+        return "\n".join(layers_table(layered))
     has_torch = info["torch"] is not None
     lines = [
         "| config | jbp step | autodiff step | jbp / autodiff | same, CPU time "
@@ -497,6 +619,8 @@ def table(results: list, info: dict) -> str:
     ]
     if not has_torch:
         lines.append('PyTorch not installed: its columns are skipped (pip install -e ".[bench]").')
+    if layered:
+        lines += ["", *layers_table(layered)]
     return "\n".join(lines)
 
 
