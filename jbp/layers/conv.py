@@ -41,8 +41,8 @@ that no window reaches get ``dx = 0``. ``"SAME"``: ``o_n = ceil(n / s)`` and
 ``lo + hi = max((o_n - 1) s + k - n, 0)``, ``lo = floor((lo + hi) / 2)``, as
 ``lax.conv_general_dilated`` pads.
 
-Params ``ConvParams(W, b)``: ``W`` ``(features, in_channels, *kernel_size)``, out and in
-first as Dense's ``(n_out, n_in)``; ``b`` ``(features,)``. Residuals: the input ``x``.
+Params ``jbp.Layer(W, b)``, as Dense's: ``W`` ``(features, in_channels, *kernel_size)``, out and in
+first as ``(n_out, n_in)``; ``b`` ``(features,)``. Residuals: the input ``x``.
 """
 
 from __future__ import annotations
