@@ -29,6 +29,7 @@ from jbp.training.sweep import sweep
 from jbp.training.fit import History, fit
 from jbp.training.update import gradient_descent, make_train_step, train_step
 from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
+from jbp.verify.layer import LayerCheckReport, check_layer
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "INITIALIZERS",
     "LOSSES",
     "Layer",
+    "LayerCheckReport",
     "Loss",
     "MLP",
     "MUTATIONS",
@@ -52,6 +54,7 @@ __all__ = [
     "VJPCheckReport",
     "backward",
     "check_grads",
+    "check_layer",
     "check_vjp",
     "check_vjp_many",
     "custom_vjp_loss",

@@ -6,18 +6,43 @@ docstring, beside its forward, one small module per family:
 
 - :mod:`~jbp.layers.dense`: :class:`Dense` (the seed's BP1, BP3, BP5, BP6).
 - :mod:`~jbp.layers.activation`: :class:`ActivationLayer` (BP2, BP4), :func:`as_layer`.
+- :mod:`~jbp.layers.conv`: :class:`Conv1D`, :class:`Conv2D` (BP1, BP3, BP5, BP6 with
+  shared weights).
+- :mod:`~jbp.layers.pool`: :class:`MaxPool1D`, :class:`MaxPool2D`, :class:`AvgPool1D`,
+  :class:`AvgPool2D`.
+- :mod:`~jbp.layers.reshape`: :class:`Flatten`.
+- :mod:`~jbp.layers.dropout`: :class:`Dropout`.
+- :mod:`~jbp.layers.norm`: :class:`LayerNorm`.
+- :mod:`~jbp.layers.residual`: :class:`Residual`, ``y = x + block(x)``.
 
 Check a layer of your own with :func:`jbp.check_layer`.
 """
 
 from jbp.layers.activation import ActivationLayer, as_layer
+from jbp.layers.conv import Conv1D, Conv2D
 from jbp.layers.dense import Dense
+from jbp.layers.dropout import Dropout
+from jbp.layers.norm import LayerNorm, LayerNormParams
+from jbp.layers.pool import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from jbp.layers.protocol import LayerProtocol, StaticShape, check_layer_object
+from jbp.layers.reshape import Flatten
+from jbp.layers.residual import Residual
 
 __all__ = [
     "ActivationLayer",
+    "AvgPool1D",
+    "AvgPool2D",
+    "Conv1D",
+    "Conv2D",
     "Dense",
+    "Dropout",
+    "Flatten",
+    "LayerNorm",
+    "LayerNormParams",
     "LayerProtocol",
+    "MaxPool1D",
+    "MaxPool2D",
+    "Residual",
     "StaticShape",
     "as_layer",
     "check_layer_object",

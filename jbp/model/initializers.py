@@ -58,5 +58,10 @@ INITIALIZERS: dict[str, Callable] = {
 
 def init_weight(name: str, key: Array, n_in: int, n_out: int, dtype) -> Array:
     """Draws one layer's ``W``, ``(n_out, n_in)``, with the scheme ``name``."""
-    draw = INITIALIZERS[name]
-    return draw(key, (n_out, n_in), _variance(name, n_in, n_out), dtype)
+    return init_array(name, key, (n_out, n_in), n_in, n_out, dtype)
+
+
+def init_array(name: str, key: Array, shape: tuple, fan_in: int, fan_out: int, dtype) -> Array:
+    """Draws weights of any ``shape`` with the scheme ``name`` and the given fans (a
+    convolution's ``W`` ``(F, C, *k)`` has ``fan_in = C · prod(k)``, ``fan_out = F · prod(k)``)."""
+    return INITIALIZERS[name](key, shape, _variance(name, fan_in, fan_out), dtype)

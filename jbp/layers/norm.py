@@ -1,0 +1,75 @@
+"""Normalisation: :class:`LayerNorm`, with a learned scale and offset."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jbp import _validate
+from jbp.layers import args
+
+Array = jax.Array
+
+
+class LayerNormParams(NamedTuple):
+    """:class:`LayerNorm`'s parameters (or their gradients)."""
+
+    scale: Array  # (d,), gamma
+    offset: Array  # (d,), beta
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerNorm:
+    """Layer normalisation over the last axis (the features; for channels-last images,
+    the channels of each position), with a learned scale ``γ`` and offset ``β`` per
+    feature (Ba, Kiros & Hinton, 2016).
+
+    Forward, for each row ``x`` of ``d`` features (every index but the last)::
+
+        μ = mean(x),  σ² = mean((x - μ)²),  r = 1 / sqrt(σ² + ε)
+        x̂ = (x - μ) r
+        y = γ x̂ + β
+
+    Backward, from ``dy``: ``γ`` and ``β`` are shared by all rows, so (BP5 and BP6 of a
+    diagonal layer) ``dγ = Σ_rows dy x̂`` and ``dβ = Σ_rows dy``. Through ``x̂`` with
+    ``g = dy γ``: ``∂x̂_i/∂x_j = r (δ_ij - 1/d - x̂_i x̂_j / d)`` (from ``∂μ/∂x_j = 1/d``
+    and ``∂r/∂x_j = -r³ (x_j - μ) / d``), hence::
+
+        dx = r (g - mean(g) - x̂ mean(g x̂))
+
+    Residuals: ``x̂`` and ``r``. Params: :class:`LayerNormParams` ``(scale, offset)``,
+    each ``(d,)``, initially ones and zeros.
+
+    Args:
+      epsilon: ``ε`` > 0, added to the variance.
+    """
+
+    epsilon: float = 1e-5
+
+    def __post_init__(self):
+        object.__setattr__(self, "epsilon", float(_validate.real("LayerNorm's epsilon", self.epsilon, positive=True, finite=True)))
+
+    def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[LayerNormParams, tuple]:
+        """``(LayerNormParams(ones, zeros), input_shape)``, each ``(input_shape[-1],)``."""
+        _, shape, dtype = args.init_args(self, key, input_shape, dtype, None, "the input's shape")
+        d = shape[-1]
+        return LayerNormParams(scale=jnp.ones((d,), dtype), offset=jnp.zeros((d,), dtype)), shape
+
+    def forward(self, params: LayerNormParams, x: Array, *, key=None, train: bool = False):
+        """``(y, (x̂, r))``."""
+        xc = x - jnp.mean(x, axis=-1, keepdims=True)
+        r = lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + self.epsilon)
+        x_hat = xc * r
+        return params.scale * x_hat + params.offset, (x_hat, r)
+
+    def backward(self, params: LayerNormParams, residuals: tuple, dy: Array) -> tuple[LayerNormParams, Array]:
+        """``(LayerNormParams(dγ, dβ), dx)``."""
+        x_hat, r = residuals
+        rows = tuple(range(dy.ndim - 1))
+        g = dy * params.scale
+        dx = r * (g - jnp.mean(g, axis=-1, keepdims=True) - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True))
+        return LayerNormParams(scale=jnp.sum(dy * x_hat, axis=rows), offset=jnp.sum(dy, axis=rows)), dx

@@ -1,0 +1,76 @@
+"""Skip connections: :class:`Residual`, ``y = x + block(x)``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+
+from jbp import _validate
+from jbp._validate import describe
+from jbp.layers import args
+from jbp.layers.activation import as_layer
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Residual:
+    """``y = x + block(x)``, the block a chain of layers whose output has the input's shape.
+
+    Forward: ``h_0 = x``, ``h_i = layer_i(h_{i-1})``, ``y = x + h_n``. Backward: ``x``
+    reaches ``y`` along two paths, the skip (``∂y/∂x = I``) and the block, and the chain
+    rule adds them::
+
+        dh_n = dy;  (dparams_i, dh_{i-1}) = layer_i.backward(params_i, residuals_i, dh_i)
+        dx = dy + dh_0
+
+    Params (and ``dparams``): a tuple, one entry per inner layer. Residuals: a tuple, one
+    per inner layer. With a ``key``, inner layer ``i`` gets ``jax.random.fold_in(key, i)``.
+
+    Args:
+      layers: the block, a sequence of layers (an activation name, ``"relu"``, is an
+        activation layer; see :func:`jbp.layers.as_layer`).
+    """
+
+    layers: tuple
+
+    def __init__(self, layers):
+        if isinstance(layers, str) or not isinstance(layers, (tuple, list)):
+            raise TypeError(f"Residual's layers must be a tuple or list of layers, got {describe(layers)}")
+        if not layers:
+            raise ValueError("Residual's layers must hold at least one layer, got an empty sequence")
+        object.__setattr__(self, "layers", tuple(as_layer(l, f"Residual's layers[{i}]") for i, l in enumerate(layers)))
+
+    def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[tuple, tuple]:
+        """``(params, input_shape)``: each inner layer's init with its own key
+        (``jax.random.split``); the block must give back the input's shape."""
+        _validate.prng_key("Residual.init's key", key)
+        input_shape = args.input_shape(self, input_shape, None, "the input's shape")
+        shape, params = input_shape, []
+        for layer, k in zip(self.layers, jax.random.split(key, len(self.layers))):
+            p, shape = layer.init(k, shape, dtype)
+            params.append(p)
+        if tuple(shape) != input_shape:
+            raise ValueError(
+                f"Residual's block must keep the input's shape {input_shape} (y = x + block(x)), "
+                f"but its layers give {tuple(shape)}"
+            )
+        return tuple(params), input_shape
+
+    def forward(self, params: tuple, x: Array, *, key: Optional[Array] = None, train: bool = False):
+        """``(x + block(x), residuals)``."""
+        h, residuals = x, []
+        for i, (layer, p) in enumerate(zip(self.layers, params)):
+            h, r = layer.forward(p, h, key=None if key is None else jax.random.fold_in(key, i), train=train)
+            residuals.append(r)
+        return x + h, tuple(residuals)
+
+    def backward(self, params: tuple, residuals: tuple, dy: Array) -> tuple[tuple, Array]:
+        """``(dparams, dy + dh_0)``: both paths summed."""
+        dh, dparams = dy, []
+        for layer, p, r in reversed(list(zip(self.layers, params, residuals))):
+            dp, dh = layer.backward(p, r, dh)
+            dparams.append(dp)
+        return tuple(reversed(dparams)), dy + dh
