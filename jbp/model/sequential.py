@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jbp import _validate
 from jbp.model.activations import ACTIVATIONS, get_activation
+from jbp.layers import as_layer
 from jbp.model.base import Network
 from jbp.model.initializers import INITIALIZERS
 from jbp.model.losses import LOSSES, get_loss
@@ -42,32 +43,6 @@ class SequentialCache(NamedTuple):
     residuals: tuple
     z: Array
     out: Array
-
-
-def _as_layer(layer: Any, where: str):
-    """A layer of the protocol; a string names an activation layer (``"relu"``)."""
-    if isinstance(layer, str):
-        from jbp.layers import as_layer  # the built-in layers sit above the model's core
-
-        try:
-            return as_layer(layer)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from None
-    for method in ("init", "forward", "backward"):
-        if not callable(getattr(layer, method, None)):
-            raise TypeError(
-                f"{where} must be a layer with init, forward and backward methods (see "
-                f"jbp.layers) or an activation name, got {_validate.describe(layer)} "
-                f"without {method}()"
-            )
-    try:
-        hash(layer)
-    except TypeError:
-        raise TypeError(
-            f"{where} must be hashable (a frozen dataclass holding no arrays), got "
-            f"{type(layer).__name__}; jit treats the network as static"
-        ) from None
-    return layer
 
 
 def _with_init(layer, init: Optional[str]):
@@ -156,8 +131,9 @@ class Sequential(Network):
             raise ValueError("layers is empty; a Sequential needs at least one layer")
         if init is not None:
             _validate.name("init", init, tuple(INITIALIZERS))
+        # a name is an activation layer; anything else must follow the layer protocol
         layers = tuple(
-            _with_init(_as_layer(layer, f"layers[{i}]"), init) for i, layer in enumerate(layers)
+            _with_init(as_layer(layer, f"layers[{i}]"), init) for i, layer in enumerate(layers)
         )
         loss_fn = get_loss(_validate.name("loss", loss, LOSSES))
         if output_activation is None:
