@@ -169,3 +169,31 @@ def test_bad_inputs_are_named(call, error, match):
     x, y = blobs(8)
     with pytest.raises(error, match=match):
         call(net, params, x, y)
+
+
+def test_a_network_mixing_the_built_in_layers_trains_and_passes_check_grads():
+    from jbp.layers import Conv2D, Dense, Dropout, Flatten, LayerNorm, MaxPool2D, Residual
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=96)
+    images = np.zeros((96, 6, 6, 1), np.float32)
+    for i, label in enumerate(y):  # a bright bar: row 1, row 4 or the middle column
+        if label == 0:
+            images[i, 1, :, 0] = 1
+        elif label == 1:
+            images[i, 4, :, 0] = 1
+        else:
+            images[i, :, 3, 0] = 1
+    x = jnp.asarray(images + 0.3 * rng.normal(size=images.shape).astype(np.float32))
+    y = jnp.asarray(y)
+    net = jbp.Sequential((6, 6, 1), [
+        Conv2D(4, (3, 3)), "tanh", MaxPool2D((2, 2), (2, 2)), Flatten(), Dense(12), LayerNorm(),
+        Residual((Dense(12), "tanh")), Dropout(0.2), Dense(3)], loss="cross_entropy")
+    params = net.init(jax.random.key(0), np.float32)
+    report = jbp.check_grads(net, params, x[:8], y[:8], train=True, worst_examples=0)
+    assert report.ok, str(report)
+    assert {c.layer for c in report.equations} == set(range(net.n_layers)) | {None}  # every layer checked
+    trained, history = jbp.fit(net, params, x, y, optimizer=optax.adam(2e-2), epochs=15,
+                               batch_size=32, key=jax.random.key(1))
+    assert float(history.loss[-1]) < 0.5 * float(history.loss[0])
+    assert float(net.accuracy(trained, x, y)) > 0.8  # chance is 1/3
