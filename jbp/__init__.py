@@ -33,6 +33,18 @@ from jbp.verify.layer import LayerCheckReport, check_layer
 
 __version__ = "0.1.0"
 
+#: Subpackages imported on first use (``jbp.datasets.load("xor")`` without importing
+#: ``jbp.datasets`` first), so that ``import jbp`` stays as fast as the model needs.
+_LAZY_SUBMODULES = ("datasets", "cli")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"jbp.{name}")
+    raise AttributeError(f"module 'jbp' has no attribute {name!r}")
+
 __all__ = [
     "ACTIVATIONS",
     "Activation",

@@ -1,6 +1,7 @@
 """Shared fixtures. x64 is on so float64 cases are real float64; float32 cases ask for it."""
 
 import collections
+import os
 
 import jax
 import pytest
@@ -35,3 +36,8 @@ def plant(monkeypatch):
     yield plant
     monkeypatch.undo()
     jax.clear_caches()
+
+
+# The CLI's tests run in this process: JAX's persistent compilation cache (process-wide
+# configuration) stays off for them; tests/test_runtime.py turns it on in a subprocess.
+os.environ.setdefault("JBP_NO_CACHE", "1")

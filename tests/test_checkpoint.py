@@ -90,6 +90,19 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == ["c.npz"]  # no temporary file left behind
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_checkpoint_gets_the_mode_of_any_new_file(tmp_path, umask):
+    # tempfile.mkstemp creates 0600; the checkpoint must respect the umask as open() does
+    old = os.umask(umask)
+    try:
+        jbp.save_checkpoint(tmp_path / "c.npz", net=NET, params=NET.init(jax.random.key(0)))
+        (tmp_path / "other").write_text("x")
+    finally:
+        os.umask(old)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
+    assert mode("c.npz") == mode("other") == 0o666 & ~umask
+
+
 def test_truncated_file_is_a_clear_error(tmp_path):
     params, opt_state, _ = _trained()
     path = tmp_path / "c.npz"

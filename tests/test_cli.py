@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -16,16 +17,19 @@ def _metrics(folder):
     return json.loads((folder / "metrics.json").read_text())
 
 
-def test_defaults_reach_097_on_digits_and_write_outputs(tmp_path, capsys):
+def test_defaults_reach_0975_on_digits_and_write_outputs(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "gradient check on 64 examples, manual vs jax.grad (float32): PASSED" in out
+    assert ("gradient check on 64 examples at the initial parameters, manual vs jax.grad (float32): PASSED, "
+            "max relative error") in out
+    assert "every leaf also verified in float64" in out
     m = _metrics(tmp_path)
-    assert m["dataset"] == "digits" and m["test_accuracy"] >= 0.97
-    assert len(m["train_loss"]) == m["epochs_run"] == 100
+    assert m["dataset"] == "digits" and m["test_accuracy"] >= 0.975
+    assert len(m["train_loss"]) == m["epochs_run"] == 40
     assert m["settings"]["hidden"] == "256" and m["gradient_check"]["ok"] is True
     assert f"test accuracy {m['test_accuracy']:.4f}" in out
-    assert {"train_s", "steps_per_s"} <= set(m["timings"])
+    assert {"total_s", "compile_s", "check_s", "train_s", "steady_steps_per_s", "steps_per_s"} <= set(m["timings"])
+    assert m["timings"]["steady_steps_per_s"] > 0 and m["timings"]["compile_s"] > 0
     for name in ("loss.png", "checkpoint.npz"):
         assert (tmp_path / name).stat().st_size > 1000
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -79,7 +83,7 @@ def test_check_command_json_and_mutations(capsys):
         (["train", "--activation", "swish"], "unknown activation 'swish'"),
         (["train", "--optimizer", "rmsprop"], "unknown --optimizer 'rmsprop'; expected one of sgd, momentum, adam"),
         (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
-        (["train", "--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
+        (["train", "--epochs", "ten"], "--epochs must be an integer, got 'ten'"),
         (["launch"], "invalid choice: 'launch'"),
     ],
 )
@@ -94,7 +98,11 @@ def test_resume_without_a_checkpoint_and_with_changed_settings(tmp_path, capsys)
     assert "no checkpoint to resume in" in capsys.readouterr().err
     assert main(["train", "--dataset", "xor", "--epochs", "2", "--no-check", "--out", str(tmp_path)]) == 0
     assert main(["train", "--resume", "--lr", "0.5", "--out", str(tmp_path)]) == 2
-    assert "--lr 0.5 differs from the run in" in capsys.readouterr().err
+    # the saved value, the default lr resolved (not "(None)")
+    assert f"--lr 0.5 differs from the run in {tmp_path} (0.001); a resumed run keeps" in capsys.readouterr().err
+    assert main(["train", "--resume", "--lr", "0.001", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out == f"nothing left to run in {tmp_path}: it is at epoch 2 and --epochs is 1; pass a larger --epochs to continue\n"
 
 
 def test_a_corrupted_checkpoint_is_one_line(tmp_path, capsys):
@@ -126,3 +134,62 @@ def test_divergence_is_one_line_exit_1_and_keeps_the_last_finite_parameters(tmp_
     saved = jbp.load_checkpoint(tmp_path / "checkpoint.npz")
     assert saved.epoch == m["epochs_run"]
     assert all(np.all(np.isfinite(a)) for layer in saved.params for a in layer)
+
+
+XOR4 = ["train", "--dataset", "xor", "--hidden", "4", "--no-check"]
+
+
+def test_the_header_prints_the_lr_used_and_the_run_saves_it(tmp_path, capsys):
+    assert main(XOR4 + ["--optimizer", "sgd", "--lr", "0.25", "--epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    assert "sgd lr 0.25, batch 4" in capsys.readouterr().out
+    assert _metrics(tmp_path / "a")["settings"]["lr"] == 0.25
+    assert main(XOR4 + ["--optimizer", "sgd", "--epochs", "1", "--out", str(tmp_path / "b")]) == 0
+    assert "sgd lr 0.1, batch 4" in capsys.readouterr().out
+    assert _metrics(tmp_path / "b")["settings"]["lr"] == 0.1
+
+
+def test_a_loss_that_rises_far_above_its_start_says_so_and_exits_1(tmp_path, capsys):
+    assert main(XOR4 + ["--lr", "1e6", "--epochs", "5", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^training failed: the training loss rose from \S+ \(at the initial parameters\) to \S+; "
+                     r"the learning rate \(1e\+06\) is likely too high, try a smaller --lr$", out, re.M), out
+    m = _metrics(tmp_path)
+    assert m["failed_to_learn"] is True and m["train_loss"][-1] > 10 * m["initial_train_loss"]
+
+
+def test_test_loss_per_chunk_and_honest_timings_in_metrics(tmp_path, capsys):
+    assert main(XOR4 + ["--epochs", "7", "--chunk", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    m = _metrics(tmp_path)
+    assert [e for e, _ in m["test_loss_curve"]] == [0, 2, 4, 6, 7]
+    assert m["test_loss_curve"][-1][1] == m["test_loss"]
+    t = m["timings"]
+    # chunks 2 and 3 reuse chunk 1's program; the last (1 epoch) compiles its own
+    assert t["steps"] == 7 and t["steady_steps"] == 4 and t["steady_steps_per_s"] > 0
+    assert t["total_s"] >= t["train_s"] > 0 and t["compile_s"] > 0
+    assert re.search(r"^time: total [\d.]+ s \(compiling [\d.]+ s, training [\d.]+ s\), [\d,]+ steps/s steady "
+                     r"\(over 4 steps run without compiling\)$", out, re.M), out
+    # one chunk of a program not compiled before (its own lr): no steady figure to report
+    assert main(XOR4 + ["--epochs", "2", "--lr", "0.0123", "--out", str(tmp_path / "one")]) == 0
+    assert _metrics(tmp_path / "one")["timings"]["steady_steps_per_s"] is None
+    assert "no steady steps/s: every chunk of epochs compiled" in capsys.readouterr().out
+
+
+def test_the_gradient_check_runs_at_the_initial_parameters_also_on_resume(tmp_path, capsys):
+    argv = ["train", "--dataset", "xor", "--hidden", "4", "--activation", "tanh", "--lr", "0.05", "--out", str(tmp_path)]
+    assert main(argv + ["--epochs", "30"]) == 0
+    fresh = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gradient check")]
+    assert main(["train", "--resume", "--epochs", "31", "--out", str(tmp_path)]) == 0
+    resumed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gradient check")]
+    assert resumed == fresh and len(fresh) == 1
+    assert "at the initial parameters" in fresh[0] and "every leaf also verified in float64" in fresh[0]
+    check = _metrics(tmp_path)["gradient_check"]
+    assert check["point"] == "the initial parameters" and len(check["verified"]) == 4
+
+
+def test_a_checkpoint_not_written_by_train_is_one_line(tmp_path, capsys):
+    net = jbp.MLP((2, 3, 1), activation="tanh", loss="binary_cross_entropy", output_activation="sigmoid")
+    jbp.save_checkpoint(tmp_path / "checkpoint.npz", net=net, params=net.init(jax.random.key(0), dtype=np.float32))
+    for argv in (["train", "--resume"], ["evaluate"]):
+        assert main([*argv, "--out", str(tmp_path)]) == 2
+        assert "holds no run settings: it was not written by jbp train" in capsys.readouterr().err

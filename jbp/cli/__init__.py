@@ -1,10 +1,13 @@
-"""The command line: ``python -m jbp train|check`` (also installed as ``jbp``).
+"""The command line: ``python -m jbp train|check|predict|evaluate`` (also installed as ``jbp``).
 
 ``train`` checks the hand-derived gradients on a batch, trains with :func:`jbp.fit` in
 compiled chunks of epochs (a progress bar moves between chunks), prints a summary and,
 with ``--out DIR``, writes ``metrics.json``, plots and an atomically written checkpoint
 after every chunk, from which ``--resume`` continues exactly. ``check`` only verifies
-the gradients. Mistakes in the arguments print one line and exit with status 2.
+the gradients. ``predict`` and ``evaluate`` read a saved run's checkpoint. Mistakes in the
+arguments print one line and exit with status 2. Before a command computes anything, JAX's
+persistent compilation cache is switched on (unless ``--no-cache``) and the backend is
+started, so a missing platform is one line too (:mod:`jbp.cli.runtime`).
 
 Each command is a module with ``add_parser(commands)`` and ``run(args) -> exit status``.
 """
@@ -15,10 +18,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from jbp.cli import check, train
+import jbp
+from jbp.cli import check, evaluate, predict, runtime, train
 from jbp.cli.common import Parser, UsageError
 
-COMMANDS = {"train": train, "check": check}
+COMMANDS = {"train": train, "check": check, "predict": predict, "evaluate": evaluate}
 
 __all__ = ["COMMANDS", "UsageError", "main", "parser", "run"]
 
@@ -26,6 +30,7 @@ __all__ = ["COMMANDS", "UsageError", "main", "parser", "run"]
 def parser() -> argparse.ArgumentParser:
     """The parser of every command."""
     p = Parser(prog="jbp", description="Backpropagation with hand-derived gradients, in JAX.")
+    p.add_argument("--version", action="version", version=f"jbp {jbp.__version__}")
     commands = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS.values():
         command.add_parser(commands)
@@ -34,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Runs the parsed command; returns its exit status."""
+    if runtime.cache_wanted(getattr(args, "no_cache", False)):
+        runtime.enable_cache()
+    runtime.first_device_use()
     return COMMANDS[args.command].run(args)
 
 
@@ -47,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = p.parse_args(argv)
         return run(args)
+    except SystemExit as e:  # --help and --version print and exit 0
+        return e.code if isinstance(e.code, int) else 0
     except UsageError as e:
         # Every mistake in the arguments ends here, as one line.
         print(f"jbp: error: {e}", file=sys.stderr)

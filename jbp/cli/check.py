@@ -6,8 +6,7 @@ import json
 
 import jax
 
-from jbp import datasets
-from jbp.cli import common
+from jbp.cli import common, datacache, runtime
 from jbp.cli.common import CHECK_BATCH, say
 from jbp.verify.grads import STRESS, check_grads
 from jbp.verify.mutations import mutation_test
@@ -19,12 +18,13 @@ def add_parser(commands) -> None:
     check.add_argument("--stress", choices=STRESS, help="check at an adversarial point instead")
     check.add_argument("--mutations", action="store_true",
                        help="plant the classic mistakes in jbp's backward and show each is caught")
-    check.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    check.add_argument("--format", choices=("text", "markdown", "json"), default="text",
+                       help="text: a table; markdown: Markdown tables; json: one object (default text)")
 
 
 def run(args) -> int:
     s = common.settings(args)
-    data = common.usage(datasets.load, s["dataset"], seed=s["seed"])
+    data = datacache.load(s["dataset"], s["seed"], cache=runtime.cache_wanted(args.no_cache))
     net = common.usage(common.network, s, data)
     params = net.init(jax.random.split(jax.random.key(s["seed"]))[0], dtype=data.x_train.dtype)
     n = min(CHECK_BATCH, len(data.x_train))

@@ -11,13 +11,15 @@ import time
 import jax
 import numpy as np
 
-from jbp import datasets
-from jbp.cli import common, layers_spec
-from jbp.cli.common import CHECK_BATCH, CHECKPOINT, DEFAULT_LR, OPTIMIZERS, RUN_SETTINGS, UsageError, say
-from jbp.cli.plots import plots
+from jbp.cli import common, datacache, flags, gradcheck, layers_spec, rundir, runtime, timing
+from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
+from jbp.cli.plots import plots, preload
 from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
 from jbp.training.fit import fit
-from jbp.verify.grads import check_grads
+
+#: A run whose final training loss exceeds this multiple of the loss at its initial
+#: parameters failed to learn (typically too high a learning rate): it says so, exit 1.
+LOSS_ROSE = 10.0
 
 
 def add_parser(commands) -> None:
@@ -26,29 +28,18 @@ def add_parser(commands) -> None:
     train.add_argument("--layers", metavar="SPEC", help=layers_spec.HELP)
     train.add_argument("--model", help=f"a named network of layers: {', '.join(f'{k} = {v}' for k, v in layers_spec.MODELS.items())}")
     train.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
-    train.add_argument("--lr", type=float, help="learning rate (default: sgd 0.1, momentum 0.05, adam 1e-3)")
-    train.add_argument("--lr-decay", type=float, help="multiply the learning rate by this every epoch")
-    train.add_argument("--epochs", type=int, help="total epochs (default 100); with --resume, train up to this")
-    train.add_argument("--batch-size", type=int, help="examples per step (default 32, at most the data)")
-    train.add_argument("--tol", type=float, help="stop once an epoch's mean training loss is <= tol")
-    train.add_argument("--chunk", type=int, default=5, help="epochs compiled per progress update (default 5)")
+    train.add_argument("--lr", type=flags.lr, help="learning rate, > 0 (default: sgd 0.1, momentum 0.05, adam 1e-3)")
+    train.add_argument("--lr-decay", type=flags.lr_decay, help="multiply the learning rate by this, in (0, 1], every epoch")
+    train.add_argument("--epochs", type=flags.epochs,
+                       help=f"total epochs (default {common.DEFAULTS['epochs']}); with --resume, train up to this")
+    train.add_argument("--batch-size", type=flags.batch_size, help="examples per step (default 32, at most the data)")
+    train.add_argument("--tol", type=flags.tol, help="stop once an epoch's mean training loss is <= tol (>= 0)")
+    train.add_argument("--chunk", type=flags.chunk, default=5, help="epochs compiled per progress update (default 5)")
     train.add_argument("--out", help="folder for metrics.json, plots and the checkpoint")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already saved in --out")
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                       help="verify the manual gradients against jax.grad first (default on)")
-
-
-def gradient_check(net, params, data) -> dict:
-    n = min(CHECK_BATCH, len(data.x_train))
-    report = check_grads(net, params, data.x_train[:n], data.y_train[:n])
-    worst = max(report.leaves, key=lambda leaf: leaf.rel_err / leaf.tol)
-    verdict = "PASSED" if report.ok else "FAILED"
-    say(f"gradient check on {n} examples, manual vs jax.grad ({report.dtype}): {verdict}, "
-         f"max relative error {worst.rel_err:.1e} ({worst.name}, tolerance {worst.tol:.1e})")
-    if not report.ok:
-        say(report)
-    return {"ok": report.ok, "max_rel_err": max(leaf.rel_err for leaf in report.leaves),
-            "leaves": [leaf.to_dict() for leaf in report.leaves]}
+                       help="verify the manual gradients against jax.grad first, at the initial parameters (default on)")
 
 
 def progress(total: int, initial: int):
@@ -59,7 +50,33 @@ def progress(total: int, initial: int):
     return tqdm(total=total, initial=initial, unit="epoch", disable=None, leave=False, file=sys.stderr)
 
 
+
+def resumed_settings(args, saved) -> dict:
+    """The saved run's settings, ``--epochs`` applied; a differing setting is refused."""
+    if not {"settings", "train_loss", "stop_reason"} <= set(saved.extra):
+        raise UsageError(f"the checkpoint in {args.out} holds no run settings: it was not written by jbp train")
+    s = common.with_lr(dict(saved.extra["settings"]))
+    for k in RUN_SETTINGS:
+        given = getattr(args, k, None)
+        if given is not None and given != s.get(k):
+            raise UsageError(f"--{k.replace('_', '-')} {given} differs from the run in {args.out} "
+                             f"({s.get(k)}); a resumed run keeps its settings")
+    if args.epochs is not None:
+        s["epochs"] = args.epochs
+    return s
+
+
+def nothing_left(saved, s) -> str:
+    """Why a resumed run has no epoch left to run, or ``""``."""
+    if saved.extra["stop_reason"] != "ran all epochs":
+        return f"it stopped at epoch {saved.epoch} ({saved.extra['stop_reason']})"
+    if saved.epoch >= s["epochs"]:
+        return f"it is at epoch {saved.epoch} and --epochs is {s['epochs']}; pass a larger --epochs to continue"
+    return ""
+
+
 def run(args) -> int:
+    started = time.perf_counter()
     if args.model is not None:
         if args.model not in layers_spec.MODELS:
             raise UsageError(f"unknown --model {args.model!r}; expected one of {', '.join(layers_spec.MODELS)}")
@@ -68,28 +85,20 @@ def run(args) -> int:
         args.layers = layers_spec.MODELS[args.model]
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the folder of the run to continue")
-    if args.chunk < 1:
-        raise UsageError(f"--chunk must be >= 1, got {args.chunk}")
+    rundir.check(args.out, resume=args.resume, overwrite=args.overwrite)
     ckpt_path = os.path.join(args.out, CHECKPOINT) if args.out else None
     if args.resume:
         if not os.path.exists(ckpt_path):
             raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path})")
         saved = common.usage(load_checkpoint, ckpt_path)
-        s = dict(saved.extra["settings"])
-        for k in RUN_SETTINGS:
-            given = getattr(args, k, None)
-            if given is not None and given != s.get(k):
-                raise UsageError(f"--{k.replace('_', '-')} {given} differs from the run in {args.out} "
-                                 f"({s.get(k)}); a resumed run keeps its settings")
-        if args.epochs is not None:
-            s["epochs"] = args.epochs
+        s = resumed_settings(args, saved)
+        if nothing_left(saved, s):
+            say(f"nothing left to run in {args.out}: {nothing_left(saved, s)}")
+            return 0
     else:
         s = common.settings(args)
-    for k in ("epochs", "batch_size"):
-        if s[k] < 1:
-            raise UsageError(f"--{k.replace('_', '-')} must be >= 1, got {s[k]}")
 
-    data = common.usage(datasets.load, s["dataset"], seed=s["seed"])
+    data = datacache.load(s["dataset"], s["seed"], cache=runtime.cache_wanted(args.no_cache))
     n_features = data.n_features
     if s.get("layers"):  # a network of layers; digits become images for a convolution
         net = layers_spec.network(s["layers"], data)
@@ -100,94 +109,105 @@ def run(args) -> int:
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
+    initial = net.init(init_key, dtype=data.x_train.dtype)
+    loss_fn, accuracy_fn = common.metric_fns(net)
     if args.resume:
         opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
         params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
+        test_curve = [list(p) for p in saved.extra.get("test_loss_curve", [])]
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
-        params = net.init(init_key, dtype=data.x_train.dtype)
+        params = initial
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
+        test_curve = [[0, float(loss_fn(params, data.x_test, data.y_test))]]
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
+        rundir.create(args.out, overwrite=args.overwrite)
+        preload()
 
     shape = "-".join(map(str, net.sizes)) + f" {s['activation']}" if not s.get("layers") else s["layers"]
     say(f"jbp train: {data.name} ({n} train / {len(data.x_test)} test, {n_features} features), "
-         f"network {shape} -> {net.output_activation} "
-         f"({net.loss_name}), {s['optimizer']} lr {s['lr'] or DEFAULT_LR[s['optimizer']]:g}, "
-         f"batch {batch_size}, on {jax.default_backend()}")
-    grad_check = gradient_check(net, params, data) if args.check else None
+        f"network {shape} -> {net.output_activation} "
+        f"({net.loss_name}), {s['optimizer']} lr {s['lr']:g}, "
+        f"batch {batch_size}, on {jax.default_backend()}")
+    with runtime.CompileClock() as clock:
+        check_start = time.perf_counter()
+        grad_check = gradcheck.run(net, initial, data) if args.check else None
+        check_s = time.perf_counter() - check_start if args.check else 0.0
+        initial_loss = float(loss_fn(initial, data.x_train, data.y_train))
 
-    loss_fn, accuracy_fn = common.metric_fns(net)
-    bar = progress(s["epochs"], epoch)
-    chunk_times, chunk_epochs = [], []
-    diverged = False
-    while epoch < s["epochs"] and stop_reason == "ran all epochs":
-        todo = min(args.chunk, s["epochs"] - epoch)
-        start = time.perf_counter()
-        params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
-                        batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
-                        start_epoch=epoch)
-        jax.block_until_ready(params)
-        done = int(h.epoch) - epoch
-        chunk_times.append(time.perf_counter() - start)
-        chunk_epochs.append(done)
-        train_loss += [float(v) for v in np.asarray(h.loss[:done])]
-        epoch, opt_state = int(h.epoch), h.opt_state
-        if h.diverged:
-            diverged, stop_reason = True, h.reason
-            say(f"training diverged at epoch {epoch + 1}: the loss became "
-                 f"{float(h.loss[done])}; keeping the parameters of epoch {epoch}")
-        elif int(h.stop_reason) != 0:
-            stop_reason = h.reason
+        bar = progress(s["epochs"], epoch)
+        chunks = []  # per chunk: (seconds, epochs done, programs compiled during it)
+        diverged = False
+        while epoch < s["epochs"] and stop_reason == "ran all epochs":
+            todo = min(args.chunk, s["epochs"] - epoch)
+            start, programs = time.perf_counter(), clock.programs
+            params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
+                            batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
+                            start_epoch=epoch)
+            jax.block_until_ready(params)
+            done = int(h.epoch) - epoch
+            chunks.append((time.perf_counter() - start, done, clock.programs - programs))
+            train_loss += [float(v) for v in np.asarray(h.loss[:done])]
+            epoch, opt_state = int(h.epoch), h.opt_state
+            if h.diverged:
+                diverged, stop_reason = True, h.reason
+                say(f"training diverged at epoch {epoch + 1}: the loss became "
+                    f"{float(h.loss[done])}; keeping the parameters of epoch {epoch}")
+            elif int(h.stop_reason) != 0:
+                stop_reason = h.reason
+            if done:  # the test loss at each chunk's end: one evaluation, no extra compilation
+                test_curve.append([epoch, float(loss_fn(params, data.x_test, data.y_test))])
+            if bar is not None:
+                postfix = {"loss": f"{train_loss[-1]:.4g}"} if train_loss else {}
+                if accuracy_fn is not None:
+                    postfix["test_acc"] = f"{float(accuracy_fn(params, data.x_test, data.y_test)):.4f}"
+                bar.set_postfix(postfix)
+                bar.update(done)
+            if ckpt_path:
+                save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
+                                key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
+                                                        "test_loss_curve": test_curve,
+                                                        "stop_reason": stop_reason})
         if bar is not None:
-            postfix = {"loss": f"{train_loss[-1]:.4g}"} if train_loss else {}
-            if accuracy_fn is not None:
-                postfix["test_acc"] = f"{float(accuracy_fn(params, data.x_test, data.y_test)):.4f}"
-            bar.set_postfix(postfix)
-            bar.update(done)
-        if ckpt_path:
-            save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
-                            key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
-                                                    "stop_reason": stop_reason})
-    if bar is not None:
-        bar.close()
+            bar.close()
+        metrics = {
+            "dataset": data.name,
+            "network": {"sizes": list(net.sizes), "activation": s["activation"],
+                        "output_activation": net.output_activation, "loss": net.loss_name, "init": s["init"]}
+            if not s.get("layers") else {"layers": s["layers"], "output_activation": net.output_activation,
+                                         "loss": net.loss_name},
+            "settings": s,
+            "epochs_run": epoch,
+            "stop_reason": stop_reason,
+            "initial_train_loss": initial_loss,
+            "train_loss": train_loss,
+            "test_loss": float(loss_fn(params, data.x_test, data.y_test)),
+            "test_loss_curve": test_curve,
+            "gradient_check": grad_check,
+            "backend": jax.default_backend(),
+        }
+        if accuracy_fn is not None:
+            metrics["train_accuracy"] = float(accuracy_fn(params, data.x_train, data.y_train))
+            metrics["test_accuracy"] = float(accuracy_fn(params, data.x_test, data.y_test))
+        rose = not diverged and bool(train_loss) and train_loss[-1] > LOSS_ROSE * initial_loss
+        if rose:
+            say(f"training failed: the training loss rose from {initial_loss:.4g} (at the initial parameters) "
+                f"to {train_loss[-1]:.4g}; the learning rate ({s['lr']:g}) is likely too high, try a smaller --lr")
+        metrics["failed_to_learn"] = rose
 
-    steps = sum(chunk_epochs) * (n // batch_size)
-    # The first chunk includes compilation; steps/s is measured on the others when there are any.
-    steady = (sum(chunk_times[1:]), sum(chunk_epochs[1:])) if len(chunk_times) > 1 else (sum(chunk_times), sum(chunk_epochs))
-    steps_per_s = steady[1] * (n // batch_size) / steady[0] if steady[0] > 0 else float("nan")
-    metrics = {
-        "dataset": data.name,
-        "network": {"sizes": list(net.sizes), "activation": s["activation"],
-                    "output_activation": net.output_activation, "loss": net.loss_name, "init": s["init"]}
-        if not s.get("layers") else {"layers": s["layers"], "output_activation": net.output_activation,
-                                     "loss": net.loss_name},
-        "settings": s,
-        "epochs_run": epoch,
-        "stop_reason": stop_reason,
-        "train_loss": train_loss,
-        "test_loss": float(loss_fn(params, data.x_test, data.y_test)),
-        "gradient_check": grad_check,
-        "timings": {"train_s": sum(chunk_times), "first_chunk_s": chunk_times[0] if chunk_times else 0.0,
-                    "steps": steps, "steps_per_s": steps_per_s},
-        "backend": jax.default_backend(),
-    }
-    if accuracy_fn is not None:
-        metrics["train_accuracy"] = float(accuracy_fn(params, data.x_train, data.y_train))
-        metrics["test_accuracy"] = float(accuracy_fn(params, data.x_test, data.y_test))
-    summary = [f"epochs {epoch} ({stop_reason})",
-               f"train loss {train_loss[-1]:.4g}" if train_loss else "no epochs run",
-               f"test loss {metrics['test_loss']:.4g}"]
-    if "test_accuracy" in metrics:
-        summary.append(f"test accuracy {metrics['test_accuracy']:.4f}")
-    summary.append(f"{sum(chunk_times):.1f} s, {steps_per_s:,.0f} steps/s")
-    say("result: " + ", ".join(summary))
+        summary = [f"epochs {epoch} ({stop_reason})",
+                   f"train loss {train_loss[-1]:.4g}" if train_loss else "no epochs run",
+                   f"test loss {metrics['test_loss']:.4g}"]
+        if "test_accuracy" in metrics:
+            summary.append(f"test accuracy {metrics['test_accuracy']:.4f}")
+        say("result: " + ", ".join(summary))
+        written = plots(args.out, net, params, data, train_loss, test_curve) if args.out else []
+    metrics["timings"] = timing.summary(chunks, n // batch_size, check_s, clock.seconds,
+                                        time.perf_counter() - started)
     if args.out:
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
-        written = ["metrics.json", *plots(args.out, net, params, data, train_loss), CHECKPOINT]
-        say(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
-    return 1 if diverged else 0
-
-
+        say(f"wrote {', '.join(os.path.join(args.out, w) for w in ['metrics.json', *written, CHECKPOINT])}")
+    say("time: " + timing.line(metrics["timings"]))
+    return 1 if diverged or rose else 0

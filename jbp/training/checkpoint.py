@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -130,7 +130,7 @@ def save_checkpoint(
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"path {os.fspath(path)!r}: its folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
+    fd, tmp = _create_temporary(folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -148,6 +148,18 @@ def save_checkpoint(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _create_temporary(folder: str) -> tuple[int, str]:
+    """A new, empty file in ``folder`` (descriptor and path), created with mode 0666 less
+    the umask, as ``open()`` creates files: ``tempfile.mkstemp`` would make it 0600, and
+    the checkpoint keeps the temporary file's mode after the rename."""
+    while True:
+        tmp = os.path.join(folder, f".checkpoint-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 64 random bits taken
+            continue
 
 
 def _not_a_checkpoint(path, why: str) -> ValueError:

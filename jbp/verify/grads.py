@@ -265,6 +265,7 @@ class GradCheckReport(LeafVerdicts):
     def _verdict(self) -> str:
         if self.ok:
             extra = [f"{what}: {', '.join(n)}" for what, n in (("imprecise", self.imprecise), ("unverified", self.unverified)) if n]
+            extra += [self.evidence_note()] if self.evidence_note() else []
             return "PASSED" + (f" ({'; '.join(extra)})" if extra else "")
         parts = [", ".join(self.failed)] if self.failed else []
         if not math.isfinite(self.loss):
@@ -314,6 +315,8 @@ class GradCheckReport(LeafVerdicts):
             "failed": list(self.failed),
             "imprecise": list(self.imprecise),
             "unverified": list(self.unverified),
+            "verified": list(self.verified),
+            "rounding_level": list(self.rounding_level),
             "first_failure": None if first is None else first.to_dict(),
             "leaves": [leaf.to_dict() for leaf in self.leaves],
             "equations": [e.to_dict() for e in self.equations],
@@ -342,6 +345,7 @@ def check_grads(
     stress: Optional[str] = None,
     worst_examples: int = 5,
     train: bool = False,
+    check_equations: bool = True,
 ) -> GradCheckReport:
     """Checks ``net.loss_and_grad`` against ``jax.grad(net.loss)``: leaves, equations, rows.
 
@@ -362,6 +366,8 @@ def check_grads(
         sits at ``z = 0``, up to rounding: ReLU's kink) or ``"logits"`` (output
         pre-activations scaled to rms :data:`EXTREME_LOGIT`).
       worst_examples: how many rows to list in the per-example view (0: skip it).
+      check_equations: run the equations view (two more compilations); ``False`` checks
+        the leaves only, e.g. for a quick check whose failure is then diagnosed in full.
       train: for a :class:`jbp.Sequential`: check the training-mode loss (dropout
         active, its masks drawn from ``fold_in(key, 1)``: fixed, so the loss is a
         deterministic function of the parameters). Default evaluation mode.
@@ -383,9 +389,12 @@ def check_grads(
         net, params, x, y, rtol, finite_differences, key, raise_on_failure
     )
     _validate.flag("train", train)
+    if not isinstance(check_equations, bool):
+        raise TypeError(f"check_equations must be a bool, got {type(check_equations).__name__} {check_equations!r}")
     report, _ = run_check(
         net, params, x, y, rtol=rtol, finite_differences=finite_differences, key=key,
         equations=equations, stress=stress, worst_examples=worst_examples, train=train,
+        check_equations=check_equations,
     )
     if raise_on_failure and not report.ok:
         raise GradCheckFailure(str(report))
@@ -393,7 +402,7 @@ def check_grads(
 
 
 def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, stress, worst_examples,
-              train=False):
+              train=False, check_equations=True):
     """:func:`check_grads`, also returning the gradients under test re-run in float64."""
     x, y = _validate.inputs_and_targets(net, params, x, y)
     if not isinstance(net, MLP):
@@ -414,7 +423,7 @@ def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, st
         rng=numpy_rng(jax.random.key(0) if key is None else key),
     )
     mine64 = jax.tree.map(lambda a: a[0], mine64)
-    eqs = _equation_checks(net, equations, params, x, y, dtype)
+    eqs = _equation_checks(net, equations, params, x, y, dtype) if check_equations else ()
     rows = _worst_examples(net, equations, params, x, y, names, worst_examples) if worst_examples else ()
     loss = float(_loss(net, params, x, y))
     report = GradCheckReport(

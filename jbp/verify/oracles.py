@@ -265,6 +265,7 @@ def verify_many(
                     fd_rel_err=fd_rel,
                     verdict=verdict,
                     evidence=evidence,
+                    tol_f64=relative(float(st["tol64"]), s),
                 )
             )
         rows.append(tuple(row))

@@ -11,6 +11,12 @@ from typing import Optional
 
 #: The verdicts.
 OK, WRONG, IMPRECISE, UNVERIFIED = "ok", "WRONG", "imprecise", "unverified"
+#: A working-dtype tolerance (relative) from this size up verifies nothing: the leaf's
+#: gradient is at the rounding level of that dtype at this point (e.g. near a minimum).
+ROUNDING_LEVEL = 0.01
+#: "Verified" needs the float64 re-run, or finite differences in float64, to agree with
+#: autodiff within this relative tolerance.
+VERIFIED_RTOL = 1e-6
 
 
 class GradCheckFailure(AssertionError):
@@ -35,6 +41,7 @@ class LeafCheck:
         float64 along a random direction ``v``; ``None`` if not run.
       verdict: ``"ok"``, ``"WRONG"``, ``"imprecise"`` or ``"unverified"``.
       evidence: why, when the verdict is not ``"ok"``.
+      tol_f64: the tolerance on ``rel_err_f64`` (``None`` where not recorded).
     """
 
     name: str
@@ -49,11 +56,26 @@ class LeafCheck:
     fd_rel_err: Optional[float]
     verdict: str
     evidence: str = ""
+    tol_f64: Optional[float] = None
 
     @property
     def ok(self) -> bool:
         """False only for a confirmed wrong gradient."""
         return self.verdict != WRONG
+
+    @property
+    def at_rounding_level(self) -> bool:
+        """The working dtype's tolerance is :data:`ROUNDING_LEVEL` or more: its comparison
+        verifies nothing here, only the float64 evidence does."""
+        return not self.tol < ROUNDING_LEVEL
+
+    @property
+    def verified(self) -> bool:
+        """Not wrong, and evidence in float64 agrees within :data:`VERIFIED_RTOL`: the
+        float64 re-run (within a float64 tolerance that tight), or finite differences."""
+        rerun = self.tol_f64 is not None and self.rel_err_f64 <= min(self.tol_f64, VERIFIED_RTOL)
+        fd = self.fd_rel_err is not None and self.fd_rel_err <= VERIFIED_RTOL
+        return self.verdict == OK and (rerun or fd)
 
     def to_dict(self) -> dict:
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -76,6 +98,30 @@ class LeafVerdicts:
     def unverified(self) -> tuple:
         """A float64 mismatch the second oracle could not confirm (not a failure)."""
         return named(self.leaves, UNVERIFIED)
+
+    @property
+    def verified(self) -> tuple:
+        """The leaves verified on float64 evidence (:attr:`LeafCheck.verified`)."""
+        return tuple(leaf.name for leaf in self.leaves if leaf.verified)
+
+    @property
+    def rounding_level(self) -> tuple:
+        """The leaves whose working-dtype gradient is at rounding level here
+        (:attr:`LeafCheck.at_rounding_level`): only float64 can verify them."""
+        return tuple(leaf.name for leaf in self.leaves if leaf.at_rounding_level)
+
+    def evidence_note(self) -> str:
+        """What the verdict rests on, where the working dtype alone does not carry it;
+        ``""`` when every leaf is verified and none is at rounding level."""
+        notes = []
+        rounding = [n for n in self.rounding_level if n in self.verified]
+        if rounding:
+            notes.append(f"{', '.join(rounding)} verified in float64; {getattr(self, 'dtype', 'working-dtype')} "
+                         f"gradients are at rounding level here")
+        unsure = [leaf.name for leaf in self.leaves if leaf.verdict == OK and not leaf.verified]
+        if unsure:
+            notes.append(f"not verified (no float64 agreement within {VERIFIED_RTOL:g}): {', '.join(unsure)}")
+        return "; ".join(notes)
 
 
 
@@ -107,7 +153,7 @@ def leaf_table(leaves):
             str(c.worst_index) if len(c.worst_index) != 1 else f"({c.worst_index[0]})",
             f"{c.rel_err_f64:.1e}",
             "-" if c.fd_rel_err is None else f"{c.fd_rel_err:.1e}",
-            c.verdict,
+            c.verdict + (" (float64)" if c.verdict == OK and c.at_rounding_level else ""),
         )
         for c in leaves
     ]
@@ -122,6 +168,8 @@ def verdict_line(report) -> str:
     if not report.ok:
         return f"FAILED: {', '.join(report.failed)}"
     extra = [f"{len(n)} {what}: {', '.join(n)}" for what, n in (("imprecise", report.imprecise), ("unverified", report.unverified)) if n]
+    note = report.evidence_note()
+    extra += [note] if note else []
     return "PASSED" + (f" ({'; '.join(extra)})" if extra else "")
 
 
