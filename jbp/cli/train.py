@@ -13,6 +13,7 @@ import numpy as np
 
 from jbp import datasets
 from jbp.cli import common, layers_spec
+from jbp.cli import privacy as dp
 from jbp.cli.common import CHECK_BATCH, CHECKPOINT, DEFAULT_LR, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots
 from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
@@ -36,14 +37,17 @@ def add_parser(commands) -> None:
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                        help="verify the manual gradients against jax.grad first (default on)")
+    dp.add_options(train)
 
 
-def gradient_check(net, params, data) -> dict:
+def gradient_check(net, params, data, random: bool = False) -> dict:
     n = min(CHECK_BATCH, len(data.x_train))
-    report = check_grads(net, params, data.x_train[:n], data.y_train[:n])
+    # Under DP-SGD the check takes random data: only DP-SGD touches the training set.
+    x, y = dp.random_batch(net, data, n, seed=0) if random else (data.x_train[:n], data.y_train[:n])
+    report = check_grads(net, params, x, y)
     worst = max(report.leaves, key=lambda leaf: leaf.rel_err / leaf.tol)
     verdict = "PASSED" if report.ok else "FAILED"
-    say(f"gradient check on {n} examples, manual vs jax.grad ({report.dtype}): {verdict}, "
+    say(f"gradient check on {n} {'random ' * random}examples, manual vs jax.grad ({report.dtype}): {verdict}, "
          f"max relative error {worst.rel_err:.1e} ({worst.name}, tolerance {worst.tol:.1e})")
     if not report.ok:
         say(report)
@@ -76,7 +80,7 @@ def run(args) -> int:
             raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path})")
         saved = common.usage(load_checkpoint, ckpt_path)
         s = dict(saved.extra["settings"])
-        for k in RUN_SETTINGS:
+        for k in RUN_SETTINGS + dp.SETTINGS:
             given = getattr(args, k, None)
             if given is not None and given != s.get(k):
                 raise UsageError(f"--{k.replace('_', '-')} {given} differs from the run in {args.out} "
@@ -85,6 +89,7 @@ def run(args) -> int:
             s["epochs"] = args.epochs
     else:
         s = common.settings(args)
+        s.update({k: getattr(args, k) for k in dp.SETTINGS})
     for k in ("epochs", "batch_size"):
         if s[k] < 1:
             raise UsageError(f"--{k.replace('_', '-')} must be >= 1, got {s[k]}")
@@ -99,6 +104,7 @@ def run(args) -> int:
     n = len(data.x_train)
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
+    privacy = dp.resolve(s, n, batch_size, args.resume)
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     if args.resume:
         opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
@@ -116,7 +122,7 @@ def run(args) -> int:
          f"network {shape} -> {net.output_activation} "
          f"({net.loss_name}), {s['optimizer']} lr {s['lr'] or DEFAULT_LR[s['optimizer']]:g}, "
          f"batch {batch_size}, on {jax.default_backend()}")
-    grad_check = gradient_check(net, params, data) if args.check else None
+    grad_check = gradient_check(net, params, data, privacy is not None) if args.check else None
 
     loss_fn, accuracy_fn = common.metric_fns(net)
     bar = progress(s["epochs"], epoch)
@@ -127,7 +133,7 @@ def run(args) -> int:
         start = time.perf_counter()
         params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                         batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
-                        start_epoch=epoch)
+                        start_epoch=epoch, privacy=privacy)
         jax.block_until_ready(params)
         done = int(h.epoch) - epoch
         chunk_times.append(time.perf_counter() - start)
@@ -173,6 +179,8 @@ def run(args) -> int:
                     "steps": steps, "steps_per_s": steps_per_s},
         "backend": jax.default_backend(),
     }
+    if privacy is not None:  # a diverged epoch touched the data too
+        metrics["privacy"] = dp.report(privacy, n, batch_size, epoch + diverged)
     if accuracy_fn is not None:
         metrics["train_accuracy"] = float(accuracy_fn(params, data.x_train, data.y_train))
         metrics["test_accuracy"] = float(accuracy_fn(params, data.x_test, data.y_test))
@@ -183,6 +191,8 @@ def run(args) -> int:
         summary.append(f"test accuracy {metrics['test_accuracy']:.4f}")
     summary.append(f"{sum(chunk_times):.1f} s, {steps_per_s:,.0f} steps/s")
     say("result: " + ", ".join(summary))
+    if privacy is not None:
+        say(dp.describe(metrics["privacy"]))
     if args.out:
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
