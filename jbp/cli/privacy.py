@@ -10,6 +10,8 @@ spent is printed and written to ``metrics.json``.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from jbp.cli.common import UsageError, usage
@@ -35,12 +37,8 @@ def enabled(s: dict) -> bool:
 
 
 def _accounting():
-    try:
-        import dp_accounting
-
-        del dp_accounting
-    except ImportError:
-        raise UsageError("DP-SGD's accounting needs dp-accounting: pip install 'jbp[privacy]'") from None
+    if importlib.util.find_spec("dp_accounting") is None:
+        raise UsageError("DP-SGD's accounting needs dp-accounting: pip install 'jbp[privacy]'")
 
 
 def resolve(s: dict, n: int, batch_size: int, resumed: bool):
