@@ -352,6 +352,8 @@ def epsilon(
     """
     _noise("noise_multiplier", noise_multiplier)
     q, steps, delta, n, b_max = _mechanism_args(sample_rate, steps, delta, dataset_size, max_batch_size, accountant)
+    if steps == 0:  # nothing released (dp-accounting refuses to compose an event 0 times)
+        return 0.0
     acc = _accountant(accountant)
     acc.compose(_event(float(noise_multiplier), q, steps, n, b_max))
     return float(acc.get_epsilon(delta))
@@ -373,9 +375,10 @@ def noise_multiplier(
 ) -> float:
     """The smallest noise multiplier whose :func:`epsilon` is at most ``epsilon``.
 
-    dp-accounting's ``calibrate_dp_mechanism`` (Brent's method) on the same events as
-    :func:`epsilon`, the result rounded up to the next multiple of ``1e-4`` so that
-    ``epsilon(noise_multiplier=result, ...) <= epsilon`` holds.
+    dp-accounting's ``calibrate_dp_mechanism`` (Brent's method, to within ``1e-4``) on
+    the same events as :func:`epsilon`; the result is rounded up to a multiple of
+    ``1e-4``, and raised by ``1e-4`` steps until ``epsilon(noise_multiplier=result,
+    ...) <= epsilon`` holds.
 
     Args:
       epsilon: the budget ``ε > 0``.
@@ -407,10 +410,11 @@ def noise_multiplier(
         lambda s: _event(s, q, steps, n, b_max),
         float(epsilon),
         delta,
-        dp_accounting.ExplicitBracketInterval(0.0, MAX_NOISE_MULTIPLIER),
-        tol=1e-5,
+        # From [0, 1], doubling the upper end until it meets the budget (met at MAX above).
+        dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
+        tol=1e-4,
     )
     sigma = math.ceil(sigma * 1e4) / 1e4
-    while eps(sigma) > epsilon:  # Brent's answer is within tol; step up to the budget's side
+    while eps(sigma) > epsilon:  # Brent's answer is within tol, maybe on the wrong side
         sigma += 1e-4
     return sigma
