@@ -1,4 +1,5 @@
-"""per_example_grads: every example's own gradient, from the hand-derived backward pass."""
+"""per_example_grads, per_example_norms and clipped_grad: every example's own gradient, its norm and
+its clipping, from the hand-derived backward pass."""
 
 import functools
 

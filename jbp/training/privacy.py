@@ -169,7 +169,7 @@ class PrivacySpent:
 # ----------------------------------------------------------------------------- training
 
 
-def fit_args(privacy, n: int, batch_size: int, key, tol, loss_and_grad, mesh) -> None:
+def fit_args(privacy, key, tol, loss_and_grad, mesh) -> None:
     """The checks :func:`jbp.fit` adds when ``privacy`` is given."""
     if not isinstance(privacy, DPSGD):
         raise TypeError(f"privacy must be a jbp.DPSGD or None, got {_validate.describe(privacy)}")
