@@ -194,11 +194,14 @@ def run_config(config: Config, quick: bool, max_gib: float) -> dict:
         impl.calibrate(target, max_k)
     result["rounds"] = interleave(impls, min_rounds, max_rounds, budget)
     s = {name: impl.samples for name, impl in impls.items()}
+    cpu = {name: impl.cpu_samples for name, impl in impls.items()}
     for name, impl in impls.items():
         result[name] = {"step_s": statistics.median(impl.samples),
                         "step_cpu_s": statistics.median(impl.cpu_samples),
                         "vs_jbp": paired_ratio(impl.samples, s["jbp"]),
                         "vs_jbp_DP": paired_ratio(impl.samples, s["jbp DP"]),
+                        "vs_jbp_cpu": paired_ratio(impl.cpu_samples, cpu["jbp"]),
+                        "vs_jbp_DP_cpu": paired_ratio(impl.cpu_samples, cpu["jbp DP"]),
                         "temp_mib": temp.get(name)}
     if not fits:
         result["vmap DP"] = {"temp_mib": temp["vmap DP"], "skipped": f"per-example grads {per_example_gib:.1f} GiB"}
@@ -206,20 +209,29 @@ def run_config(config: Config, quick: bool, max_gib: float) -> dict:
 
 
 def table(results: list) -> str:
-    ms = lambda r, k: f"{r[k]['step_s'] * 1e3:.3g}" if "step_s" in r.get(k, {}) else "-"
-    ratio = lambda r, k: f"{r[k]['vs_jbp_DP']:.1f}x" if "step_s" in r.get(k, {}) else "not run"
+    """Ratios as ``wall [CPU time]``: medians over rounds of each round's ratio."""
+    ran = lambda r, k: "step_s" in r.get(k, {})
+
+    def cpu_ratio(r, k, base):
+        if base + "_cpu" in r[k]:
+            return r[k][base + "_cpu"]
+        # runs saved before the paired CPU ratios: the ratio of the CPU-time medians
+        return r[k]["step_cpu_s"] / r["jbp" if base == "vs_jbp" else "jbp DP"]["step_cpu_s"]
+
+    ms = lambda r, k: f"{r[k]['step_s'] * 1e3:.3g}" if ran(r, k) else "-"
+    ratio = lambda r, k, base: (f"{r[k][base]:.2f}x [{cpu_ratio(r, k, base):.2f}x]" if ran(r, k) else "not run")
     lines = [
-        "| config | jbp step ms | clipped ms | clipped / jbp | DP step ms | vmap DP ms | vmap / jbp DP "
-        "| Opacus hooks / jbp DP | Opacus ghost / jbp DP | temp MiB jbp / clipped / vmap |",
+        "| config | jbp step ms | clipped ms | clipped / jbp | DP step ms | vmap DP ms | vmap DP / jbp DP "
+        "| Opacus hooks / jbp DP | Opacus ghost / jbp DP | temp MiB: jbp / clipped / DP / vmap DP |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        mib = lambda k: f"{r[k]['temp_mib']:.3g}" if r.get(k, {}).get("temp_mib") is not None else "-"
+        mib = lambda k: f"{r[k]['temp_mib']:.4g}" if r.get(k, {}).get("temp_mib") is not None else "-"
         lines.append(
             f"| {r['config']} {'-'.join(map(str, r['sizes']))} B={r['batch']} | {ms(r, 'jbp')} | "
-            f"{ms(r, 'jbp clipped')} | {r['jbp clipped']['vs_jbp']:.2f}x | {ms(r, 'jbp DP')} | "
-            f"{ms(r, 'vmap DP')} | {ratio(r, 'vmap DP')} | {ratio(r, 'opacus hooks')} | "
-            f"{ratio(r, 'opacus ghost')} | {mib('jbp')} / {mib('jbp clipped')} / {mib('vmap DP')} |"
+            f"{ms(r, 'jbp clipped')} | {ratio(r, 'jbp clipped', 'vs_jbp')} | {ms(r, 'jbp DP')} | "
+            f"{ms(r, 'vmap DP')} | {ratio(r, 'vmap DP', 'vs_jbp_DP')} | {ratio(r, 'opacus hooks', 'vs_jbp_DP')} | "
+            f"{ratio(r, 'opacus ghost', 'vs_jbp_DP')} | {mib('jbp')} / {mib('jbp clipped')} / {mib('jbp DP')} / {mib('vmap DP')} |"
         )
     return "\n".join(lines)
 
@@ -231,7 +243,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-per-example-gib", type=float, default=2.0,
                    help="skip vmap and Opacus hooks where B x params x 4 bytes exceeds this")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--table", help="only print the table of a run saved with --out")
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            saved = json.load(f)
+        print(saved["header"])
+        print(table(saved["results"]))
+        return 0
     if torch is not None:
         torch.set_num_threads(os.cpu_count())
     results = []
