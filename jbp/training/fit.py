@@ -136,7 +136,7 @@ def fit(
         loss_and_grad,
     )
     if privacy is not None:
-        dp.fit_args(privacy, key, tol, loss_and_grad, mesh)
+        dp.fit_args(privacy, net, key, tol, loss_and_grad, mesh)
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
+from jbp.model.network import MLP
 from jbp.model.per_example import clipped_grad_sum
 
 Array = jax.Array
@@ -169,10 +170,15 @@ class PrivacySpent:
 # ----------------------------------------------------------------------------- training
 
 
-def fit_args(privacy, key, tol, loss_and_grad, mesh) -> None:
+def fit_args(privacy, net, key, tol, loss_and_grad, mesh) -> None:
     """The checks :func:`jbp.fit` adds when ``privacy`` is given."""
     if not isinstance(privacy, DPSGD):
         raise TypeError(f"privacy must be a jbp.DPSGD or None, got {_validate.describe(privacy)}")
+    if not isinstance(net, MLP):
+        raise TypeError(
+            f"privacy needs a jbp.MLP (per-example clipping of a network of layers is not built yet), "
+            f"got {type(net).__name__}"
+        )
     if key is None:
         raise ValueError("privacy needs key for its Poisson sampling and noise; pass key=jax.random.key(seed)")
     if tol is not None:
