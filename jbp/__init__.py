@@ -23,8 +23,10 @@ from jbp.model.losses import LOSSES, Loss
 from jbp.verify.mutations import MUTATIONS, MutationReport, mutation_test
 from jbp.model.network import MLP
 from jbp.model.params import Layer
-from jbp.model.per_example import per_example_grads
+from jbp.model.per_example import clipped_grad, per_example_grads, per_example_norms
 from jbp.model.sequential import Sequential
+from jbp.training import privacy
+from jbp.training.privacy import DPSGD
 from jbp.training.sweep import sweep
 from jbp.training.fit import History, fit
 from jbp.training.update import gradient_descent, make_train_step, train_step
@@ -50,6 +52,7 @@ __all__ = [
     "Activation",
     "Cache",
     "Checkpoint",
+    "DPSGD",
     "Equations",
     "GradCheckFailure",
     "GradCheckReport",
@@ -69,6 +72,7 @@ __all__ = [
     "check_layer",
     "check_vjp",
     "check_vjp_many",
+    "clipped_grad",
     "custom_vjp_loss",
     "deltas",
     "fit",
@@ -79,6 +83,8 @@ __all__ = [
     "make_train_step",
     "mutation_test",
     "per_example_grads",
+    "per_example_norms",
+    "privacy",
     "save_checkpoint",
     "sweep",
     "train_step",

@@ -9,6 +9,7 @@ verifies nothing (see :attr:`jbp.verify.report.LeafCheck.at_rounding_level`).
 
 from __future__ import annotations
 
+from jbp.cli import privacy as dp
 from jbp.cli.common import CHECK_BATCH, say
 from jbp.verify.grads import check_grads
 
@@ -16,16 +17,18 @@ from jbp.verify.grads import check_grads
 POINT = "the initial parameters"
 
 
-def run(net, params, data) -> dict:
-    """Checks on the first :data:`CHECK_BATCH` training examples, prints the line (and
-    the table on failure); what ``metrics.json`` keeps."""
+def run(net, params, data, random: bool = False) -> dict:
+    """Checks on the first :data:`CHECK_BATCH` training examples (``random``: on random
+    data of their shapes, as under DP-SGD, where only the private training touches the
+    training set), prints the line (and the table on failure); what ``metrics.json`` keeps."""
     n = min(CHECK_BATCH, len(data.x_train))
+    x, y = dp.random_batch(net, data, n, seed=0) if random else (data.x_train[:n], data.y_train[:n])
     # The leaves only: the equations and per-example views cost three of the check's
     # eleven compilations and only diagnose a failure, which prints a second, full check.
-    report = check_grads(net, params, data.x_train[:n], data.y_train[:n], worst_examples=0, check_equations=False)
-    say(line(report, n))
+    report = check_grads(net, params, x, y, worst_examples=0, check_equations=False)
+    say(line(report, n, random))
     if not report.ok:
-        say(check_grads(net, params, data.x_train[:n], data.y_train[:n]))
+        say(check_grads(net, params, x, y))
     return {
         "ok": report.ok,
         "point": POINT,
@@ -38,10 +41,10 @@ def run(net, params, data) -> dict:
     }
 
 
-def line(report, n: int) -> str:
+def line(report, n: int, random: bool = False) -> str:
     """The summary line. PASSED is only ever printed beside a working-dtype tolerance
     below :data:`jbp.verify.report.ROUNDING_LEVEL`."""
-    head = f"gradient check on {n} examples at {POINT}, manual vs jax.grad ({report.dtype}): "
+    head = f"gradient check on {n} {'random ' * random}examples at {POINT}, manual vs jax.grad ({report.dtype}): "
     if not report.ok:
         worst = max(report.leaves, key=lambda leaf: leaf.rel_err / leaf.tol)
         return head + (f"FAILED, max relative error {worst.rel_err:.1e} ({worst.name}, tolerance "

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from jbp.cli import common, datacache, flags, gradcheck, layers_spec, rundir, runtime, timing
+from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
 from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
@@ -40,6 +41,7 @@ def add_parser(commands) -> None:
     train.add_argument("--overwrite", action="store_true", help="replace the run already saved in --out")
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                        help="verify the manual gradients against jax.grad first, at the initial parameters (default on)")
+    dp.add_options(train)
 
 
 def progress(total: int, initial: int):
@@ -56,7 +58,7 @@ def resumed_settings(args, saved) -> dict:
     if not {"settings", "train_loss", "stop_reason"} <= set(saved.extra):
         raise UsageError(f"the checkpoint in {args.out} holds no run settings: it was not written by jbp train")
     s = common.with_lr(dict(saved.extra["settings"]))
-    for k in RUN_SETTINGS:
+    for k in RUN_SETTINGS + dp.SETTINGS:
         given = getattr(args, k, None)
         if given is not None and given != s.get(k):
             raise UsageError(f"--{k.replace('_', '-')} {given} differs from the run in {args.out} "
@@ -97,6 +99,7 @@ def run(args) -> int:
             return 0
     else:
         s = common.settings(args)
+        s.update({k: getattr(args, k) for k in dp.SETTINGS})
 
     data = datacache.load(s["dataset"], s["seed"], cache=runtime.cache_wanted(args.no_cache))
     n_features = data.n_features
@@ -108,6 +111,7 @@ def run(args) -> int:
     n = len(data.x_train)
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
+    privacy = dp.resolve(s, n, batch_size, args.resume)
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     initial = net.init(init_key, dtype=data.x_train.dtype)
     loss_fn, accuracy_fn = common.metric_fns(net)
@@ -132,7 +136,7 @@ def run(args) -> int:
         f"batch {batch_size}, on {jax.default_backend()}")
     with runtime.CompileClock() as clock:
         check_start = time.perf_counter()
-        grad_check = gradcheck.run(net, initial, data) if args.check else None
+        grad_check = gradcheck.run(net, initial, data, random=privacy is not None) if args.check else None
         check_s = time.perf_counter() - check_start if args.check else 0.0
         initial_loss = float(loss_fn(initial, data.x_train, data.y_train))
 
@@ -144,7 +148,7 @@ def run(args) -> int:
             start, programs = time.perf_counter(), clock.programs
             params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                             batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
-                            start_epoch=epoch)
+                            start_epoch=epoch, privacy=privacy)
             jax.block_until_ready(params)
             done = int(h.epoch) - epoch
             chunks.append((time.perf_counter() - start, done, clock.programs - programs))
@@ -195,6 +199,8 @@ def run(args) -> int:
             say(f"training failed: the training loss rose from {initial_loss:.4g} (at the initial parameters) "
                 f"to {train_loss[-1]:.4g}; the learning rate ({s['lr']:g}) is likely too high, try a smaller --lr")
         metrics["failed_to_learn"] = rose
+        if privacy is not None:  # a diverged epoch touched the data too
+            metrics["privacy"] = dp.report(privacy, n, batch_size, epoch + diverged)
 
         summary = [f"epochs {epoch} ({stop_reason})",
                    f"train loss {train_loss[-1]:.4g}" if train_loss else "no epochs run",
@@ -202,6 +208,8 @@ def run(args) -> int:
         if "test_accuracy" in metrics:
             summary.append(f"test accuracy {metrics['test_accuracy']:.4f}")
         say("result: " + ", ".join(summary))
+        if privacy is not None:
+            say(dp.describe(metrics["privacy"]))
         written = plots(args.out, net, params, data, train_loss, test_curve) if args.out else []
     metrics["timings"] = timing.summary(chunks, n // batch_size, check_s, clock.seconds,
                                         time.perf_counter() - started)

@@ -19,10 +19,13 @@ example alone, under ``jax.vmap`` (evaluation mode: dropout off).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jbp import _validate
 from jbp.model import backward_pass
 from jbp.model.forward_pass import forward
+from jbp.model.losses import get_loss
 from jbp.model.network import MLP
 from jbp.model.params import Layer, Params
 
@@ -49,10 +52,7 @@ def per_example_grads(net: MLP, params: Params, x: Array, y: Array) -> Params:
     if not isinstance(net, MLP):  # a network of layers: each example's own backward pass
         one = lambda xi, yi: net.loss_and_grad_unchecked(params, xi[None], yi[None])[1]
         return jax.vmap(one)(x, y)
-    _, cache = forward(params, x, net.activations)  # BP1, BP2
-    # The mean loss's output delta has a 1/B; times B, row i is example i's own delta.
-    delta_out = x.shape[0] * net.output_delta(cache, y)
-    ds = backward_pass.deltas(params, cache, delta_out, net.activations)  # BP3, BP4, row by row
+    cache, ds = _example_deltas(net, params, x, y)  # BP1-BP4, row by row
     one_row_each = lambda a: a[:, None, :]  # (B, n) -> (B, 1, n): a batch of one per example
     return tuple(
         Layer(
@@ -61,3 +61,172 @@ def per_example_grads(net: MLP, params: Params, x: Array, y: Array) -> Params:
         )
         for delta, x_prev in zip(ds, cache.xs)
     )
+
+
+def weight_grad_sq_norms(delta: Array, x_prev: Array) -> Array:
+    """BP5 per example, squared: ``‖dL_i/dW‖² = ‖delta_i‖² ‖x_i‖²``.
+
+    Example ``i``'s BP5 is the outer product ``delta_i x_iᵀ``, whose Frobenius norm is
+    the product of the two vectors' norms (Goodfellow 2015).
+
+    Args:
+      delta: ``dL_i/dz^(l)`` of each example's own loss, ``(B, n_out)``.
+      x_prev: ``x^(l-1)``, ``(B, n_in)``.
+
+    Returns:
+      ``(B,)``: the squared norm of each example's ``dL_i/dW^(l)``.
+    """
+    return jnp.sum(delta**2, axis=1) * jnp.sum(x_prev**2, axis=1)
+
+
+def bias_grad_sq_norms(delta: Array) -> Array:
+    """BP6 per example, squared: ``‖dL_i/db‖² = ‖delta_i‖²``.
+
+    Args:
+      delta: ``dL_i/dz^(l)`` of each example's own loss, ``(B, n_out)``.
+
+    Returns:
+      ``(B,)``: the squared norm of each example's ``dL_i/db^(l)``.
+    """
+    return jnp.sum(delta**2, axis=1)
+
+
+def clip_factors(norms: Array, clip_norm) -> Array:
+    """``c_i = min(1, C / ‖g_i‖)``: the factor that clips example ``i``'s gradient to norm ``C``.
+
+    Args:
+      norms: ``‖g_i‖``, ``(B,)``.
+      clip_norm: ``C > 0``.
+
+    Returns:
+      ``(B,)``; 1 where ``‖g_i‖ <= C`` (a zero gradient included), so ``c_i g_i`` has
+      norm ``min(‖g_i‖, C)``.
+    """
+    return jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > clip_norm, norms, 1), 1)
+
+
+def _example_deltas(net: MLP, params: Params, x: Array, y: Array):
+    """The cache and every layer's deltas of each example's own loss (row ``i`` is
+    ``dL_i/dz``): BP1-BP4 once for the batch, the output delta scaled by ``B``."""
+    _, cache = forward(params, x, net.activations)  # BP1, BP2
+    # The mean loss's output delta has a 1/B; times B, row i is example i's own delta.
+    delta_out = x.shape[0] * net.output_delta(cache, y)
+    return cache, backward_pass.deltas(params, cache, delta_out, net.activations)  # BP3, BP4
+
+
+def _sq_norms(ds: tuple, xs: tuple) -> Array:
+    """``‖g_i‖²`` of the whole gradient: the sum over layers of BP5's and BP6's norms."""
+    return sum(
+        weight_grad_sq_norms(delta, x_prev) + bias_grad_sq_norms(delta)
+        for delta, x_prev in zip(ds, xs)
+    )
+
+
+def per_example_norms(net: MLP, params: Params, x: Array, y: Array) -> Array:
+    """The norm of each example's whole gradient, from the deltas, without forming it.
+
+    ``‖g_i‖ = sqrt(Σ_l ‖delta_i^(l)‖² (‖x_i^(l-1)‖² + 1))``, ``g_i`` being the gradient
+    of example ``i``'s own loss over every layer's ``W`` and ``b`` (as in
+    :func:`per_example_grads`). One forward and one backward pass (BP1-BP4), then
+    :func:`weight_grad_sq_norms` and :func:`bias_grad_sq_norms` per layer: no
+    ``(B, n_out, n_in)`` array is ever made.
+
+    Args:
+      net: the network.
+      params: its parameters.
+      x: inputs ``(B, sizes[0])``.
+      y: targets for ``net``'s loss, one row per example.
+
+    Returns:
+      ``(B,)`` in the params' dtype: ``‖g_i‖``, the norm of ``per_example_grads``'s
+      row ``i`` taken over all its leaves.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    x, y = _validate.inputs_and_targets(net, params, x, y)
+    cache, ds = _example_deltas(net, params, x, y)
+    return jnp.sqrt(_sq_norms(ds, cache.xs))
+
+
+def clipped_grad_sum(net: MLP, params: Params, x: Array, y: Array, clip_norm, weights: Array):
+    """The weighted sums of the per-example losses and clipped gradients, unchecked.
+
+    The core of :func:`clipped_grad` and of DP-SGD in :func:`jbp.fit`, on arguments
+    already checked (it runs inside ``jit``).
+
+    Args:
+      net, params, x, y: as :func:`clipped_grad`.
+      clip_norm: ``C > 0``.
+      weights: ``(B,)``, each row's weight ``m_i`` (0/1: the mask).
+
+    Returns:
+      ``(Σ_i m_i L_i, Σ_i m_i c_i g_i)``, the second with the structure of ``params``.
+    """
+    cache, ds = _example_deltas(net, params, x, y)
+    c = weights * clip_factors(jnp.sqrt(_sq_norms(ds, cache.xs)), clip_norm)
+    loss = get_loss(net.loss_name)
+    # Each example's own loss: the loss of a batch of one, row by row.
+    losses = jax.vmap(lambda z, out, t: loss.value(z[None], out[None], t[None]))(
+        cache.zs[-1], cache.xs[-1], y
+    )
+    grads = tuple(
+        Layer(
+            W=backward_pass.weight_grad(c[:, None] * delta, x_prev),  # BP5: (c ⊙ delta)ᵀ x
+            b=backward_pass.bias_grad(c[:, None] * delta),  # BP6: Σ_i c_i delta_i
+        )
+        for delta, x_prev in zip(ds, cache.xs)
+    )
+    return jnp.sum(jnp.where(weights > 0, weights * losses, 0)), grads
+
+
+def clipped_grad(net: MLP, params: Params, x: Array, y: Array, clip_norm, *, mask=None):
+    """The mean of the per-example gradients, each clipped to norm ``clip_norm``.
+
+    ``(1/N) Σ_i m_i c_i g_i`` with ``c_i = min(1, C / ‖g_i‖)`` (:func:`clip_factors`),
+    ``g_i`` being the gradient of example ``i``'s own loss (:func:`per_example_grads`).
+    One forward and one backward pass: the norms come from the deltas
+    (:func:`per_example_norms`) and the clipped sum is BP5 and BP6 of the rescaled
+    deltas ``c ⊙ delta``. Where no example is clipped it is ``net.loss_and_grad``'s
+    gradient.
+
+    Args:
+      net: the network.
+      params: its parameters.
+      x: inputs ``(B, sizes[0])``.
+      y: targets for ``net``'s loss, one row per example.
+      clip_norm: ``C``, a real number ``> 0``.
+      mask: ``(B,)`` of 0/1 (or bools), for variable-size batches padded to ``B``: rows
+        with 0 count for nothing. The mean is then over the rows with 1,
+        ``N = Σ_i m_i`` (the sum is returned as is where ``N = 0``: zero). Default: all
+        rows, ``N = B``.
+
+    Returns:
+      ``(loss, grads)``: the mean of the (unmasked) examples' own losses, and the mean
+      of their clipped gradients, with the structure, shapes and dtypes of ``params``.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    x, y = _validate.inputs_and_targets(net, params, x, y)
+    _validate.real("clip_norm", clip_norm, positive=True, finite=True)
+    weights = jnp.ones(x.shape[0], x.dtype) if mask is None else _mask(mask, x.shape[0], x.dtype)
+    loss_sum, grad_sum = clipped_grad_sum(net, params, x, y, jnp.asarray(clip_norm, x.dtype), weights)
+    n = jnp.maximum(jnp.sum(weights), 1)
+    return loss_sum / n, jax.tree.map(lambda g: g / n, grad_sum)
+
+
+def _mask(mask, batch: int, dtype) -> Array:
+    """Checks a 0/1 mask ``(batch,)``; returns it in ``dtype``."""
+    if not (hasattr(mask, "shape") and hasattr(mask, "dtype")):
+        mask = np.asarray(mask)
+    if tuple(mask.shape) != (batch,):
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)} but x has {batch} rows; expected ({batch},), "
+            "one 0 or 1 per row"
+        )
+    if not (mask.dtype == np.bool_ or jnp.issubdtype(mask.dtype, jnp.number)):
+        raise TypeError(f"mask must hold 0/1 or bools, got dtype {mask.dtype}")
+    if _validate.is_concrete(mask):
+        values = np.unique(np.asarray(mask, np.float64))
+        if not set(values.tolist()) <= {0.0, 1.0}:
+            raise ValueError(f"mask must hold only 0 and 1, got values {values[:5].tolist()}")
+    return jnp.asarray(mask, dtype)

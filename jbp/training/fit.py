@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.training import parallel, stochastic
+from jbp.training import parallel, privacy as dp, stochastic
 from jbp.model.base import Network
 from jbp.model.params import Params
 from jbp.training.update import train_step
@@ -41,12 +41,21 @@ class History(NamedTuple):
       stop_reason: ``RAN_ALL_EPOCHS`` (0), ``REACHED_TOL`` (1) or ``DIVERGED`` (2);
         :attr:`reason` says it in words.
       opt_state: the optimizer state at the end (before the failing epoch, on divergence).
+      privacy: with ``fit(..., privacy=...)``, the :class:`jbp.privacy.PrivacySpent`
+        of the run's steps (see :meth:`epsilon`); else ``None``.
     """
 
     loss: Array
     epoch: Array
     stop_reason: Array
     opt_state: Any
+    privacy: Optional[dp.PrivacySpent] = None
+
+    def epsilon(self, delta: Optional[float] = None) -> float:
+        """DP-SGD's ``ε`` at ``delta`` (default the ``DPSGD``'s) after all epochs so far."""
+        if self.privacy is None:
+            raise ValueError("epsilon needs a history of fit(..., privacy=jbp.DPSGD(...)); this run was not private")
+        return self.privacy.epsilon(delta)
 
     @property
     def reason(self) -> str:
@@ -73,6 +82,7 @@ def fit(
     start_epoch: int = 0,
     loss_and_grad: Optional[Callable] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
+    privacy: Optional[dp.DPSGD] = None,
 ) -> tuple[Params, History]:
     """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
 
@@ -107,6 +117,10 @@ def fit(
         split over that axis (``batch_size`` must be a multiple of its size) and the
         parameters stay replicated; see :mod:`jbp.training.parallel`. The result equals the
         single-device one up to rounding.
+      privacy: a :class:`jbp.DPSGD` to train with DP-SGD: each step is then a Poisson
+        sample of expected size ``batch_size``, clipped per example, with Gaussian noise
+        (see :mod:`jbp.training.privacy`); ``history.epsilon()`` is the privacy spent.
+        Needs ``key``; refuses ``tol``, ``loss_and_grad`` and ``mesh``.
 
     Returns:
       ``(params, history)``, see :class:`History`. The parameters are always finite:
@@ -121,6 +135,8 @@ def fit(
         net, params, x, y, optimizer, epochs, batch_size, key, tol, opt_state, start_epoch,
         loss_and_grad,
     )
+    if privacy is not None:
+        dp.fit_args(privacy, net, key, tol, loss_and_grad, mesh)
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
@@ -129,15 +145,16 @@ def fit(
         loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad)
         params, x, y, key, opt_state = parallel.replicate(mesh, (params, x, y, key, opt_state))
     return _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol,
-                opt_state, jnp.asarray(start_epoch, jnp.int32))
+                opt_state, jnp.asarray(start_epoch, jnp.int32), privacy=privacy)
 
 
 def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol, opt_state, start_epoch):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), static_argnames=("privacy",))
+def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol, opt_state, start_epoch,
+         privacy=None):
     n = x.shape[0]
     steps = n // batch_size
 
@@ -149,6 +166,9 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, t
         return (params, opt_state), loss
 
     def run_epoch(params, opt_state, epoch):
+        if privacy is not None:  # DP-SGD: Poisson samples, clipped, noisy
+            return dp.private_epoch(net, optimizer, privacy, batch_size, params, opt_state, x, y,
+                                    jax.random.fold_in(key, epoch))
         if batch_size == n:  # full batch: the order does not matter, skip the shuffle
             (params, opt_state), loss = step((params, opt_state), (x, y), epoch, 0)
             return params, opt_state, loss
@@ -182,4 +202,6 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, t
     losses = jnp.full((epochs,), jnp.nan, x.dtype)
     init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS))
     i, params, opt_state, losses, reason = jax.lax.while_loop(running, body, init)
-    return params, History(losses, start_epoch + i, reason, opt_state)
+    # A diverged epoch touched the data too: it counts for privacy.
+    spent = None if privacy is None else dp.spent(privacy, n, batch_size, start_epoch + i + (reason == DIVERGED))
+    return params, History(losses, start_epoch + i, reason, opt_state, spent)
