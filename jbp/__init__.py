@@ -27,6 +27,8 @@ from jbp.model.per_example import per_example_grads
 from jbp.model.sequential import Sequential
 from jbp.training.sweep import sweep
 from jbp.training.fit import History, fit
+from jbp.training.early_stopping import Best
+from jbp.training.stream import fit_stream
 from jbp.training.update import gradient_descent, make_train_step, train_step
 from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 from jbp.verify.layer import LayerCheckReport, check_layer
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "Best",
     "Cache",
     "Checkpoint",
     "Equations",
@@ -60,6 +63,7 @@ __all__ = [
     "custom_vjp_loss",
     "deltas",
     "fit",
+    "fit_stream",
     "forward",
     "gradient_descent",
     "layers",
