@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 
-def plots(out: str, net, params, data, train_loss: list) -> list:
+def plots(out: str, net, params, data, train_loss: list, val_loss: list | None = None) -> list:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,9 +15,13 @@ def plots(out: str, net, params, data, train_loss: list) -> list:
 
     written = []
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(np.arange(1, len(train_loss) + 1), train_loss)
+    ax.plot(np.arange(1, len(train_loss) + 1), train_loss, label="training")
     ax.set(xlabel="epoch", ylabel="mean training loss", title=f"{data.name}: {net.loss_name}")
-    if all(v > 0 for v in train_loss):
+    if val_loss:
+        ax.plot(np.arange(1, len(val_loss) + 1), val_loss, label="validation")
+        ax.set_ylabel("mean loss")
+        ax.legend()
+    if all(v > 0 for v in train_loss + list(val_loss or [])):
         ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "loss.png"), dpi=100)

@@ -11,8 +11,7 @@ import time
 import jax
 import numpy as np
 
-from jbp import datasets
-from jbp.cli import common, layers_spec
+from jbp.cli import common, datafiles, layers_spec
 from jbp.cli.common import CHECK_BATCH, CHECKPOINT, DEFAULT_LR, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots
 from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
@@ -36,6 +35,7 @@ def add_parser(commands) -> None:
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                        help="verify the manual gradients against jax.grad first (default on)")
+    datafiles.add_options(train)
 
 
 def gradient_check(net, params, data) -> dict:
@@ -84,16 +84,26 @@ def run(args) -> int:
         if args.epochs is not None:
             s["epochs"] = args.epochs
     else:
+        if args.data is not None and args.dataset is not None:
+            raise UsageError("give either --dataset NAME or --data PATH, not both")
         s = common.settings(args)
+        if s["data"] is not None:
+            s["dataset"] = None
     for k in ("epochs", "batch_size"):
         if s[k] < 1:
             raise UsageError(f"--{k.replace('_', '-')} must be >= 1, got {s[k]}")
+    datafiles.check(s)
+    if s.get("mmap"):
+        from jbp.cli import mmap
+        return mmap.run(args, s, saved if args.resume else None)
 
-    data = common.usage(datasets.load, s["dataset"], seed=s["seed"])
+    data, validation = datafiles.load(s)
     n_features = data.n_features
     if s.get("layers"):  # a network of layers; digits become images for a convolution
         net = layers_spec.network(s["layers"], data)
         data = layers_spec.shaped_data(net, data)
+        if validation is not None:
+            validation = (validation[0].reshape(len(validation[0]), *data.x_train.shape[1:]), validation[1])
     else:
         net = common.usage(common.network, s, data)
     n = len(data.x_train)
@@ -104,10 +114,13 @@ def run(args) -> int:
         opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
         params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
+        val_loss, val_accuracy = list(saved.extra.get("val_loss", [])), list(saved.extra.get("val_accuracy", []))
+        best = datafiles.load_best(args.out, params, epoch) if validation else None
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = net.init(init_key, dtype=data.x_train.dtype)
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
+        val_loss, val_accuracy, best = [], [], None
     if args.out:
         os.makedirs(args.out, exist_ok=True)
 
@@ -116,6 +129,9 @@ def run(args) -> int:
          f"network {shape} -> {net.output_activation} "
          f"({net.loss_name}), {s['optimizer']} lr {s['lr'] or DEFAULT_LR[s['optimizer']]:g}, "
          f"batch {batch_size}, on {jax.default_backend()}")
+    if validation is not None:
+        say(f"validation: {len(validation[0])} examples held out of the training data"
+            + (f", early stopping with patience {s['patience']}" if s["patience"] else ""))
     grad_check = gradient_check(net, params, data) if args.check else None
 
     loss_fn, accuracy_fn = common.metric_fns(net)
@@ -127,12 +143,16 @@ def run(args) -> int:
         start = time.perf_counter()
         params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                         batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
-                        start_epoch=epoch)
+                        start_epoch=epoch, validation=validation, patience=s.get("patience"), best=best)
         jax.block_until_ready(params)
         done = int(h.epoch) - epoch
         chunk_times.append(time.perf_counter() - start)
         chunk_epochs.append(done)
         train_loss += [float(v) for v in np.asarray(h.loss[:done])]
+        if validation is not None:
+            best = h.best
+            val_loss += [float(v) for v in np.asarray(h.val_loss[:done])]
+            val_accuracy += [float(v) for v in np.asarray(h.val_accuracy[:done])]
         epoch, opt_state = int(h.epoch), h.opt_state
         if h.diverged:
             diverged, stop_reason = True, h.reason
@@ -147,11 +167,16 @@ def run(args) -> int:
             bar.set_postfix(postfix)
             bar.update(done)
         if ckpt_path:
+            if validation is not None:
+                datafiles.save_best(args.out, net, best, s)
             save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
                             key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
-                                                    "stop_reason": stop_reason})
+                                                    "stop_reason": stop_reason, "val_loss": val_loss,
+                                                    "val_accuracy": val_accuracy})
     if bar is not None:
         bar.close()
+    if validation is not None and best is not None:
+        params = best.params  # keep the epoch with the lowest validation loss
 
     steps = sum(chunk_epochs) * (n // batch_size)
     # The first chunk includes compilation; steps/s is measured on the others when there are any.
@@ -159,6 +184,7 @@ def run(args) -> int:
     steps_per_s = steady[1] * (n // batch_size) / steady[0] if steady[0] > 0 else float("nan")
     metrics = {
         "dataset": data.name,
+        "classes": list(data.classes) if data.classes is not None else None,
         "network": {"sizes": list(net.sizes), "activation": s["activation"],
                     "output_activation": net.output_activation, "loss": net.loss_name, "init": s["init"]}
         if not s.get("layers") else {"layers": s["layers"], "output_activation": net.output_activation,
@@ -173,10 +199,13 @@ def run(args) -> int:
                     "steps": steps, "steps_per_s": steps_per_s},
         "backend": jax.default_backend(),
     }
+    if validation is not None and best is not None:
+        metrics["validation"] = datafiles.validation_metrics(val_loss, val_accuracy, best, validation)
     if accuracy_fn is not None:
         metrics["train_accuracy"] = float(accuracy_fn(params, data.x_train, data.y_train))
         metrics["test_accuracy"] = float(accuracy_fn(params, data.x_test, data.y_test))
-    summary = [f"epochs {epoch} ({stop_reason})",
+    summary = [f"epochs {epoch} ({stop_reason})"
+               + (f", kept epoch {int(best.epoch) + 1} (lowest validation loss)" if validation is not None and best is not None else ""),
                f"train loss {train_loss[-1]:.4g}" if train_loss else "no epochs run",
                f"test loss {metrics['test_loss']:.4g}"]
     if "test_accuracy" in metrics:
@@ -186,7 +215,7 @@ def run(args) -> int:
     if args.out:
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
-        written = ["metrics.json", *plots(args.out, net, params, data, train_loss), CHECKPOINT]
+        written = ["metrics.json", *plots(args.out, net, params, data, train_loss, val_loss=val_loss if validation else None), CHECKPOINT, *([datafiles.BEST] if validation is not None else [])]
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
     return 1 if diverged else 0
 

@@ -112,9 +112,9 @@ def load_file(
         )
     where, x, y = arrays["where"], arrays["x"], arrays["y"]
     task = task or ("regression" if np.issubdtype(y.dtype, np.floating) else "classification")
-    labels, classes = _targets(f"{where}['y']", y, task)
+    labels, classes = _targets(f"{where}: y", y, task)
     if "x_test" in arrays:
-        test_labels, _ = _targets(f"{where}['y_test']", arrays["y_test"], task, classes)
+        test_labels, _ = _targets(f"{where}: y_test", arrays["y_test"], task, classes)
         return _dataset(name, x, labels, arrays["x_test"], test_labels, task, classes, seed, test_fraction)
     return _dataset(name, x, labels, None, None, task, classes, seed, test_fraction)
 
@@ -185,7 +185,7 @@ def _targets(where: str, y: np.ndarray, task: str, classes=None) -> tuple[np.nda
         _finite(where, y)
         if np.any(y != np.round(y)):
             raise ValueError(
-                f"{where} holds non-integer values such as {y[y != np.round(y)][0]!r}; class labels "
+                f"{where} holds non-integer values such as {y[y != np.round(y)][0].item()!r}; class labels "
                 "must be integers or names (use task='regression' for numeric targets)"
             )
         y = y.astype(np.int64)
@@ -195,7 +195,7 @@ def _targets(where: str, y: np.ndarray, task: str, classes=None) -> tuple[np.nda
     if classes is None:
         if len(found) < 2:
             raise ValueError(
-                f"{where} holds a single class ({found[0]!r}) in all {len(y)} examples; "
+                f"{where} holds a single class ({found[0].item()!r}) in all {len(y)} examples; "
                 "classification needs at least 2"
             )
         classes = found.tolist()
