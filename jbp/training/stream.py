@@ -192,7 +192,7 @@ def _source(data, epochs, batch_size, key, block_size, steps_per_chunk) -> Calla
     """``epoch -> iterator of (x, y, shuffle_key)`` chunks, checked."""
     if isinstance(data, tuple) and len(data) == 2 and all(hasattr(a, "shape") for a in data):
         return _array_source(*data, batch_size, key, block_size, steps_per_chunk)
-    if isinstance(data, (tuple, list, str, bytes, dict)) or not (callable(data) or hasattr(data, "__iter__")):
+    if isinstance(data, (str, bytes, dict)) or not (callable(data) or hasattr(data, "__iter__")):
         raise TypeError(
             "data must be a pair of arrays (x, y), a function epoch -> iterable of (x_batch, y_batch), "
             f"or such an iterable; got {_validate.describe(data)}"
