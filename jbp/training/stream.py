@@ -5,7 +5,10 @@ or any iterator of batches) and reaches the device a chunk at a time: ``steps_pe
 mini-batches, on which one compiled ``lax.scan`` takes that many steps of
 :func:`jbp.train_step`. JAX dispatches the chunk and returns at once, so while the device
 trains on chunk ``c`` the host reads chunk ``c + 1`` from the file and puts it on the
-device; it then waits for chunk ``c - 1`` only, so at most two chunks are in memory.
+device; it then waits for chunk ``c - 1`` only, so at most two chunks are in memory. The
+pages of a memory-mapped file are released from the process once read
+(``madvise(MADV_DONTNEED)``; the OS may keep them cached), so the resident memory stays
+near two chunks however large the file.
 
 **Shuffling by blocks** (arrays): the rows are cut into blocks of ``block_size``
 contiguous rows (default: ``batch_size``). Each epoch visits the blocks in the order of a
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import mmap
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -229,6 +233,16 @@ def _iterator_chunks(batches, batch_size, steps_per_chunk):
         yield np.stack(xs), np.stack(ys), None
 
 
+def _release(a) -> None:
+    """Drops the pages of a memory-mapped array from this process's resident memory once a
+    chunk is copied out (they stay in the OS page cache): without it every page read stays
+    mapped, and the resident size grows to the file's size over an epoch."""
+    while a is not None and not isinstance(a, mmap.mmap):
+        a = getattr(a, "base", None)
+    if a is not None and hasattr(mmap, "MADV_DONTNEED"):
+        a.madvise(mmap.MADV_DONTNEED)
+
+
 def _array_source(x, y, batch_size, key, block_size, steps_per_chunk) -> Callable:
     n = len(x)
     if len(y) != n:
@@ -259,6 +273,8 @@ def _array_source(x, y, batch_size, key, block_size, steps_per_chunk) -> Callabl
                       for j in range(first, last)]
             xs = np.concatenate([x[s:e] for s, e in pieces])
             ys = np.concatenate([y[s:e] for s, e in pieces])
+            _release(x)
+            _release(y)
             k = (b - a) // batch_size
             yield (xs.reshape(k, batch_size, *xs.shape[1:]), ys.reshape(k, batch_size, *ys.shape[1:]),
                    jax.random.fold_in(epoch_key, c + 1))
