@@ -172,7 +172,8 @@ def run(args) -> int:
             save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
                             key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
                                                     "stop_reason": stop_reason, "val_loss": val_loss,
-                                                    "val_accuracy": val_accuracy})
+                                                    "val_accuracy": val_accuracy,
+                                                    "classes": list(data.classes) if data.classes else None})
     if bar is not None:
         bar.close()
     if validation is not None and best is not None:
