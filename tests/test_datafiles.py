@@ -8,7 +8,7 @@ import pytest
 
 import jbp
 from jbp.cli import main
-from test_files import idx_bytes
+from helpers import idx_bytes
 
 FAST = ["--no-check", "--hidden", "6", "--batch-size", "8"]
 

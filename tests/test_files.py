@@ -1,12 +1,12 @@
 """A user's data files: CSV, .npz, .npy folders and IDX folders, and one clear error per malformed file."""
 
 import gzip
-import struct
 
 import numpy as np
 import pytest
 
 from jbp import datasets
+from helpers import idx_bytes
 
 
 def write_csv(path, header, rows):
@@ -19,10 +19,6 @@ def labelled_rows(n=40, seed=0, names=("ant", "bee", "cat")):
     x = rng.normal(size=(n, 2)).round(3)
     labels = [names[i % len(names)] for i in range(n)]
     return [[a, b, c] for (a, b), c in zip(x, labels)]
-
-
-def idx_bytes(a: np.ndarray, magic_type=0x08) -> bytes:
-    return bytes([0, 0, magic_type, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(">u1").tobytes()
 
 
 def write_idx(folder, n_train=30, n_test=10, gz=False, test_prefix="t10k", seed=0):

@@ -12,7 +12,7 @@ import optax
 
 import jbp
 from jbp.training.fit import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
-from helpers import XOR_X, XOR_Y, problem
+from helpers import ORDER_NET, XOR_X, XOR_Y, order_encoding_step, problem
 
 XOR = jbp.MLP(sizes=(2, 8, 1), activation="tanh", output_activation="sigmoid", loss="mse")
 
@@ -160,16 +160,6 @@ def test_same_seed_gives_bit_identical_parameters_in_process_and_across_processe
     other = subprocess.run([sys.executable, "-c", _SAME_SEED + "print(run(0))"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     assert other == digest
-
-
-def order_encoding_step(params, x, y):
-    """A ``loss_and_grad`` whose SGD step (lr 1) is ``W <- W / 2 + x``: after an epoch of
-    online steps from ``W = 0``, ``W = sum_k x_k / 2^(n-1-k)`` records the epoch's order."""
-    (layer,) = params
-    return jnp.sum(layer.W), (jbp.Layer(W=0.5 * layer.W - x, b=jnp.zeros_like(layer.b)),)
-
-
-ORDER_NET = jbp.MLP((2, 1), loss="mse")
 
 
 def test_every_epoch_has_its_own_shuffle_order():

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import jbp
-from test_fit import ORDER_NET, order_encoding_step
+from helpers import ORDER_NET, order_encoding_step
 
 NET = jbp.MLP((3, 6, 2), activation="relu", loss="cross_entropy")
 OPT = optax.adam(1e-2)

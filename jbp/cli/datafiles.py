@@ -5,14 +5,16 @@
 The data options are run settings: ``--resume`` takes them from the checkpoint. The
 validation rows are taken from the training split (stratified for classes, with the run's
 seed); the test split is never used for any choice. With validation, the run keeps the
-parameters of the epoch with the lowest validation loss: they are written to ``best.npz``
-(``checkpoint.npz`` holds the last epoch's state, from which ``--resume`` continues).
+parameters of the epoch with the lowest validation loss: they are written to ``best.npz``.
+``checkpoint.npz`` holds the last epoch's state, with the early-stopping state (the best
+parameters, loss and epoch) beside the optimizer state, from which ``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Optional
 
 import jax
 import numpy as np
@@ -20,7 +22,7 @@ import numpy as np
 from jbp import datasets
 from jbp.cli.common import UsageError, usage
 from jbp.datasets.files import read_npy_folder
-from jbp.training.checkpoint import load_checkpoint, save_checkpoint
+from jbp.training.checkpoint import restore_opt_state, save_checkpoint
 from jbp.training.early_stopping import Best
 
 #: The data settings of a run (saved with it, kept by ``--resume``).
@@ -83,19 +85,31 @@ def load(s: dict):
 
 
 def save_best(out: str, net, best: Best, s: dict) -> None:
-    """Writes the best epoch's parameters (``best.npz``), atomically."""
+    """Writes the best epoch's parameters, the ones the run keeps (``best.npz``), atomically."""
     save_checkpoint(os.path.join(out, BEST), net=net, params=best.params, epoch=int(best.epoch) + 1,
                     extra={"best_epoch": int(best.epoch), "val_loss": float(best.val_loss), "settings": s})
 
 
-def load_best(out: str, params, start_epoch: int):
-    """The saved :class:`Best` of a run with validation, to resume it exactly."""
-    path = os.path.join(out, BEST)
-    if not os.path.exists(path):
-        raise UsageError(f"no {BEST} to resume the validation state in {out}")
-    saved = usage(load_checkpoint, path)
-    dtype = jax.tree.leaves(params)[0].dtype
-    return Best(saved.params, np.asarray(saved.extra["val_loss"], dtype), np.int32(saved.extra["best_epoch"]))
+def saved_state(opt_state, best: Optional[Best]):
+    """What ``checkpoint.npz`` stores as its optimizer state: with validation, the early
+    stopping state rides along (``(opt_state, Best)``), so that one atomically written file
+    holds all a resume needs."""
+    return opt_state if best is None else (opt_state, best)
+
+
+def restore(optimizer, saved, validation) -> tuple:
+    """``(opt_state, best)`` of a saved checkpoint (``best`` is ``None`` without validation)."""
+    params = saved.params
+    if validation is None:
+        return usage(restore_opt_state, optimizer, params, saved.opt_state), None
+    template = (optimizer.init(params), Best(params, np.float32(0), np.int32(0)))
+    n_opt = len(jax.tree.leaves(template[0]))
+    leaves = list(saved.opt_state or [])
+    if len(leaves) != len(jax.tree.leaves(template)):
+        raise UsageError("the checkpoint has no validation state to resume (was it saved without --val-fraction?)")
+    opt_state = usage(restore_opt_state, optimizer, params, leaves[:n_opt])
+    best = jax.tree.unflatten(jax.tree.structure(template[1]), leaves[n_opt:])
+    return opt_state, best
 
 
 def validation_metrics(history_val_loss: list, history_val_acc: list, best: Best, validation) -> dict:

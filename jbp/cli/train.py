@@ -14,7 +14,7 @@ import numpy as np
 from jbp.cli import common, datafiles, layers_spec
 from jbp.cli.common import CHECK_BATCH, CHECKPOINT, DEFAULT_LR, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots
-from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
+from jbp.training.checkpoint import load_checkpoint, save_checkpoint
 from jbp.training.fit import fit
 from jbp.verify.grads import check_grads
 
@@ -111,11 +111,10 @@ def run(args) -> int:
     optimizer = common.optimizer(s, n // batch_size)
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     if args.resume:
-        opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
+        opt_state, best = datafiles.restore(optimizer, saved, validation)
         params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
         val_loss, val_accuracy = list(saved.extra.get("val_loss", [])), list(saved.extra.get("val_accuracy", []))
-        best = datafiles.load_best(args.out, params, epoch) if validation else None
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = net.init(init_key, dtype=data.x_train.dtype)
@@ -169,7 +168,8 @@ def run(args) -> int:
         if ckpt_path:
             if validation is not None:
                 datafiles.save_best(args.out, net, best, s)
-            save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
+            save_checkpoint(ckpt_path, net=net, params=params, opt_state=datafiles.saved_state(opt_state, best),
+                            epoch=epoch,
                             key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
                                                     "stop_reason": stop_reason, "val_loss": val_loss,
                                                     "val_accuracy": val_accuracy,
