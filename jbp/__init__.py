@@ -29,6 +29,8 @@ from jbp.training import privacy
 from jbp.training.privacy import DPSGD
 from jbp.training.sweep import sweep
 from jbp.training.fit import History, fit
+from jbp.training.early_stopping import Best
+from jbp.training.stream import fit_stream
 from jbp.training.update import gradient_descent, make_train_step, train_step
 from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 from jbp.verify.layer import LayerCheckReport, check_layer
@@ -50,6 +52,7 @@ def __getattr__(name: str):
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "Best",
     "Cache",
     "Checkpoint",
     "DPSGD",
@@ -76,6 +79,7 @@ __all__ = [
     "custom_vjp_loss",
     "deltas",
     "fit",
+    "fit_stream",
     "forward",
     "gradient_descent",
     "layers",

@@ -1,5 +1,7 @@
 """Problem makers and the gradient comparison used across tests."""
 
+import struct
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,3 +85,18 @@ def autodiff_grads(net, params, x, y):
 
 XOR_X = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)
 XOR_Y = jnp.array([[0], [1], [1], [0]], jnp.float32)
+
+
+def order_encoding_step(params, x, y):
+    """A ``loss_and_grad`` whose SGD step (lr 1) is ``W <- W / 2 + x``: after an epoch of
+    online steps from ``W = 0``, ``W = sum_k x_k / 2^(n-1-k)`` records the epoch's order."""
+    (layer,) = params
+    return jnp.sum(layer.W), (jbp.Layer(W=0.5 * layer.W - x, b=jnp.zeros_like(layer.b)),)
+
+
+ORDER_NET = jbp.MLP((2, 1), loss="mse")
+
+
+def idx_bytes(a: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An IDX file's bytes: magic number (0, 0, type, ndim), big-endian dimensions, data."""
+    return bytes([0, 0, type_code, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(">u1").tobytes()

@@ -12,7 +12,7 @@ import optax
 
 import jbp
 from jbp.training.fit import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
-from helpers import XOR_X, XOR_Y, problem
+from helpers import ORDER_NET, XOR_X, XOR_Y, order_encoding_step, problem
 
 XOR = jbp.MLP(sizes=(2, 8, 1), activation="tanh", output_activation="sigmoid", loss="mse")
 
@@ -160,3 +160,16 @@ def test_same_seed_gives_bit_identical_parameters_in_process_and_across_processe
     other = subprocess.run([sys.executable, "-c", _SAME_SEED + "print(run(0))"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     assert other == digest
+
+
+def test_every_epoch_has_its_own_shuffle_order():
+    """Each epoch's order comes from fold_in(key, epoch): the same epoch index gives the
+    same order, other epochs other orders (a fit that reused one order fails here)."""
+    x = np.stack([np.arange(8.0), np.zeros(8)], 1)
+    zero = (jbp.Layer(W=jnp.zeros((1, 2)), b=jnp.zeros(1)),)
+    kw = dict(optimizer=optax.sgd(1.0), epochs=1, batch_size=1, key=jax.random.key(0),
+              loss_and_grad=order_encoding_step)
+    W = [float(jbp.fit(ORDER_NET, zero, x, np.zeros((8, 1)), start_epoch=e, **kw)[0][0].W[0, 0]) for e in range(4)]
+    assert len(set(W)) == 4, W
+    again = jbp.fit(ORDER_NET, zero, x, np.zeros((8, 1)), start_epoch=2, **kw)[0]
+    assert float(again[0].W[0, 0]) == W[2]

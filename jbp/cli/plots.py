@@ -35,12 +35,13 @@ def preload() -> threading.Thread:
     return thread
 
 
-def plots(out: str, net, params, data, train_loss: list, test_curve=()) -> list:
-    """Writes the figures; their file names. ``test_curve``: ``[(epoch, test loss), ...]``."""
+def plots(out: str, net, params, data, train_loss: list, test_curve=(), val_loss=None) -> list:
+    """Writes the figures; their file names. ``test_curve``: ``[(epoch, test loss), ...]``;
+    ``val_loss``: the validation loss per epoch, when the run has a validation split."""
     _import_matplotlib()
     import matplotlib.pyplot as plt
 
-    figures = {"loss.png": loss_figure(plt, net, data, train_loss, test_curve)}
+    figures = {"loss.png": loss_figure(plt, net, data, train_loss, test_curve, val_loss)}
     if data.n_features == 2 and data.is_classification:
         figures["decision_boundary.png"] = boundary_figure(plt, net, params, data)
     if not data.is_classification:
@@ -52,12 +53,13 @@ def plots(out: str, net, params, data, train_loss: list, test_curve=()) -> list:
     return list(figures)
 
 
-def loss_figure(plt, net, data, train_loss, test_curve):
+def loss_figure(plt, net, data, train_loss, test_curve, val_loss=None):
     train = [(i + 1, v) for i, v in enumerate(train_loss) if math.isfinite(v)]
     test = [(e, v) for e, v in test_curve if math.isfinite(v)]
+    val = [(i + 1, v) for i, v in enumerate(val_loss or []) if math.isfinite(v)]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.set(xlabel="epoch", ylabel=f"mean loss ({net.loss_name})", title=f"{data.name}: loss")
-    values = [v for _, v in train + test]
+    values = [v for _, v in train + test + val]
     if not train:  # diverged in its first epoch, or stopped at once: say so, not an empty frame
         ax.text(0.5, 0.5, "no training epoch completed\n(the run diverged in its first epoch)", ha="center",
                 va="center", transform=ax.transAxes)
@@ -69,6 +71,8 @@ def loss_figure(plt, net, data, train_loss, test_curve):
         lift = lambda points: ([e for e, _ in points], [max(v, floor) for _, v in points])
         if train:
             ax.plot(*lift(train), label="training (per epoch)")
+        if val:
+            ax.plot(*lift(val), label="validation (per epoch)")
         if test:
             ax.plot(*lift(test), "o-", ms=3, label="test (end of each chunk)")
         ax.set_yscale("log")

@@ -11,11 +11,11 @@ import time
 import jax
 import numpy as np
 
-from jbp.cli import common, datacache, flags, gradcheck, layers_spec, rundir, runtime, timing
+from jbp.cli import common, datacache, datafiles, flags, gradcheck, layers_spec, rundir, runtime, timing
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
-from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
+from jbp.training.checkpoint import load_checkpoint, save_checkpoint
 from jbp.training.fit import fit
 
 #: A run whose final training loss exceeds this multiple of the loss at its initial
@@ -42,6 +42,7 @@ def add_parser(commands) -> None:
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                        help="verify the manual gradients against jax.grad first, at the initial parameters (default on)")
     dp.add_options(train)
+    datafiles.add_options(train)
 
 
 def progress(total: int, initial: int):
@@ -100,8 +101,15 @@ def run(args) -> int:
     else:
         s = common.settings(args)
         s.update({k: getattr(args, k) for k in dp.SETTINGS})
+        if s["data"] is not None:
+            s["dataset"] = None
+    datafiles.check(s)
+    if s.get("mmap"):
+        from jbp.cli import mmap
+        return mmap.run(args, s, saved if args.resume else None)
 
-    data = datacache.load(s["dataset"], s["seed"], cache=runtime.cache_wanted(args.no_cache))
+    cache = runtime.cache_wanted(args.no_cache)
+    data, validation = datafiles.load(s, builtin=lambda name, seed: datacache.load(name, seed, cache=cache))
     n_features = data.n_features
     if s.get("layers"):  # a network of layers; digits become images for a convolution
         net = layers_spec.network(s["layers"], data)
@@ -116,15 +124,17 @@ def run(args) -> int:
     initial = net.init(init_key, dtype=data.x_train.dtype)
     loss_fn, accuracy_fn = common.metric_fns(net)
     if args.resume:
-        opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
+        opt_state, best = datafiles.restore(optimizer, saved, validation)
         params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
         test_curve = [list(p) for p in saved.extra.get("test_loss_curve", [])]
+        val_loss, val_accuracy = list(saved.extra.get("val_loss", [])), list(saved.extra.get("val_accuracy", []))
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = initial
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
         test_curve = [[0, float(loss_fn(params, data.x_test, data.y_test))]]
+        val_loss, val_accuracy, best = [], [], None
     if args.out:
         rundir.create(args.out, overwrite=args.overwrite)
         preload()
@@ -134,6 +144,9 @@ def run(args) -> int:
         f"network {shape} -> {net.output_activation} "
         f"({net.loss_name}), {s['optimizer']} lr {s['lr']:g}, "
         f"batch {batch_size}, on {jax.default_backend()}")
+    if validation is not None:
+        say(f"validation: {len(validation[0])} examples held out of the training data"
+            + (f", early stopping with patience {s['patience']}" if s["patience"] else ""))
     with runtime.CompileClock() as clock:
         check_start = time.perf_counter()
         grad_check = gradcheck.run(net, initial, data, random=privacy is not None) if args.check else None
@@ -148,11 +161,16 @@ def run(args) -> int:
             start, programs = time.perf_counter(), clock.programs
             params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                             batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
-                            start_epoch=epoch, privacy=privacy)
+                            start_epoch=epoch, privacy=privacy, validation=validation,
+                            patience=s.get("patience"), best=best)
             jax.block_until_ready(params)
             done = int(h.epoch) - epoch
             chunks.append((time.perf_counter() - start, done, clock.programs - programs))
             train_loss += [float(v) for v in np.asarray(h.loss[:done])]
+            if validation is not None:
+                best = h.best
+                val_loss += [float(v) for v in np.asarray(h.val_loss[:done])]
+                val_accuracy += [float(v) for v in np.asarray(h.val_accuracy[:done])]
             epoch, opt_state = int(h.epoch), h.opt_state
             if h.diverged:
                 diverged, stop_reason = True, h.reason
@@ -169,14 +187,21 @@ def run(args) -> int:
                 bar.set_postfix(postfix)
                 bar.update(done)
             if ckpt_path:
-                save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
-                                key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
-                                                        "test_loss_curve": test_curve,
-                                                        "stop_reason": stop_reason})
+                if validation is not None:
+                    datafiles.save_best(args.out, net, best, s)
+                save_checkpoint(ckpt_path, net=net, params=params, opt_state=datafiles.saved_state(opt_state, best),
+                                epoch=epoch, key=shuffle_key,
+                                extra={"settings": s, "train_loss": train_loss, "test_loss_curve": test_curve,
+                                       "stop_reason": stop_reason, "val_loss": val_loss,
+                                       "val_accuracy": val_accuracy,
+                                       "classes": list(data.classes) if data.classes else None})
         if bar is not None:
             bar.close()
+        if validation is not None and best is not None:
+            params = best.params  # keep the epoch with the lowest validation loss
         metrics = {
             "dataset": data.name,
+            "classes": list(data.classes) if data.classes is not None else None,
             "network": {"sizes": list(net.sizes), "activation": s["activation"],
                         "output_activation": net.output_activation, "loss": net.loss_name, "init": s["init"]}
             if not s.get("layers") else {"layers": s["layers"], "output_activation": net.output_activation,
@@ -191,6 +216,8 @@ def run(args) -> int:
             "gradient_check": grad_check,
             "backend": jax.default_backend(),
         }
+        if validation is not None and best is not None:
+            metrics["validation"] = datafiles.validation_metrics(val_loss, val_accuracy, best, validation)
         if accuracy_fn is not None:
             metrics["train_accuracy"] = float(accuracy_fn(params, data.x_train, data.y_train))
             metrics["test_accuracy"] = float(accuracy_fn(params, data.x_test, data.y_test))
@@ -202,7 +229,9 @@ def run(args) -> int:
         if privacy is not None:  # a diverged epoch touched the data too
             metrics["privacy"] = dp.report(privacy, n, batch_size, epoch + diverged)
 
-        summary = [f"epochs {epoch} ({stop_reason})",
+        summary = [f"epochs {epoch} ({stop_reason})"
+                   + (f", kept epoch {int(best.epoch) + 1} (lowest validation loss)"
+                      if validation is not None and best is not None else ""),
                    f"train loss {train_loss[-1]:.4g}" if train_loss else "no epochs run",
                    f"test loss {metrics['test_loss']:.4g}"]
         if "test_accuracy" in metrics:
@@ -210,7 +239,9 @@ def run(args) -> int:
         say("result: " + ", ".join(summary))
         if privacy is not None:
             say(dp.describe(metrics["privacy"]))
-        written = plots(args.out, net, params, data, train_loss, test_curve) if args.out else []
+        written = plots(args.out, net, params, data, train_loss, test_curve,
+                        val_loss=val_loss if validation is not None else None) if args.out else []
+        written += [datafiles.BEST] if args.out and validation is not None else []
     metrics["timings"] = timing.summary(chunks, n // batch_size, check_s, clock.seconds,
                                         time.perf_counter() - started)
     if args.out:

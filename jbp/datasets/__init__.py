@@ -1,5 +1,7 @@
-"""Datasets: the built-in ones (generated, or bundled with scikit-learn)."""
+"""Datasets: the built-in ones (generated, or bundled with scikit-learn) and a user's own files."""
 
 from jbp.datasets.builtin import DATASETS, Dataset, digits, load, moons, sine, spirals, xor
+from jbp.datasets.files import TASKS, flatten, load_file, split
 
-__all__ = ["DATASETS", "Dataset", "digits", "load", "moons", "sine", "spirals", "xor"]
+__all__ = ["DATASETS", "Dataset", "TASKS", "digits", "flatten", "load", "load_file", "moons", "sine",
+           "spirals", "split", "xor"]

@@ -9,6 +9,7 @@ Generated datasets are deterministic in ``seed``.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -25,6 +26,7 @@ class Dataset:
         int labels ``(n,)`` for ``cross_entropy`` and float32 ``(n, n_outputs)`` otherwise.
       loss: ``"mse"``, ``"cross_entropy"`` or ``"binary_cross_entropy"``.
       n_outputs: the network's output width (number of classes for ``cross_entropy``).
+      classes: for classes read from a file, the label of each class id (JSON-able).
     """
 
     name: str
@@ -34,10 +36,12 @@ class Dataset:
     y_test: np.ndarray
     loss: str
     n_outputs: int
+    classes: Optional[tuple] = None
 
     @property
     def n_features(self) -> int:
-        return self.x_train.shape[1]
+        """Inputs per example (all of an image's pixels)."""
+        return int(np.prod(self.x_train.shape[1:]))
 
     @property
     def is_classification(self) -> bool:

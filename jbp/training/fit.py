@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.training import parallel, privacy as dp, stochastic
+from jbp.training import early_stopping, parallel, privacy as dp, stochastic
 from jbp.model.base import Network
 from jbp.model.params import Params
 from jbp.training.update import train_step
@@ -25,8 +25,9 @@ from jbp.training.update import train_step
 Array = jax.Array
 
 #: ``History.stop_reason`` codes.
-RAN_ALL_EPOCHS, REACHED_TOL, DIVERGED = 0, 1, 2
-STOP_REASONS = ("ran all epochs", "reached tol", "diverged: the training loss became non-finite")
+RAN_ALL_EPOCHS, REACHED_TOL, DIVERGED, EARLY_STOPPED = 0, 1, 2, 3
+STOP_REASONS = ("ran all epochs", "reached tol", "diverged: the training loss became non-finite",
+                "early stopping: the validation loss stopped improving")
 
 
 class History(NamedTuple):
@@ -43,12 +44,23 @@ class History(NamedTuple):
       opt_state: the optimizer state at the end (before the failing epoch, on divergence).
       privacy: with ``fit(..., privacy=...)``, the :class:`jbp.privacy.PrivacySpent`
         of the run's steps (see :meth:`epsilon`); else ``None``.
+      val_loss, val_accuracy: ``(epochs,)`` like ``loss``: each epoch's validation loss
+        and accuracy (NaN for regression), after its last step; ``None`` without
+        ``validation``.
+      best_epoch: absolute index of the epoch with the lowest validation loss so far
+        (``start_epoch - 1`` if none improved on the start); ``None`` without validation.
+      best: :class:`jbp.Best`, what early stopping carries: pass it as ``best`` to
+        continue a run exactly; ``best.params`` are the best epoch's parameters.
     """
 
     loss: Array
     epoch: Array
     stop_reason: Array
     opt_state: Any
+    val_loss: Any = None
+    val_accuracy: Any = None
+    best_epoch: Any = None
+    best: Any = None
     privacy: Optional[dp.PrivacySpent] = None
 
     def epsilon(self, delta: Optional[float] = None) -> float:
@@ -82,6 +94,9 @@ def fit(
     start_epoch: int = 0,
     loss_and_grad: Optional[Callable] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
+    validation: Optional[tuple] = None,
+    patience: Optional[int] = None,
+    best: Optional[early_stopping.Best] = None,
     privacy: Optional[dp.DPSGD] = None,
 ) -> tuple[Params, History]:
     """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
@@ -121,6 +136,15 @@ def fit(
         sample of expected size ``batch_size``, clipped per example, with Gaussian noise
         (see :mod:`jbp.training.privacy`); ``history.epsilon()`` is the privacy spent.
         Needs ``key``; refuses ``tol``, ``loss_and_grad`` and ``mesh``.
+      validation: ``(x_val, y_val)``, evaluated after every epoch (``history.val_loss``,
+        ``history.val_accuracy``, ``history.best_epoch``); see
+        :mod:`jbp.training.early_stopping`.
+      patience: with ``validation``, stop once this many epochs in a row have not lowered
+        the validation loss, and return the best epoch's parameters
+        (``history.reason`` says so). Without it all epochs run and the last parameters
+        are returned (the best are in ``history.best.params``).
+      best: ``history.best`` of the previous call, to continue a run with validation
+        exactly (with ``start_epoch`` and ``opt_state``).
 
     Returns:
       ``(params, history)``, see :class:`History`. The parameters are always finite:
@@ -137,24 +161,26 @@ def fit(
     )
     if privacy is not None:
         dp.fit_args(privacy, net, key, tol, loss_and_grad, mesh)
+    validation, patience, best = early_stopping.check_args(net, params, validation, patience, best, start_epoch)
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
     if mesh is not None:
         parallel.check_mesh(mesh, batch_size)
         loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad)
-        params, x, y, key, opt_state = parallel.replicate(mesh, (params, x, y, key, opt_state))
-    return _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol,
-                opt_state, jnp.asarray(start_epoch, jnp.int32), privacy=privacy)
+        params, x, y, key, opt_state, validation, best = parallel.replicate(
+            mesh, (params, x, y, key, opt_state, validation, best))
+    return _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, params, x, y, key, tol,
+                opt_state, jnp.asarray(start_epoch, jnp.int32), validation, best, privacy=privacy)
 
 
 def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), static_argnames=("privacy",))
-def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol, opt_state, start_epoch,
-         privacy=None):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), static_argnames=("privacy",))
+def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, params, x, y, key, tol, opt_state,
+         start_epoch, validation, best, privacy=None):
     n = x.shape[0]
     steps = n // batch_size
 
@@ -172,36 +198,60 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, t
         if batch_size == n:  # full batch: the order does not matter, skip the shuffle
             (params, opt_state), loss = step((params, opt_state), (x, y), epoch, 0)
             return params, opt_state, loss
-        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-        batches = order[: steps * batch_size].reshape(steps, batch_size)
+        # Permute once, then scan over the batches as slices (faster than gathering
+        # x[idx] in every step; the same batches in the same order).
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
+        batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
         (params, opt_state), losses = jax.lax.scan(
-            lambda carry, idx_i: step(carry, (x[idx_i[0]], y[idx_i[0]]), epoch, idx_i[1]),
+            lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
             (params, opt_state), (batches, jnp.arange(steps)),
         )
         return params, opt_state, jnp.mean(losses)
 
     def running(carry):
-        i, _, _, _, reason = carry
+        i, _, _, _, reason, _ = carry
         return (i < epochs) & (reason == RAN_ALL_EPOCHS)
 
     def body(carry):
-        i, params, opt_state, losses, _ = carry
+        i, params, opt_state, losses, _, val = carry
         new_params, new_opt_state, loss = run_epoch(params, opt_state, start_epoch + i)
         ok = jnp.isfinite(loss) & _all_finite(new_params)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         reason = jnp.where(ok, jnp.where(loss <= tol, REACHED_TOL, RAN_ALL_EPOCHS), DIVERGED)
-        reason = reason.astype(jnp.int32)
+        if validation is not None:
+            val, stop = _validate_epoch(net, patience, validation, val, new_params, start_epoch + i, i, ok)
+            reason = jnp.where(ok & (reason == RAN_ALL_EPOCHS) & stop, EARLY_STOPPED, reason)
         return (
             i + ok.astype(i.dtype),
             keep(new_params, params),
             keep(new_opt_state, opt_state),
             losses.at[i].set(loss.astype(losses.dtype)),
-            reason,
+            reason.astype(jnp.int32),
+            val,
         )
 
     losses = jnp.full((epochs,), jnp.nan, x.dtype)
-    init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS))
-    i, params, opt_state, losses, reason = jax.lax.while_loop(running, body, init)
+    val = None if validation is None else (best, losses, losses)
+    init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val)
+    i, params, opt_state, losses, reason, val = jax.lax.while_loop(running, body, init)
     # A diverged epoch touched the data too: it counts for privacy.
     spent = None if privacy is None else dp.spent(privacy, n, batch_size, start_epoch + i + (reason == DIVERGED))
-    return params, History(losses, start_epoch + i, reason, opt_state, spent)
+    if validation is None:
+        return params, History(losses, start_epoch + i, reason, opt_state, privacy=spent)
+    best, val_losses, val_accuracies = val
+    # Early stopping returns the best epoch's parameters.
+    params = jax.tree.map(lambda b, p: jnp.where(reason == EARLY_STOPPED, b, p), best.params, params)
+    return params, History(losses, start_epoch + i, reason, opt_state, val_losses, val_accuracies,
+                           best.epoch, best, spent)
+
+
+def _validate_epoch(net, patience, validation, val, params, epoch, i, ok):
+    """Evaluates the epoch's parameters on the validation data; updates the best (unless
+    the epoch diverged) and says whether patience ran out."""
+    best, val_losses, val_accuracies = val
+    loss, accuracy = early_stopping.evaluate(net, params, *validation)
+    new_best = early_stopping.update(best, params, loss, epoch)
+    best = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_best, best)
+    val = (best, val_losses.at[i].set(loss.astype(val_losses.dtype)),
+           val_accuracies.at[i].set(accuracy.astype(val_accuracies.dtype)))
+    return val, early_stopping.out_of_patience(best, epoch, patience)
