@@ -4,7 +4,8 @@
 compiled chunks of epochs (a progress bar moves between chunks), prints a summary and,
 with ``--out DIR``, writes ``metrics.json``, plots and an atomically written checkpoint
 after every chunk, from which ``--resume`` continues exactly. ``check`` only verifies
-the gradients. Mistakes in the arguments print one line and exit with status 2.
+the gradients. ``launch`` runs a command in several processes joined by
+``jax.distributed`` (see :mod:`jbp.cli.launch`). Mistakes in the arguments print one line and exit with status 2.
 
 Each command is a module with ``add_parser(commands)`` and ``run(args) -> exit status``.
 """
@@ -15,10 +16,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from jbp.cli import check, train
+from jbp.cli import check, launch, train
 from jbp.cli.common import Parser, UsageError
 
-COMMANDS = {"train": train, "check": check}
+COMMANDS = {"train": train, "check": check, "launch": launch}
 
 __all__ = ["COMMANDS", "UsageError", "main", "parser", "run"]
 
@@ -46,6 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         args = p.parse_args(argv)
+        launch.join_from_env()  # in a process of `jbp launch`: jax.distributed first
         return run(args)
     except UsageError as e:
         # Every mistake in the arguments ends here, as one line.

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from jbp import datasets
-from jbp.cli import common, layers_spec
+from jbp.cli import common, launch, layers_spec
 from jbp.cli.common import CHECK_BATCH, CHECKPOINT, DEFAULT_LR, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots
 from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
@@ -99,6 +99,7 @@ def run(args) -> int:
     n = len(data.x_train)
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
+    mesh = launch.mesh(batch_size)  # all devices of all processes under `jbp launch`, else None
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     if args.resume:
         opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
@@ -127,7 +128,8 @@ def run(args) -> int:
         start = time.perf_counter()
         params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                         batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
-                        start_epoch=epoch)
+                        start_epoch=epoch, mesh=mesh)
+        params, h = launch.local((params, h))  # each process's own copy for what follows
         jax.block_until_ready(params)
         done = int(h.epoch) - epoch
         chunk_times.append(time.perf_counter() - start)
@@ -146,7 +148,7 @@ def run(args) -> int:
                 postfix["test_acc"] = f"{float(accuracy_fn(params, data.x_test, data.y_test)):.4f}"
             bar.set_postfix(postfix)
             bar.update(done)
-        if ckpt_path:
+        if ckpt_path and launch.is_main():  # process 0 alone writes files
             save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
                             key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
                                                     "stop_reason": stop_reason})
@@ -183,7 +185,7 @@ def run(args) -> int:
         summary.append(f"test accuracy {metrics['test_accuracy']:.4f}")
     summary.append(f"{sum(chunk_times):.1f} s, {steps_per_s:,.0f} steps/s")
     say("result: " + ", ".join(summary))
-    if args.out:
+    if args.out and launch.is_main():
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         written = ["metrics.json", *plots(args.out, net, params, data, train_loss), CHECKPOINT]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.training import parallel, stochastic
+from jbp.training import distributed, parallel, stochastic
 from jbp.model.base import Network
 from jbp.model.params import Params
 from jbp.training.update import train_step
@@ -106,7 +106,9 @@ def fit(
       mesh: a device mesh with an axis ``"data"`` to train data parallel: each batch is
         split over that axis (``batch_size`` must be a multiple of its size) and the
         parameters stay replicated; see :mod:`jbp.training.parallel`. The result equals the
-        single-device one up to rounding.
+        single-device one up to rounding. A mesh over the devices of several processes
+        (after ``jax.distributed.initialize``) trains on the same batches, each process
+        feeding only its slice of each; see :mod:`jbp.training.distributed`.
 
     Returns:
       ``(params, history)``, see :class:`History`. The parameters are always finite:
@@ -126,6 +128,11 @@ def fit(
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
     if mesh is not None:
         parallel.check_mesh(mesh, batch_size)
+        if distributed.spans_processes(mesh):  # several processes: each feeds its slices
+            r = distributed.fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params,
+                                       x, y, key, tol, opt_state, start_epoch)
+            reason = DIVERGED if r.diverged else REACHED_TOL if r.reached_tol else RAN_ALL_EPOCHS
+            return r.params, History(r.loss, jnp.int32(start_epoch + r.epochs_done), jnp.int32(reason), r.opt_state)
         loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad)
         params, x, y, key, opt_state = parallel.replicate(mesh, (params, x, y, key, opt_state))
     return _fit(net, optimizer, epochs, batch_size, loss_and_grad, params, x, y, key, tol,
