@@ -13,11 +13,13 @@ Each command is a module with ``add_parser(commands)`` and ``run(args) -> exit s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
 from jbp.cli import check, launch, train
 from jbp.cli.common import Parser, UsageError
+from jbp.training.distributed import ProcessLost
 
 COMMANDS = {"train": train, "check": check, "launch": launch}
 
@@ -53,6 +55,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Every mistake in the arguments ends here, as one line.
         print(f"jbp: error: {e}", file=sys.stderr)
         return 2
+    except ProcessLost as e:  # under `jbp launch`: a peer died
+        print(f"jbp: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # A normal exit would wait in jax.distributed's shutdown barrier for the dead peer
+        # (then abort): leave now.
+        os._exit(1)
     except KeyboardInterrupt:
         print("jbp: interrupted; with --out, --resume continues from the last checkpoint", file=sys.stderr)
         return 130

@@ -13,7 +13,7 @@ all processes.
 Output: process 0's output is the launcher's own (the same lines as one ``jbp train``);
 process i > 0 writes to ``LOG_DIR/process-i.log`` (``--log-dir``, default a new
 temporary folder, removed when every process succeeds). When a process fails, the
-launcher stops the others at once (SIGTERM to each process group, then SIGKILL), prints
+launcher stops the others at once (SIGKILL to each process group), prints
 which process failed, with the tail of its log, and exits with that process's status
 (1 if a signal ended it).
 """
@@ -39,8 +39,6 @@ ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JBP_COORDINATOR", "JBP_NUM
 #: Seconds: to reach the coordinator and every peer at the start; without a heartbeat
 #: before a process is declared dead; to wait for the others when exiting.
 INIT_TIMEOUT_S, HEARTBEAT_TIMEOUT_S, SHUTDOWN_TIMEOUT_S = 60, 10, 10
-#: Seconds between SIGTERM and SIGKILL when the launcher stops its processes.
-KILL_GRACE_S = 5.0
 HOST = "127.0.0.1"
 LOG_TAIL_LINES = 20
 
@@ -86,15 +84,22 @@ def join_from_env(environ=os.environ) -> None:
     coordinator = environ[ENV_COORDINATOR]
     n, i = int(environ[ENV_NUM_PROCESSES]), int(environ[ENV_PROCESS_ID])
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # on 127.0.0.1 the coordinator listens there alone, not on every interface
+    bind = coordinator if coordinator.startswith(f"{HOST}:") else None
     try:
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=n, process_id=i,
             initialization_timeout=INIT_TIMEOUT_S, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
-            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
+            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S, coordinator_bind_address=bind,
         )
     except Exception as e:  # the coordinator's port taken, a peer that never came, ...
-        raise UsageError(f"process {i} of {n} could not join the run at {coordinator} "
-                         f"within {INIT_TIMEOUT_S} s: {str(e).splitlines()[0]}") from None
+        why = str(e).splitlines()[0]
+        if i == 0:
+            raise UsageError(f"process 0 of {n} could not start the coordinator at {coordinator} "
+                             f"({why}); is the port in use? jbp launch takes a free one unless "
+                             f"--port is given") from None
+        raise UsageError(f"process {i} of {n} could not join the coordinator at {coordinator} "
+                         f"within {INIT_TIMEOUT_S} s: {why}") from None
 
 
 def mesh(batch_size: int):
@@ -122,7 +127,7 @@ def local(tree):
     return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
 
 
-def _environment(n: int, i: int, devices: int, coordinator: str) -> dict:
+def environment(n: int, i: int, devices: int, coordinator: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # forced device counts would clash
     env.update({
         "JAX_PLATFORMS": "cpu",
@@ -136,24 +141,15 @@ def _environment(n: int, i: int, devices: int, coordinator: str) -> dict:
 
 
 def _stop(procs) -> None:
-    """SIGTERM to every process group still running, SIGKILL after KILL_GRACE_S."""
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + KILL_GRACE_S
+    """SIGKILL to every process group still running, and wait for each. (JAX's
+    distributed runtime takes SIGTERM as a preemption notice, not a request to exit; a
+    checkpoint is never half written, since it is renamed into place whole.)"""
     for p in procs:
         try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)  # also what a process left behind in its group
+            os.killpg(p.pid, signal.SIGKILL)  # also whatever a process started in its group
         except (ProcessLookupError, PermissionError):
             pass
+    for p in procs:
         p.wait()
 
 
@@ -206,7 +202,7 @@ def run(args) -> int:
             try:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "jbp", *command],
-                    env=_environment(n, i, args.devices_per_process, f"{HOST}:{port}"),
+                    env=environment(n, i, args.devices_per_process, f"{HOST}:{port}"),
                     stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True,
                 ))
             finally:

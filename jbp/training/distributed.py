@@ -46,6 +46,10 @@ from jbp.training.update import train_step
 Array = jax.Array
 
 
+class ProcessLost(RuntimeError):
+    """A collective across processes failed: another process died or cannot be reached."""
+
+
 def spans_processes(mesh: Mesh) -> bool:
     """True if some of ``mesh``'s devices belong to another process."""
     me = jax.process_index()
@@ -127,6 +131,26 @@ def local_rows(mesh: Mesh, batch_size: int) -> slice:
     return slice(lo, hi)
 
 
+def batch_indices(key: Optional[Array], epoch: int, n: int, batch_size: int, rows: slice) -> np.ndarray:
+    """The examples of ``rows`` of every batch of ``epoch``: ``(steps, rows)`` indices into ``x``.
+
+    The order is :func:`jbp.fit`'s: ``jax.random.permutation(jax.random.fold_in(key,
+    epoch), n)`` cut into ``n // batch_size`` batches (the rest left out), or the
+    examples in order when ``batch_size == n`` (full batch, no shuffle).
+    """
+    steps = n // batch_size
+    if batch_size == n:
+        order = np.arange(n)
+    else:
+        order = np.asarray(_permutation(jax.random.fold_in(key, epoch), n))
+    return order[: steps * batch_size].reshape(steps, batch_size)[:, rows]
+
+
+@partial(jax.jit, static_argnums=1)
+def _permutation(key, n):
+    return jax.random.permutation(key, n)  # one compiled call, not a dozen eager ones
+
+
 class Epochs(NamedTuple):
     """What :func:`fit_epochs` did, for :func:`jbp.fit` to report as its ``History``."""
 
@@ -169,11 +193,7 @@ def fit_epochs(
     step = parallel.DataParallel(net, mesh, loss_and_grad)
 
     def epoch_batches(epoch):
-        if batch_size == n:  # full batch: the order does not matter, as in fit
-            order = np.arange(n)
-        else:
-            order = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-        mine = order[: steps * batch_size].reshape(steps, batch_size)[:, rows]  # this process's slices
+        mine = batch_indices(key, epoch, n, batch_size, rows)
         return tuple(
             jax.make_array_from_process_local_data(batches, a[mine], (steps, batch_size, *a.shape[1:]))
             for a in (x_host, y_host)
@@ -182,19 +202,26 @@ def fit_epochs(
     params, opt_state = parallel.replicate(mesh, (params, opt_state))
     losses = np.full((epochs,), np.nan, x_host.dtype)
     done, reached_tol, diverged = 0, False, False
-    xs, ys = epoch_batches(start_epoch)
-    while done < epochs:
-        new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, params, opt_state, xs, ys)
-        if done + 1 < epochs:  # build the next epoch's batches while this one runs
-            xs, ys = epoch_batches(start_epoch + done + 1)
-        losses[done] = np.asarray(loss)
-        if not bool(ok):
-            diverged = True
-            break
-        params, opt_state, done = new_params, new_opt_state, done + 1
-        if losses[done - 1] <= tol:
-            reached_tol = True
-            break
+    try:
+        xs, ys = epoch_batches(start_epoch)
+        while done < epochs:
+            new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, params, opt_state, xs, ys)
+            if done + 1 < epochs:  # build the next epoch's batches while this one runs
+                xs, ys = epoch_batches(start_epoch + done + 1)
+            losses[done] = np.asarray(loss)
+            if not bool(ok):
+                diverged = True
+                break
+            params, opt_state, done = new_params, new_opt_state, done + 1
+            if losses[done - 1] <= tol:
+                reached_tol = True
+                break
+    except jax.errors.JaxRuntimeError as e:
+        raise ProcessLost(
+            f"training across {jax.process_count()} processes stopped at epoch {start_epoch + done}: "
+            f"a collective failed, so another process has died or cannot be reached "
+            f"({str(e).splitlines()[0]})"
+        ) from None
     return Epochs(params, opt_state, jnp.asarray(losses), done, reached_tol, diverged)
 
 
