@@ -133,6 +133,7 @@ def environment(n: int, i: int, devices: int, coordinator: str) -> dict:
         "JAX_PLATFORMS": "cpu",
         "JAX_NUM_CPU_DEVICES": str(devices),
         "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+        "PYTHONUNBUFFERED": "1",  # a log shows what a process printed up to its end
         ENV_COORDINATOR: coordinator,
         ENV_NUM_PROCESSES: str(n),
         ENV_PROCESS_ID: str(i),
