@@ -43,7 +43,9 @@ def fit_case(out):
     params, x, y = problem(NET, N_EXAMPLES, np.float64)
     # EPOCHS in two calls: the second continues from history.epoch and opt_state
     p1, h1 = jbp.fit(NET, params, x, y, mesh=mesh, epochs=EPOCHS // 2, **KWARGS)
-    p2, h2 = jbp.fit(NET, p1, x, y, mesh=mesh, epochs=EPOCHS // 2, opt_state=h1.opt_state,
+    # from this process's own copies, as jbp train continues (arrays on one local device)
+    p1, opt_state = jax.tree.map(lambda a: a.addressable_data(0), (p1, h1.opt_state))
+    p2, h2 = jbp.fit(NET, p1, x, y, mesh=mesh, epochs=EPOCHS // 2, opt_state=opt_state,
                      start_epoch=int(h1.epoch), **KWARGS)
     rows = distributed.local_rows(mesh, BATCH)
     arrays = {

@@ -58,6 +58,9 @@ def test_a_killed_process_stops_the_run_and_is_named(tmp_path):
             "--batch-size", "8", "--chunk", "1", "--no-check"]
     with started([LAUNCH + argv], [env()]) as (launcher,):
         assert launcher.stdout.readline().startswith("jbp train: moons")  # process 0 is training
+        log, deadline = tmp_path / "process-1.log", time.monotonic() + 60
+        while "jbp train: moons" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)  # and so is process 1
         workers = children(launcher.pid)
         assert len(workers) == 2
         os.kill(workers[1], signal.SIGKILL)

@@ -199,7 +199,9 @@ def fit_epochs(
             for a in (x_host, y_host)
         )
 
-    params, opt_state = parallel.replicate(mesh, (params, opt_state))
+    # from host copies: an array committed to one device of this process (a replicated
+    # result's local part) cannot be placed across processes directly
+    params, opt_state = parallel.replicate(mesh, jax.tree.map(_host, (params, opt_state)))
     losses = np.full((epochs,), np.nan, x_host.dtype)
     done, reached_tol, diverged = 0, False, False
     try:
@@ -223,6 +225,10 @@ def fit_epochs(
             f"({str(e).splitlines()[0]})"
         ) from None
     return Epochs(params, opt_state, jnp.asarray(losses), done, reached_tol, diverged)
+
+
+def _host(a):
+    return np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else a
 
 
 def _all_finite(tree) -> Array:
