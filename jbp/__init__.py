@@ -26,6 +26,7 @@ from jbp.model.params import Layer
 from jbp.model.per_example import per_example_grads
 from jbp.model.sequential import Sequential
 from jbp.training.sweep import sweep
+from jbp.training.distributed import ProcessLost
 from jbp.training.fit import History, fit
 from jbp.training.update import gradient_descent, make_train_step, train_step
 from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
@@ -50,6 +51,7 @@ __all__ = [
     "MLP",
     "MUTATIONS",
     "MutationReport",
+    "ProcessLost",
     "Sequential",
     "VJPCheckReport",
     "backward",

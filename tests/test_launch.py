@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -15,7 +14,7 @@ import pytest
 import jbp
 from jbp.cli import main
 from jbp.cli.launch import environment
-from processes import alive, children, env, finish, kill, started
+from processes import alive, children, env, finish, started
 
 LAUNCH = [sys.executable, "-m", "jbp", "launch"]
 #: A small digits run: 1437 examples, 44 batches of 32 per epoch.

@@ -117,7 +117,9 @@ def fit(
     Raises:
       TypeError, ValueError: a bad argument, named in the message (see README, "What
         jbp checks for you"): among others NaN or inf in ``params``, ``x`` or ``y``, and
-        an ``opt_state`` that does not fit ``optimizer.init(params)``.
+        an ``opt_state`` that does not fit ``optimizer.init(params)``; on a mesh that
+        spans processes, arguments that differ between processes.
+      ProcessLost: on a mesh that spans processes, another process died.
     """
     x, y, epochs, batch_size = _validate.fit_args(
         net, params, x, y, optimizer, epochs, batch_size, key, tol, opt_state, start_epoch,
