@@ -15,7 +15,7 @@ the same update to parameters that stay replicated. A device never holds more of
 data than its slice of one epoch's batches.
 
 Before anything else runs, :func:`check_same` compares a description of the call across
-processes (shapes, dtypes, network, optimizer settings, a checksum of the parameters):
+processes (shapes, dtypes, network, checksums of the optimizer state and parameters):
 a process whose data or network differs is a clear ``ValueError`` in every process,
 instead of a collective that waits forever or averages mismatched gradients.
 
@@ -93,12 +93,13 @@ def _checksum(tree) -> str:
     return h.hexdigest()[:16]
 
 
-def _describe(net, optimizer, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch) -> dict:
+def _describe(net, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch) -> dict:
     kind = lambda a: f"{np.dtype(a.dtype)}{list(np.shape(a))}"
     return {
         "network": repr(net),
-        # an optax optimizer is a pair of closures: its state's structure stands for it
-        "optimizer state": str(jax.tree.structure(opt_state)) + str([kind(a) for a in jax.tree.leaves(opt_state)]),
+        # an optax optimizer is a pair of closures: its state stands for it
+        "optimizer state": f"{jax.tree.structure(opt_state)} {[kind(a) for a in jax.tree.leaves(opt_state)]} "
+                           f"checksum {_checksum(opt_state)}",
         "epochs": epochs,
         "batch_size": batch_size,
         "start_epoch": int(start_epoch),
@@ -182,8 +183,7 @@ def fit_epochs(
     Returns the parameters and optimizer state replicated on ``mesh``; ``loss`` has
     ``epochs`` entries, NaN for those not run, as ``History.loss``.
     """
-    check_same("fit", _describe(net, optimizer, epochs, batch_size, params, x, y, key, tol,
-                                opt_state, start_epoch))
+    check_same("fit", _describe(net, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch))
     n = x.shape[0]
     steps = n // batch_size
     rows = local_rows(mesh, batch_size)
