@@ -23,10 +23,27 @@ def env(**extra):
     return e
 
 
+def descendants(pid):
+    """The ids of ``pid``'s children, theirs, and so on (Linux)."""
+    try:
+        kids = children(pid)
+    except OSError:
+        return []
+    return kids + [d for k in kids for d in descendants(k)]
+
+
 def kill(procs):
+    """SIGKILL to each process's group and to every descendant (a launcher's workers run
+    in process groups of their own)."""
     for p in procs:
+        left = descendants(p.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.pid, signal.SIGKILL)
+        for d in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(d, signal.SIGKILL)  # each worker leads its own group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(d, signal.SIGKILL)
     for p in procs:
         p.wait()
 
