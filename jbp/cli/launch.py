@@ -95,11 +95,14 @@ def join_from_env(environ=os.environ) -> None:
     except Exception as e:  # the coordinator's port taken, a peer that never came, ...
         why = str(e).splitlines()[0]
         if i == 0:
-            raise UsageError(f"process 0 of {n} could not start the coordinator at {coordinator} "
-                             f"({why}); is the port in use? jbp launch takes a free one unless "
-                             f"--port is given") from None
-        raise UsageError(f"process {i} of {n} could not join the coordinator at {coordinator} "
-                         f"within {INIT_TIMEOUT_S} s: {why}") from None
+            message = (f"process 0 of {n} could not start the coordinator at {coordinator} ({why}); "
+                       f"is the port in use? jbp launch takes a free one unless --port is given")
+        else:
+            message = (f"process {i} of {n} could not join the coordinator at {coordinator} "
+                       f"within {INIT_TIMEOUT_S} s: {why}")
+        print(f"jbp: error: {message}", file=sys.stderr, flush=True)
+        # The half-started distributed runtime can crash in Python's exit handlers: leave now.
+        os._exit(2)
 
 
 def mesh(batch_size: int):

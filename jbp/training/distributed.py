@@ -183,6 +183,18 @@ def fit_epochs(
     Returns the parameters and optimizer state replicated on ``mesh``; ``loss`` has
     ``epochs`` entries, NaN for those not run, as ``History.loss``.
     """
+    try:
+        return _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params, x, y, key, tol,
+                           opt_state, start_epoch)
+    except jax.errors.JaxRuntimeError as e:  # from any collective: the check, a placement, a step
+        raise ProcessLost(
+            f"training across {jax.process_count()} processes stopped: a collective failed, so "
+            f"another process has died or cannot be reached ({str(e).splitlines()[0]})"
+        ) from None
+
+
+def _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params, x, y, key, tol, opt_state,
+                start_epoch) -> Epochs:
     check_same("fit", _describe(net, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch))
     n = x.shape[0]
     steps = n // batch_size
@@ -204,26 +216,19 @@ def fit_epochs(
     params, opt_state = parallel.replicate(mesh, jax.tree.map(_host, (params, opt_state)))
     losses = np.full((epochs,), np.nan, x_host.dtype)
     done, reached_tol, diverged = 0, False, False
-    try:
-        xs, ys = epoch_batches(start_epoch)
-        while done < epochs:
-            new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, params, opt_state, xs, ys)
-            if done + 1 < epochs:  # build the next epoch's batches while this one runs
-                xs, ys = epoch_batches(start_epoch + done + 1)
-            losses[done] = np.asarray(loss)
-            if not bool(ok):
-                diverged = True
-                break
-            params, opt_state, done = new_params, new_opt_state, done + 1
-            if losses[done - 1] <= tol:
-                reached_tol = True
-                break
-    except jax.errors.JaxRuntimeError as e:
-        raise ProcessLost(
-            f"training across {jax.process_count()} processes stopped at epoch {start_epoch + done}: "
-            f"a collective failed, so another process has died or cannot be reached "
-            f"({str(e).splitlines()[0]})"
-        ) from None
+    xs, ys = epoch_batches(start_epoch)
+    while done < epochs:
+        new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, params, opt_state, xs, ys)
+        if done + 1 < epochs:  # build the next epoch's batches while this one runs
+            xs, ys = epoch_batches(start_epoch + done + 1)
+        losses[done] = np.asarray(loss)
+        if not bool(ok):
+            diverged = True
+            break
+        params, opt_state, done = new_params, new_opt_state, done + 1
+        if losses[done - 1] <= tol:
+            reached_tol = True
+            break
     return Epochs(params, opt_state, jnp.asarray(losses), done, reached_tol, diverged)
 
 
