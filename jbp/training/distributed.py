@@ -40,7 +40,7 @@ from jax.sharding import PartitionSpec as P
 
 from jbp.model.base import Network
 from jbp.model.params import Params
-from jbp.training import parallel
+from jbp.training import parallel, stochastic
 from jbp.training.update import train_step
 
 Array = jax.Array
@@ -218,7 +218,8 @@ def _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params,
     done, reached_tol, diverged = 0, False, False
     xs, ys = epoch_batches(start_epoch)
     while done < epochs:
-        new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, params, opt_state, xs, ys)
+        new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, params, opt_state, xs, ys, key,
+                                                     jnp.int32(start_epoch + done))
         if done + 1 < epochs:  # build the next epoch's batches while this one runs
             xs, ys = epoch_batches(start_epoch + done + 1)
         losses[done] = np.asarray(loss)
@@ -241,15 +242,19 @@ def _all_finite(tree) -> Array:
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2))
-def _epoch(net, optimizer, loss_and_grad, params, opt_state, xs, ys):
+def _epoch(net, optimizer, loss_and_grad, params, opt_state, xs, ys, key, epoch):
     """One epoch over the global batches ``xs[i], ys[i]``: ``(params, opt_state, mean
     loss, whether the loss and the new parameters are finite)``."""
 
     def step(carry, batch):
         params, opt_state = carry
-        params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad)
+        x, y, i = batch
+        # a fresh key per step for stochastic layers, from (key, epoch, step), as in fit
+        k = stochastic.step_key(key, epoch, i) if net.takes_key and key is not None else None
+        params, opt_state, loss = train_step(net, optimizer, params, opt_state, x, y, loss_and_grad, key=k)
         return (params, opt_state), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xs, ys))
+    steps = jnp.arange(xs.shape[0])
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xs, ys, steps))
     loss = jnp.mean(losses)
     return params, opt_state, loss, jnp.isfinite(loss) & _all_finite(params)
