@@ -101,8 +101,8 @@ def test_a_coordinator_that_cannot_start_is_one_line(busy_port):
     with started([argv], [env(**environment(2, 0, 1, f"127.0.0.1:{busy_port}"))]) as procs:
         ((status, _, err),) = finish(procs, timeout=60)
     assert status == 2
-    assert (f"jbp: error: process 0 of 2 could not start the coordinator at 127.0.0.1:{busy_port} (") in err
-    assert "is the port in use? jbp launch takes a free one unless --port is given" in err
+    assert (f"jbp: error: process 0 of 2 could not start the coordinator at 127.0.0.1:{busy_port}: "
+            f"port {busy_port} on 127.0.0.1 is already in use") in err
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,12 @@ def join_from_env(environ=os.environ) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # on 127.0.0.1 the coordinator listens there alone, not on every interface
     bind = coordinator if coordinator.startswith(f"{HOST}:") else None
+    if i == 0 and bind:
+        # JAX's own failure to bind has crashed the process (SIGSEGV) under load: check first
+        try:
+            check_port(int(coordinator.rsplit(":", 1)[1]))
+        except UsageError as e:
+            raise UsageError(f"process 0 of {n} could not start the coordinator at {coordinator}: {e}") from None
     try:
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=n, process_id=i,
