@@ -28,6 +28,7 @@ from jbp.model.sequential import Sequential
 from jbp.training import privacy
 from jbp.training.privacy import DPSGD
 from jbp.training.sweep import sweep
+from jbp.training.distributed import ProcessLost
 from jbp.training.fit import History, fit
 from jbp.training.early_stopping import Best
 from jbp.training.stream import fit_stream
@@ -68,6 +69,7 @@ __all__ = [
     "MLP",
     "MUTATIONS",
     "MutationReport",
+    "ProcessLost",
     "Sequential",
     "VJPCheckReport",
     "backward",

@@ -84,7 +84,7 @@ def test_check_command_json_and_mutations(capsys):
         (["train", "--optimizer", "rmsprop"], "unknown --optimizer 'rmsprop'; expected one of sgd, momentum, adam"),
         (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["train", "--epochs", "ten"], "--epochs must be an integer, got 'ten'"),
-        (["launch"], "invalid choice: 'launch'"),
+        (["fly"], "invalid choice: 'fly'"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys):

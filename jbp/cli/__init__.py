@@ -4,7 +4,8 @@
 compiled chunks of epochs (a progress bar moves between chunks), prints a summary and,
 with ``--out DIR``, writes ``metrics.json``, plots and an atomically written checkpoint
 after every chunk, from which ``--resume`` continues exactly. ``check`` only verifies
-the gradients. ``predict`` and ``evaluate`` read a saved run's checkpoint. Mistakes in the
+the gradients. ``predict`` and ``evaluate`` read a saved run's checkpoint. ``launch``
+runs a command in several processes joined by ``jax.distributed`` (see :mod:`jbp.cli.launch`). Mistakes in the
 arguments print one line and exit with status 2. Before a command computes anything, JAX's
 persistent compilation cache is switched on (unless ``--no-cache``) and the backend is
 started, so a missing platform is one line too (:mod:`jbp.cli.runtime`).
@@ -15,14 +16,16 @@ Each command is a module with ``add_parser(commands)`` and ``run(args) -> exit s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
 import jbp
-from jbp.cli import check, evaluate, predict, runtime, train
+from jbp.cli import check, evaluate, launch, predict, runtime, train
 from jbp.cli.common import Parser, UsageError
+from jbp.training.distributed import ProcessLost
 
-COMMANDS = {"train": train, "check": check, "predict": predict, "evaluate": evaluate}
+COMMANDS = {"train": train, "check": check, "predict": predict, "evaluate": evaluate, "launch": launch}
 
 __all__ = ["COMMANDS", "UsageError", "main", "parser", "run"]
 
@@ -54,6 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         args = p.parse_args(argv)
+        launch.join_from_env()  # in a process of `jbp launch`: jax.distributed first
         return run(args)
     except SystemExit as e:  # --help and --version print and exit 0
         return e.code if isinstance(e.code, int) else 0
@@ -61,6 +65,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Every mistake in the arguments ends here, as one line.
         print(f"jbp: error: {e}", file=sys.stderr)
         return 2
+    except ProcessLost as e:  # under `jbp launch`: a peer died
+        print(f"jbp: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # A normal exit would wait in jax.distributed's shutdown barrier for the dead peer
+        # (then abort): leave now.
+        os._exit(1)
     except KeyboardInterrupt:
         print("jbp: interrupted; with --out, --resume continues from the last checkpoint", file=sys.stderr)
         return 130

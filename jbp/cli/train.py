@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from jbp.cli import common, datacache, datafiles, flags, gradcheck, layers_spec, rundir, runtime, timing
+from jbp.cli import common, datacache, datafiles, flags, gradcheck, launch, layers_spec, rundir, runtime, timing
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
@@ -120,6 +120,7 @@ def run(args) -> int:
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
     privacy = dp.resolve(s, n, batch_size, args.resume)
+    mesh = launch.mesh(batch_size)  # all devices of all processes under `jbp launch`, else None
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     initial = net.init(init_key, dtype=data.x_train.dtype)
     loss_fn, accuracy_fn = common.metric_fns(net)
@@ -135,7 +136,7 @@ def run(args) -> int:
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
         test_curve = [[0, float(loss_fn(params, data.x_test, data.y_test))]]
         val_loss, val_accuracy, best = [], [], None
-    if args.out:
+    if args.out and launch.is_main():  # process 0 alone writes files
         rundir.create(args.out, overwrite=args.overwrite)
         preload()
 
@@ -162,7 +163,8 @@ def run(args) -> int:
             params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                             batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
                             start_epoch=epoch, privacy=privacy, validation=validation,
-                            patience=s.get("patience"), best=best)
+                            patience=s.get("patience"), best=best, mesh=mesh)
+            params, h = launch.local((params, h))  # each process's own copy for what follows
             jax.block_until_ready(params)
             done = int(h.epoch) - epoch
             chunks.append((time.perf_counter() - start, done, clock.programs - programs))
@@ -186,7 +188,7 @@ def run(args) -> int:
                     postfix["test_acc"] = f"{float(accuracy_fn(params, data.x_test, data.y_test)):.4f}"
                 bar.set_postfix(postfix)
                 bar.update(done)
-            if ckpt_path:
+            if ckpt_path and launch.is_main():
                 if validation is not None:
                     datafiles.save_best(args.out, net, best, s)
                 save_checkpoint(ckpt_path, net=net, params=params, opt_state=datafiles.saved_state(opt_state, best),
@@ -240,11 +242,11 @@ def run(args) -> int:
         if privacy is not None:
             say(dp.describe(metrics["privacy"]))
         written = plots(args.out, net, params, data, train_loss, test_curve,
-                        val_loss=val_loss if validation is not None else None) if args.out else []
-        written += [datafiles.BEST] if args.out and validation is not None else []
+                        val_loss=val_loss if validation is not None else None) if args.out and launch.is_main() else []
+        written += [datafiles.BEST] if written and validation is not None else []
     metrics["timings"] = timing.summary(chunks, n // batch_size, check_s, clock.seconds,
                                         time.perf_counter() - started)
-    if args.out:
+    if args.out and launch.is_main():
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in ['metrics.json', *written, CHECKPOINT])}")

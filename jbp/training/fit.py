@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.training import early_stopping, parallel, privacy as dp, stochastic
+from jbp.training import distributed, early_stopping, parallel, privacy as dp, stochastic
 from jbp.model.base import Network
 from jbp.model.params import Params
 from jbp.training.update import train_step
@@ -131,7 +131,9 @@ def fit(
       mesh: a device mesh with an axis ``"data"`` to train data parallel: each batch is
         split over that axis (``batch_size`` must be a multiple of its size) and the
         parameters stay replicated; see :mod:`jbp.training.parallel`. The result equals the
-        single-device one up to rounding.
+        single-device one up to rounding. A mesh over the devices of several processes
+        (after ``jax.distributed.initialize``) trains on the same batches, each process
+        feeding only its slice of each; see :mod:`jbp.training.distributed`.
       privacy: a :class:`jbp.DPSGD` to train with DP-SGD: each step is then a Poisson
         sample of expected size ``batch_size``, clipped per example, with Gaussian noise
         (see :mod:`jbp.training.privacy`); ``history.epsilon()`` is the privacy spent.
@@ -153,7 +155,9 @@ def fit(
     Raises:
       TypeError, ValueError: a bad argument, named in the message (see README, "What
         jbp checks for you"): among others NaN or inf in ``params``, ``x`` or ``y``, and
-        an ``opt_state`` that does not fit ``optimizer.init(params)``.
+        an ``opt_state`` that does not fit ``optimizer.init(params)``; on a mesh that
+        spans processes, arguments that differ between processes.
+      ProcessLost: on a mesh that spans processes, another process died.
     """
     x, y, epochs, batch_size = _validate.fit_args(
         net, params, x, y, optimizer, epochs, batch_size, key, tol, opt_state, start_epoch,
@@ -167,6 +171,14 @@ def fit(
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
     if mesh is not None:
         parallel.check_mesh(mesh, batch_size)
+        if distributed.spans_processes(mesh):  # several processes: each feeds its slices
+            if validation is not None:
+                raise ValueError("validation is not supported with a mesh that spans processes; "
+                                 "evaluate the returned parameters instead")
+            r = distributed.fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params,
+                                       x, y, key, tol, opt_state, start_epoch)
+            reason = DIVERGED if r.diverged else REACHED_TOL if r.reached_tol else RAN_ALL_EPOCHS
+            return r.params, History(r.loss, jnp.int32(start_epoch + r.epochs_done), jnp.int32(reason), r.opt_state)
         loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad)
         params, x, y, key, opt_state, validation, best = parallel.replicate(
             mesh, (params, x, y, key, opt_state, validation, best))
