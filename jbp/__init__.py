@@ -30,6 +30,7 @@ from jbp.training.fit import History, fit
 from jbp.training.update import gradient_descent, make_train_step, train_step
 from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 from jbp.verify.layer import LayerCheckReport, check_layer
+from jbp import rules
 
 __version__ = "0.1.0"
 
@@ -67,6 +68,7 @@ __all__ = [
     "make_train_step",
     "mutation_test",
     "per_example_grads",
+    "rules",
     "save_checkpoint",
     "sweep",
     "train_step",
