@@ -12,10 +12,12 @@ import jax
 import numpy as np
 
 from jbp import datasets
-from jbp.cli import common, layers_spec
+from jbp.cli import common, diagnostics, layers_spec
 from jbp.cli.common import CHECK_BATCH, CHECKPOINT, DEFAULT_LR, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots
 from jbp.training.checkpoint import load_checkpoint, restore_opt_state, save_checkpoint
+from jbp.model.network import MLP
+from jbp.model.rules import check_feedback
 from jbp.training.fit import fit
 from jbp.verify.grads import check_grads
 
@@ -32,7 +34,9 @@ def add_parser(commands) -> None:
     train.add_argument("--batch-size", type=int, help="examples per step (default 32, at most the data)")
     train.add_argument("--tol", type=float, help="stop once an epoch's mean training loss is <= tol")
     train.add_argument("--chunk", type=int, default=5, help="epochs compiled per progress update (default 5)")
-    train.add_argument("--out", help="folder for metrics.json, plots and the checkpoint")
+    train.add_argument("--rule", help="learning rule: bp, fa, ss or dfa (default bp; see jbp.rules)")
+    train.add_argument("--out", help="folder for metrics.json, plots (layers.png: per-layer "
+                       "statistics) and the checkpoint")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                        help="verify the manual gradients against jax.grad first (default on)")
@@ -75,7 +79,7 @@ def run(args) -> int:
         if not os.path.exists(ckpt_path):
             raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path})")
         saved = common.usage(load_checkpoint, ckpt_path)
-        s = dict(saved.extra["settings"])
+        s = {"rule": "bp", **saved.extra["settings"]}  # runs saved before --rule were backprop
         for k in RUN_SETTINGS:
             given = getattr(args, k, None)
             if given is not None and given != s.get(k):
@@ -100,14 +104,18 @@ def run(args) -> int:
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
+    rule = common.usage(diagnostics.rule, s["rule"], s["seed"])
     if args.resume:
         opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
         params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
+        feedback = common.usage(check_feedback, rule, net, params, saved.feedback)
+        layer_stats = saved.extra.get("layer_stats")
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = net.init(init_key, dtype=data.x_train.dtype)
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
+        feedback, layer_stats = rule.init(net, params), None
     if args.out:
         os.makedirs(args.out, exist_ok=True)
 
@@ -115,7 +123,7 @@ def run(args) -> int:
     say(f"jbp train: {data.name} ({n} train / {len(data.x_test)} test, {n_features} features), "
          f"network {shape} -> {net.output_activation} "
          f"({net.loss_name}), {s['optimizer']} lr {s['lr'] or DEFAULT_LR[s['optimizer']]:g}, "
-         f"batch {batch_size}, on {jax.default_backend()}")
+         f"batch {batch_size}, rule {s['rule']}, on {jax.default_backend()}")
     grad_check = gradient_check(net, params, data) if args.check else None
 
     loss_fn, accuracy_fn = common.metric_fns(net)
@@ -127,12 +135,14 @@ def run(args) -> int:
         start = time.perf_counter()
         params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                         batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
-                        start_epoch=epoch)
+                        start_epoch=epoch, rule=rule, feedback=feedback, monitor=bool(args.out) and isinstance(net, MLP))
         jax.block_until_ready(params)
         done = int(h.epoch) - epoch
         chunk_times.append(time.perf_counter() - start)
         chunk_epochs.append(done)
         train_loss += [float(v) for v in np.asarray(h.loss[:done])]
+        if h.layer_stats is not None:
+            layer_stats = diagnostics.extend(layer_stats, h.layer_stats, done)
         epoch, opt_state = int(h.epoch), h.opt_state
         if h.diverged:
             diverged, stop_reason = True, h.reason
@@ -149,7 +159,8 @@ def run(args) -> int:
         if ckpt_path:
             save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch,
                             key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
-                                                    "stop_reason": stop_reason})
+                                                    "stop_reason": stop_reason, "layer_stats": layer_stats},
+                            feedback=feedback)
     if bar is not None:
         bar.close()
 
@@ -169,6 +180,7 @@ def run(args) -> int:
         "train_loss": train_loss,
         "test_loss": float(loss_fn(params, data.x_test, data.y_test)),
         "gradient_check": grad_check,
+        "layer_stats": layer_stats,
         "timings": {"train_s": sum(chunk_times), "first_chunk_s": chunk_times[0] if chunk_times else 0.0,
                     "steps": steps, "steps_per_s": steps_per_s},
         "backend": jax.default_backend(),
@@ -186,7 +198,10 @@ def run(args) -> int:
     if args.out:
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
-        written = ["metrics.json", *plots(args.out, net, params, data, train_loss), CHECKPOINT]
+        written = ["metrics.json", *plots(args.out, net, params, data, train_loss)]
+        if layer_stats is not None:
+            written.append(diagnostics.plot(args.out, layer_stats, s["rule"]))
+        written.append(CHECKPOINT)
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
     return 1 if diverged else 0
 

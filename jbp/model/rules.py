@@ -83,9 +83,9 @@ class Rule:
           A tuple of arrays (see above); the ``feedback`` of :func:`jbp.fit`.
         """
         check_network(self, net)
-        dtype = _validate.params(net, params)
         if self.name not in RANDOM_FEEDBACK:
             return ()
+        dtype = _validate.params(net, params)
         n_L = net.sizes[-1]
         shapes = [
             (n_out, n_in) if self.name == "fa" else (n_L, n_in)
