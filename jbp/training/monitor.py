@@ -92,8 +92,7 @@ def _stats_dtype(params: Params):
 
 
 def _norm(a: Array, dtype) -> Array:
-    a = a.astype(dtype).ravel()
-    return jnp.sqrt(jnp.dot(a, a))
+    return jnp.sqrt(jnp.sum(jnp.square(a.astype(dtype))))
 
 
 def angle(a: Array, b: Array) -> Array:
@@ -123,7 +122,6 @@ def train_step(net, optimizer: optax.GradientTransformation, rule: rules.Rule, p
     p = rules.forward_backward(net, rule, params, feedback, x, y)
     updates, opt_state = optimizer.update(p.update, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    per_layer = lambda f, tree: jnp.stack([f(layer) for layer in tree])
     if rule.is_backprop:
         alignment = sums.alignment
     else:
@@ -131,10 +129,13 @@ def train_step(net, optimizer: optax.GradientTransformation, rule: rules.Rule, p
         hidden = [angle(u.W.astype(dtype), g.W.astype(dtype)) for u, g in zip(p.update[:-1], true[:-1])]
         alignment = sums.alignment + jnp.stack(hidden + [jnp.zeros((), dtype)])  # the output layer's is the gradient
     sums = Sums(
-        delta_norm=sums.delta_norm + per_layer(lambda u: _norm(u.b, dtype), p.update),
-        grad_norm=sums.grad_norm + per_layer(lambda u: _norm(u.W, dtype), p.update),
+        delta_norm=sums.delta_norm + jnp.stack([_norm(u.b, dtype) for u in p.update]),
+        grad_norm=sums.grad_norm + jnp.stack([_norm(u.W, dtype) for u in p.update]),
         alignment=alignment,
-        alive=tuple(a | jnp.any(x_l != 0, axis=0) for a, x_l in zip(sums.alive, p.cache.xs[1:])),
+        alive=tuple(
+            a | jnp.any(x_l != 0, axis=0) if name in DEAD_ACTIVATIONS else a  # only where units can die
+            for a, x_l, name in zip(sums.alive, p.cache.xs[1:], net.activations)
+        ),
     )
     return new_params, opt_state, p.loss, sums
 
