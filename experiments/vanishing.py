@@ -8,8 +8,13 @@ each hidden layer's speed of learning ``‖dL/db‖`` (mean over the epoch's ste
 first and the last epoch, and the ratio first / last hidden layer. Two seeds run at once
 (``jax.vmap`` of ``fit``); the figures are their means.
 
-    python experiments/vanishing.py
+    python experiments/vanishing.py [sigmoid] [tanh] [relu]
+
+Activations named on the command line run alone (in parallel processes, say) and write
+``out/vanishing_<activations>.md`` and ``figures/vanishing_<activations>.png``.
 """
+
+import sys
 
 import jax
 import numpy as np
@@ -51,8 +56,10 @@ def fmt(values):
     return " / ".join(f"{v:.2g}" for v in values)
 
 
+ACTIVATIONS = tuple(sys.argv[1:]) or ("sigmoid", "tanh", "relu")
+NAME = "vanishing" if len(ACTIVATIONS) == 3 else "vanishing_" + "_".join(ACTIVATIONS)
 rows, curves = [], {}
-for activation in ("sigmoid", "tanh", "relu"):
+for activation in ACTIVATIONS:
     for init in ("glorot", "normal"):
         for depth in (1, 2, 3, 4):
             accuracy, speed = run(activation, init, depth)
@@ -67,7 +74,7 @@ for activation in ("sigmoid", "tanh", "relu"):
             print(" | ".join(map(str, rows[-1])), flush=True)
 
 write_table(
-    "vanishing",
+    NAME,
     f"digits, 64-[{WIDTH}]*d-10, softmax/cross-entropy, SGD lr {LR}, batch {BATCH}, {EPOCHS} epochs; "
     f"‖dL/db‖ per hidden layer (layer 1 first), mean over the epoch's steps and {SEEDS} seeds; float32",
     ["activation", "init", "hidden layers", "speed, epoch 1", "first/last, epoch 1",
@@ -80,8 +87,9 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), sharey=True)
-for ax, activation in zip(axes, ("sigmoid", "tanh", "relu")):
+fig, axes = plt.subplots(1, len(ACTIVATIONS), figsize=(1 + 3.4 * len(ACTIVATIONS), 3.2), sharey=True, squeeze=False)
+axes = axes[0]
+for ax, activation in zip(axes, ACTIVATIONS):
     speed = curves[activation, "glorot", 4]
     for l in range(4):
         ax.plot(np.arange(1, EPOCHS + 1), speed[:, l], label=f"hidden layer {l + 1}")
@@ -90,5 +98,5 @@ axes[0].set_ylabel("speed of learning ‖dL/db‖")
 axes[0].legend(fontsize=7)
 fig.tight_layout()
 FIGURES.mkdir(exist_ok=True)
-fig.savefig(FIGURES / "vanishing.png", dpi=90)
-print(f"wrote {FIGURES / 'vanishing.png'}")
+fig.savefig(FIGURES / f"{NAME}.png", dpi=90)
+print(f"wrote {FIGURES / f'{NAME}.png'}")

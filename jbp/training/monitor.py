@@ -17,8 +17,9 @@ sums of them in the ``lax.scan`` carry, and :func:`jbp.fit` stores one row per e
   ``W`` its value before the epoch (inf or NaN where that is 0). With one step per
   epoch (full batch) it is the step's update-to-weight ratio; with ``S`` steps that
   agree it is about ``S`` times the per-step ratio, less where they cancel. Taken
-  per epoch because a per-step ``‖ΔW‖`` costs a pass over the weights every step
-  (measured: ~10% of a small network's step, against the 5% allowed).
+  per epoch because a per-step ``‖ΔW‖`` and ``‖W‖`` cost two passes over the weights
+  every step: on the 64-256-10 network of ``scripts/bench_monitor.py`` they added about
+  10% to fit's CPU time in a quick interleaved measurement, against the 5% allowed.
 - ``"dead_fraction"``: the fraction of the layer's units whose output is exactly 0 on
   every example of the epoch. Measured for ReLU layers, the only activation here with
   a flat zero region (:data:`DEAD_ACTIVATIONS`); NaN for the others.
