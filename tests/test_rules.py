@@ -201,3 +201,14 @@ def test_bad_rules_and_feedback_are_refused_at_the_boundary():
     with pytest.raises(ValueError, match=r"feedback\[1\] must have shape \(2, 4\) \(n_L, n_l\), got"):
         jbp.deltas(params, cache, NET.output_delta(cache, y), NET.activations,
                    feedback=(jnp.zeros((2, 5)), jnp.zeros((4, 2))), direct=True)
+
+
+def test_a_network_of_other_layers_is_refused_naming_the_layer():
+    with_dropout = jbp.Sequential((3,), [jbp.layers.Dense(5), "tanh", jbp.layers.Dropout(0.5), jbp.layers.Dense(2)],
+                                  loss="cross_entropy")
+    with pytest.raises(TypeError, match=r"rule 'ss' needs a jbp.MLP .* Sequential whose layer Dropout\(rate=0.5\) "
+                                        "is neither dense nor an activation"):
+        rules.sign_symmetry().init(with_dropout, ())
+    dense_only = jbp.Sequential((3,), [jbp.layers.Dense(5), "tanh", jbp.layers.Dense(2)], loss="cross_entropy")
+    with pytest.raises(TypeError, match="rule 'fa' needs a jbp.MLP .* Sequential; build the same network as a jbp.MLP"):
+        jbp.make_train_step(dense_only, optax.sgd(0.1), rule=ALL_RULES["fa"])

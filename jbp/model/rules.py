@@ -177,9 +177,13 @@ def check_network(rule, net) -> None:
         )
     _validate.network(net)
     if not isinstance(net, MLP) and not rule.is_backprop:
+        other = next((layer for layer in getattr(net, "layers", ())
+                      if type(layer).__name__ not in ("Dense", "ActivationLayer")), None)
         raise TypeError(
             f"rule {rule.name!r} needs a jbp.MLP (dense layers with elementwise activations), "
             f"got a {type(net).__name__}"
+            + (f" whose layer {other!r} is neither dense nor an activation" if other is not None
+               else "; build the same network as a jbp.MLP")
         )
 
 

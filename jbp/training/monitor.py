@@ -46,6 +46,7 @@ import optax
 from jbp import _validate
 from jbp.model import rules
 from jbp.model.backward_pass import backward_unchecked
+from jbp.model.network import MLP
 from jbp.model.params import Params
 from jbp.training.update import rule_args
 
@@ -75,6 +76,8 @@ def fit_args(net, params: Params, rule, feedback, monitor, loss_and_grad, mesh) 
         feedback = rule.init(net, params)
     rule, feedback = rule_args(net, params, rule, feedback, loss_and_grad)
     monitor = _validate.flag("monitor", monitor)
+    if monitor and not isinstance(net, MLP):
+        raise TypeError(f"monitor=True needs a jbp.MLP (it reads the dense layers' deltas), got a {type(net).__name__}")
     if monitor and loss_and_grad is not None:
         raise ValueError(
             "monitor=True reads the hand-derived backward pass's deltas, so it cannot be "
