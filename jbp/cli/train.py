@@ -199,7 +199,7 @@ def run(args) -> int:
         with open(os.path.join(args.out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         written = ["metrics.json", *plots(args.out, net, params, data, train_loss)]
-        if layer_stats is not None:
+        if layer_stats is not None and layer_stats["delta_norm"]:  # none when the first epoch diverged
             written.append(diagnostics.plot(args.out, layer_stats, s["rule"]))
         written.append(CHECKPOINT)
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
