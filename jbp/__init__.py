@@ -35,6 +35,7 @@ from jbp.training.stream import fit_stream
 from jbp.training.update import gradient_descent, make_train_step, train_step
 from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 from jbp.verify.layer import LayerCheckReport, check_layer
+from jbp import rules
 
 __version__ = "0.1.0"
 
@@ -91,6 +92,7 @@ __all__ = [
     "per_example_grads",
     "per_example_norms",
     "privacy",
+    "rules",
     "save_checkpoint",
     "sweep",
     "train_step",

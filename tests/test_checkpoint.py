@@ -201,3 +201,15 @@ def test_spoiled_bytes_give_a_clear_error_or_the_saved_values(where, length, how
     assert c.net == NET and c.epoch == 3
     _assert_trees_equal(c.params, params)
     _assert_trees_equal(c.opt_state, opt_state)
+
+
+def test_a_rules_feedback_weights_round_trip(tmp_path):
+    net = jbp.MLP((3, 5, 4, 2), activation="tanh", loss="cross_entropy")
+    params = net.init(jax.random.key(0))
+    feedback = jbp.rules.direct_feedback_alignment(jax.random.key(1)).init(net, params)
+    jbp.save_checkpoint(tmp_path / "c.npz", net=net, params=params, feedback=feedback)
+    _assert_trees_equal(jbp.load_checkpoint(tmp_path / "c.npz").feedback, feedback)
+    jbp.save_checkpoint(tmp_path / "none.npz", net=net, params=params)
+    assert jbp.load_checkpoint(tmp_path / "none.npz").feedback == ()
+    with pytest.raises(TypeError, match="feedback must be a tuple of arrays"):
+        jbp.save_checkpoint(tmp_path / "bad.npz", net=net, params=params, feedback=feedback[0])

@@ -24,13 +24,14 @@ DEFAULTS = {
     "epochs": 40,
     "batch_size": 32,
     "seed": 0,
+    "rule": "bp",
 }
 #: Learning rate by optimizer when ``--lr`` is not given.
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adam": 1e-3}
 OPTIMIZERS = tuple(DEFAULT_LR)
 #: The settings that define a run; ``--resume`` takes them from the checkpoint.
 RUN_SETTINGS = ("dataset", "hidden", "activation", "init", "optimizer", "lr", "lr_decay",
-                "batch_size", "seed", "tol", "layers",
+                "batch_size", "seed", "tol", "layers", "rule",
                 # the data options (jbp.cli.datafiles)
                 "data", "target", "features", "task", "val_fraction", "patience", "mmap")
 CHECKPOINT = "checkpoint.npz"

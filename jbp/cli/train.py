@@ -11,11 +11,13 @@ import time
 import jax
 import numpy as np
 
-from jbp.cli import common, datacache, datafiles, flags, gradcheck, launch, layers_spec, rundir, runtime, timing
+from jbp.cli import common, datacache, datafiles, diagnostics, flags, gradcheck, launch, layers_spec, rundir, runtime, timing
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
 from jbp.training.checkpoint import load_checkpoint, save_checkpoint
+from jbp.model.network import MLP
+from jbp.model.rules import check_feedback
 from jbp.training.fit import fit
 
 #: A run whose final training loss exceeds this multiple of the loss at its initial
@@ -36,7 +38,9 @@ def add_parser(commands) -> None:
     train.add_argument("--batch-size", type=flags.batch_size, help="examples per step (default 32, at most the data)")
     train.add_argument("--tol", type=flags.tol, help="stop once an epoch's mean training loss is <= tol (>= 0)")
     train.add_argument("--chunk", type=flags.chunk, default=5, help="epochs compiled per progress update (default 5)")
-    train.add_argument("--out", help="folder for metrics.json, plots and the checkpoint")
+    train.add_argument("--rule", help="learning rule: bp, fa, ss or dfa (default bp; see jbp.rules)")
+    train.add_argument("--out", help="folder for metrics.json, plots (layers.png: per-layer "
+                       "statistics) and the checkpoint")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--overwrite", action="store_true", help="replace the run already saved in --out")
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
@@ -58,7 +62,7 @@ def resumed_settings(args, saved) -> dict:
     """The saved run's settings, ``--epochs`` applied; a differing setting is refused."""
     if not {"settings", "train_loss", "stop_reason"} <= set(saved.extra):
         raise UsageError(f"the checkpoint in {args.out} holds no run settings: it was not written by jbp train")
-    s = common.with_lr(dict(saved.extra["settings"]))
+    s = common.with_lr({"rule": "bp", **saved.extra["settings"]})  # runs saved before --rule were backprop
     for k in RUN_SETTINGS + dp.SETTINGS:
         given = getattr(args, k, None)
         if given is not None and given != s.get(k):
@@ -122,6 +126,11 @@ def run(args) -> int:
     privacy = dp.resolve(s, n, batch_size, args.resume)
     mesh = launch.mesh(batch_size)  # all devices of all processes under `jbp launch`, else None
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
+    rule = common.usage(diagnostics.rule, s["rule"], s["seed"])
+    if not rule.is_backprop and (privacy is not None or mesh is not None):
+        raise UsageError(f"--rule {s['rule']} cannot be combined with {'--dp-*' if privacy is not None else 'jbp launch'}; "
+                         "those train with backprop")
+    monitor = bool(args.out) and isinstance(net, MLP) and privacy is None and mesh is None
     initial = net.init(init_key, dtype=data.x_train.dtype)
     loss_fn, accuracy_fn = common.metric_fns(net)
     if args.resume:
@@ -130,12 +139,15 @@ def run(args) -> int:
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
         test_curve = [list(p) for p in saved.extra.get("test_loss_curve", [])]
         val_loss, val_accuracy = list(saved.extra.get("val_loss", [])), list(saved.extra.get("val_accuracy", []))
+        feedback = common.usage(check_feedback, rule, net, params, saved.feedback)
+        layer_stats = saved.extra.get("layer_stats")
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = initial
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
         test_curve = [[0, float(loss_fn(params, data.x_test, data.y_test))]]
         val_loss, val_accuracy, best = [], [], None
+        feedback, layer_stats = rule.init(net, params), None
     if args.out and launch.is_main():  # process 0 alone writes files
         rundir.create(args.out, overwrite=args.overwrite)
         preload()
@@ -144,7 +156,7 @@ def run(args) -> int:
     say(f"jbp train: {data.name} ({n} train / {len(data.x_test)} test, {n_features} features), "
         f"network {shape} -> {net.output_activation} "
         f"({net.loss_name}), {s['optimizer']} lr {s['lr']:g}, "
-        f"batch {batch_size}, on {jax.default_backend()}")
+        f"batch {batch_size}, rule {s['rule']}, on {jax.default_backend()}")
     if validation is not None:
         say(f"validation: {len(validation[0])} examples held out of the training data"
             + (f", early stopping with patience {s['patience']}" if s["patience"] else ""))
@@ -163,12 +175,15 @@ def run(args) -> int:
             params, h = fit(net, params, data.x_train, data.y_train, optimizer=optimizer, epochs=todo,
                             batch_size=batch_size, key=shuffle_key, tol=s["tol"], opt_state=opt_state,
                             start_epoch=epoch, privacy=privacy, validation=validation,
-                            patience=s.get("patience"), best=best, mesh=mesh)
+                            patience=s.get("patience"), best=best, mesh=mesh, rule=rule, feedback=feedback,
+                            monitor=monitor)
             params, h = launch.local((params, h))  # each process's own copy for what follows
             jax.block_until_ready(params)
             done = int(h.epoch) - epoch
             chunks.append((time.perf_counter() - start, done, clock.programs - programs))
             train_loss += [float(v) for v in np.asarray(h.loss[:done])]
+            if h.layer_stats is not None:
+                layer_stats = diagnostics.extend(layer_stats, h.layer_stats, done)
             if validation is not None:
                 best = h.best
                 val_loss += [float(v) for v in np.asarray(h.val_loss[:done])]
@@ -196,7 +211,9 @@ def run(args) -> int:
                                 extra={"settings": s, "train_loss": train_loss, "test_loss_curve": test_curve,
                                        "stop_reason": stop_reason, "val_loss": val_loss,
                                        "val_accuracy": val_accuracy,
-                                       "classes": list(data.classes) if data.classes else None})
+                                       "classes": list(data.classes) if data.classes else None,
+                                       "layer_stats": layer_stats},
+                                feedback=feedback)
         if bar is not None:
             bar.close()
         if validation is not None and best is not None:
@@ -216,6 +233,7 @@ def run(args) -> int:
             "test_loss": float(loss_fn(params, data.x_test, data.y_test)),
             "test_loss_curve": test_curve,
             "gradient_check": grad_check,
+            "layer_stats": layer_stats,
             "backend": jax.default_backend(),
         }
         if validation is not None and best is not None:
@@ -244,6 +262,8 @@ def run(args) -> int:
         written = plots(args.out, net, params, data, train_loss, test_curve,
                         val_loss=val_loss if validation is not None else None) if args.out and launch.is_main() else []
         written += [datafiles.BEST] if written and validation is not None else []
+        if written and layer_stats is not None and layer_stats["delta_norm"]:  # none when the first epoch diverged
+            written.append(diagnostics.plot(args.out, layer_stats, s["rule"]))
     metrics["timings"] = timing.summary(chunks, n // batch_size, check_s, clock.seconds,
                                         time.perf_counter() - started)
     if args.out and launch.is_main():

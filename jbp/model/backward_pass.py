@@ -13,11 +13,17 @@ already inside the output delta (see :mod:`jbp.model.losses`). BP3, BP5 and BP6 
 with the dense layer, in :mod:`jbp.layers.dense`; they are imported here, so
 ``jbp.model.backward_pass.input_grad`` (and ``weight_grad``, ``bias_grad``) still name
 them and this module's passes look them up here.
+
+BP3's transport is a parameter: ``feedback`` replaces the matrices ``W^(2..L)`` that it
+multiplies by, and ``direct`` makes every hidden layer's BP3 take the output delta.
+That is how a learning rule other than backprop (:mod:`jbp.rules`) changes the
+backward pass without copying it; the result is then an update direction, not the
+gradient.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 
@@ -31,7 +37,13 @@ Array = jax.Array
 
 
 def deltas(
-    params: Params, cache: Cache, delta_out: Array, activations: Sequence[str | Activation]
+    params: Params,
+    cache: Cache,
+    delta_out: Array,
+    activations: Sequence[str | Activation],
+    *,
+    feedback: Optional[Sequence[Array]] = None,
+    direct: bool = False,
 ) -> tuple:
     """Every layer's ``delta^(l) = dL/dz^(l)``, by BP3 then BP4 from the output down.
 
@@ -41,26 +53,71 @@ def deltas(
       delta_out: ``dL/dz^(L)`` of the output layer, ``(batch, n_L)`` (see
         :meth:`jbp.MLP.output_delta`).
       activations: one activation per layer, as given to :func:`jbp.forward`.
+      feedback: the matrices BP3 multiplies by in place of ``W^(2), ..., W^(L)``
+        (``feedback[k]`` replaces ``params[k + 1].W``); ``None`` (default) uses the
+        ``W``'s: backprop. A learning rule's transport (see :mod:`jbp.rules`).
+      direct: every hidden layer's BP3 takes the output delta ``delta^(L)`` in place of
+        the delta of the layer above (direct feedback alignment); ``feedback[k]`` is
+        then ``(n_L, n_(k+1))``.
 
     Returns:
       ``(delta^(1), ..., delta^(L))``.
     """
     cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
-    return _deltas(params, cache, delta_out, activations)
+    feedback = _validate_transport(params, feedback, direct)
+    return _deltas(params, cache, delta_out, activations, feedback, direct)
 
 
-def _deltas(params, cache, delta_out, activations) -> tuple:
+def _deltas(params, cache, delta_out, activations, feedback=None, direct=False) -> tuple:
     """:func:`deltas` on arguments already checked."""
     ds = [delta_out]
     for l in range(len(params) - 1, 0, -1):
-        dL_dx = input_grad(ds[-1], params[l].W)  # BP3
+        B = params[l].W if feedback is None else feedback[l - 1]
+        dL_dx = input_grad(delta_out if direct else ds[-1], B)  # BP3, through the rule's B
         activation = get_activation(activations[l - 1])
         ds.append(activation.delta(cache.zs[l - 1], cache.xs[l], dL_dx))  # BP4
     return tuple(reversed(ds))
 
 
+def _validate_transport(params, feedback, direct) -> Optional[tuple]:
+    """Checks ``feedback`` against the shapes BP3 needs (see :func:`deltas`)."""
+    _validate.flag("direct", direct)
+    if feedback is None:
+        if direct and len(params) > 2:
+            raise ValueError(
+                "direct=True needs feedback, one (n_L, n_l) matrix per hidden layer, but got "
+                f"feedback=None and {len(params) - 1} hidden layers"
+            )
+        return None
+    feedback = tuple(feedback)
+    n_L = params[-1].W.shape[0]
+    want = [
+        (n_L, params[k].W.shape[0]) if direct else tuple(params[k + 1].W.shape)
+        for k in range(len(params) - 1)
+    ]
+    if len(feedback) != len(want):
+        raise ValueError(
+            f"feedback has {len(feedback)} matrices but the network has {len(want)} "
+            "hidden layers, one matrix each"
+        )
+    for k, (B, shape) in enumerate(zip(feedback, want)):
+        if not hasattr(B, "shape") or tuple(B.shape) != shape:
+            raise ValueError(
+                f"feedback[{k}] must have shape {shape}"
+                + (" (n_L, n_l)" if direct else f" (that of params[{k + 1}].W)")
+                + f", got {_validate.describe(B)}"
+            )
+    return feedback
+
+
 def backward(
-    params: Params, cache: Cache, delta_out: Array, activations: Sequence[str | Activation]
+    params: Params,
+    cache: Cache,
+    delta_out: Array,
+    activations: Sequence[str | Activation],
+    *,
+    feedback: Optional[Sequence[Array]] = None,
+    direct: bool = False,
 ) -> Params:
     """The seed's backward pass: ``dL/dW`` and ``dL/db`` of every layer.
 
@@ -69,17 +126,26 @@ def backward(
       cache: the :class:`Cache` from :func:`jbp.forward`.
       delta_out: ``dL/dz^(L)`` of the output layer, ``(batch, n_L)``.
       activations: one activation per layer, as given to :func:`jbp.forward`.
+      feedback: the matrices BP3 multiplies by in place of ``W^(2), ..., W^(L)``
+        (``feedback[k]`` replaces ``params[k + 1].W``); ``None`` (default) uses the
+        ``W``'s: backprop. A learning rule's transport (see :mod:`jbp.rules`).
+      direct: every hidden layer's BP3 takes the output delta ``delta^(L)`` in place of
+        the delta of the layer above (direct feedback alignment); ``feedback[k]`` is
+        then ``(n_L, n_(k+1))``.
 
     Returns:
-      Gradients with exactly the structure, shapes and dtypes of ``params``.
+      Gradients (with ``feedback`` or ``direct``: the rule's update direction) with
+      exactly the structure, shapes and dtypes of ``params``.
     """
     cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
-    return backward_unchecked(params, cache, delta_out, activations)
+    feedback = _validate_transport(params, feedback, direct)
+    return backward_unchecked(params, cache, delta_out, activations, feedback, direct)
 
 
-def backward_unchecked(params, cache, delta_out, activations) -> Params:
+def backward_unchecked(params, cache, delta_out, activations, feedback=None, direct=False) -> Params:
     """:func:`backward` on arguments already checked (by it, or by :class:`jbp.MLP`)."""
+    ds = _deltas(params, cache, delta_out, activations, feedback, direct)
     return tuple(
         Layer(W=weight_grad(delta, x_prev), b=bias_grad(delta))  # BP5, BP6
-        for delta, x_prev in zip(_deltas(params, cache, delta_out, activations), cache.xs)
+        for delta, x_prev in zip(ds, cache.xs)
     )

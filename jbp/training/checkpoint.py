@@ -6,9 +6,10 @@ never executes code. :func:`save_checkpoint` writes a temporary file in the same
 flushes it to disk and renames it over the old one (``os.replace`` is atomic), so a crash
 in the middle of a save leaves the previous checkpoint intact.
 
-What is saved is what an exact resume needs: parameters, optimizer state, the next epoch
-and the PRNG key of the shuffles (see :func:`jbp.fit`), plus any JSON-serialisable
-``extra`` (the CLI keeps its configuration and the loss history there).
+What is saved is what an exact resume needs: parameters, optimizer state, the next epoch,
+the PRNG key of the shuffles (see :func:`jbp.fit`) and a learning rule's fixed feedback
+weights (:mod:`jbp.rules`), plus any JSON-serialisable ``extra`` (the CLI keeps its
+configuration and the loss history there).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Checkpoint(NamedTuple):
       epoch: the next epoch to run (``start_epoch`` of :func:`jbp.fit`).
       key: the PRNG key saved, or ``None``.
       extra: the JSON-serialisable dict saved with it.
+      feedback: the learning rule's feedback weights saved, a tuple of arrays (``()``
+        if none; pass it to :func:`jbp.fit` as ``feedback``).
     """
 
     net: Network
@@ -51,6 +54,7 @@ class Checkpoint(NamedTuple):
     epoch: int
     key: Optional[jax.Array]
     extra: dict
+    feedback: tuple = ()
 
 
 def _encode(name: str, a) -> tuple[np.ndarray, dict]:
@@ -82,6 +86,7 @@ def save_checkpoint(
     epoch: int = 0,
     key: Optional[jax.Array] = None,
     extra: Optional[dict] = None,
+    feedback: tuple = (),
 ) -> None:
     """Writes a checkpoint atomically (temporary file, fsync, rename).
 
@@ -93,8 +98,12 @@ def save_checkpoint(
       epoch: the next epoch to run.
       key: a PRNG key to keep (the shuffle key of :func:`jbp.fit`), or ``None``.
       extra: JSON-serialisable metadata.
+      feedback: a learning rule's feedback weights, ``rule.init(net, params)`` (a tuple
+        of arrays), to resume a run of that rule exactly.
     """
     _validate.checkpoint_args(net, params, epoch, key, extra)
+    if not isinstance(feedback, (tuple, list)):
+        raise TypeError(f"feedback must be a tuple of arrays (rule.init(net, params)), got {_validate.describe(feedback)}")
     arrays, decode = {}, {}
 
     def put(name, a):
@@ -112,6 +121,8 @@ def save_checkpoint(
         put(f"opt_state/{i}", a)
     if key is not None:
         put("key", key)
+    for i, B in enumerate(feedback):
+        put(f"feedback/{i}", B)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -121,6 +132,7 @@ def save_checkpoint(
         "has_opt_state": opt_state is not None,
         "decode": decode,
         "extra": extra or {},
+        "n_feedback": len(feedback),
     }
     try:
         arrays["meta"] = np.array(json.dumps(meta))
@@ -240,6 +252,7 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
             dtype = leaves[0].dtype if leaves else np.dtype(np.float32)
             params = jax.tree.unflatten(jax.tree.structure(net.param_shapes(dtype)), leaves)
         opt_leaves = [get(f"opt_state/{i}") for i in range(meta["n_opt_state"])]
+        feedback = tuple(get(f"feedback/{i}") for i in range(meta.get("n_feedback", 0)))
         _validate.params(net, params)  # the arrays must fit the network saved with them
         key = _validate.prng_key("key", get("key")) if "key" in arrays else None
         epoch = _validate.integer("epoch", meta["epoch"], low=0)
@@ -255,4 +268,4 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
     opt_state = opt_leaves if has_opt_state else None
     if optimizer is not None and has_opt_state:
         opt_state = restore_opt_state(optimizer, params, opt_leaves, where=f" in {os.fspath(path)}")
-    return Checkpoint(net, params, opt_state, epoch, key, extra)
+    return Checkpoint(net, params, opt_state, epoch, key, extra, feedback)

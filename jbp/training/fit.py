@@ -19,6 +19,8 @@ import optax
 from jbp import _validate
 from jbp.training import distributed, early_stopping, parallel, privacy as dp, stochastic
 from jbp.model.base import Network
+from jbp.model.rules import Rule
+from jbp.training import monitor as monitoring
 from jbp.model.params import Params
 from jbp.training.update import train_step
 
@@ -51,6 +53,9 @@ class History(NamedTuple):
         (``start_epoch - 1`` if none improved on the start); ``None`` without validation.
       best: :class:`jbp.Best`, what early stopping carries: pass it as ``best`` to
         continue a run exactly; ``best.params`` are the best epoch's parameters.
+      layer_stats: with ``monitor=True``, a dict of per-layer statistics, each
+        ``(epochs, layers)``, indexed like ``loss`` (see :mod:`jbp.training.monitor` for
+        the keys and what they mean); ``None`` otherwise.
     """
 
     loss: Array
@@ -62,6 +67,7 @@ class History(NamedTuple):
     best_epoch: Any = None
     best: Any = None
     privacy: Optional[dp.PrivacySpent] = None
+    layer_stats: Optional[dict] = None
 
     def epsilon(self, delta: Optional[float] = None) -> float:
         """DP-SGD's ``ε`` at ``delta`` (default the ``DPSGD``'s) after all epochs so far."""
@@ -98,6 +104,9 @@ def fit(
     patience: Optional[int] = None,
     best: Optional[early_stopping.Best] = None,
     privacy: Optional[dp.DPSGD] = None,
+    rule: Optional[Rule] = None,
+    feedback: Optional[tuple] = None,
+    monitor: bool = False,
 ) -> tuple[Params, History]:
     """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
 
@@ -147,6 +156,12 @@ def fit(
         are returned (the best are in ``history.best.params``).
       best: ``history.best`` of the previous call, to continue a run with validation
         exactly (with ``start_epoch`` and ``opt_state``).
+      rule: a learning rule of :mod:`jbp.rules` (default backprop): each step's update
+        direction is the rule's in place of the gradient. Static, like ``optimizer``.
+      feedback: the rule's fixed feedback weights, ``rule.init(net, params)`` (drawn
+        from the rule's key when not given); pass the saved ones to continue a run.
+      monitor: record per-layer statistics in ``history.layer_stats`` (see
+        :mod:`jbp.training.monitor`), inside the compiled loop.
 
     Returns:
       ``(params, history)``, see :class:`History`. The parameters are always finite:
@@ -166,6 +181,10 @@ def fit(
     if privacy is not None:
         dp.fit_args(privacy, net, key, tol, loss_and_grad, mesh)
     validation, patience, best = early_stopping.check_args(net, params, validation, patience, best, start_epoch)
+    rule, feedback, monitor = monitoring.fit_args(net, params, rule, feedback, monitor, loss_and_grad, mesh)
+    if privacy is not None and (monitor or not rule.is_backprop):
+        raise ValueError(f"privacy cannot be combined with {'monitor=True' if monitor else f'rule {rule.name!r}'}; "
+                         "DP-SGD clips backprop's per-example gradients")
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
@@ -182,51 +201,59 @@ def fit(
         loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad)
         params, x, y, key, opt_state, validation, best = parallel.replicate(
             mesh, (params, x, y, key, opt_state, validation, best))
-    return _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, params, x, y, key, tol,
-                opt_state, jnp.asarray(start_epoch, jnp.int32), validation, best, privacy=privacy)
+    return _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, monitor, params, x, y, key,
+                tol, opt_state, jnp.asarray(start_epoch, jnp.int32), validation, best, feedback, privacy=privacy)
 
 
 def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), static_argnames=("privacy",))
-def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, params, x, y, key, tol, opt_state,
-         start_epoch, validation, best, privacy=None):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7), static_argnames=("privacy",))
+def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, monitor, params, x, y, key, tol,
+         opt_state, start_epoch, validation, best, feedback, privacy=None):
     n = x.shape[0]
     steps = n // batch_size
 
     def step(carry, batch, epoch, i):
-        params, opt_state = carry
+        params, opt_state, sums = carry
         # a fresh key per step for stochastic layers, from (key, epoch, step) alone
         k = stochastic.step_key(key, epoch, i) if net.takes_key and key is not None else None
-        params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad, key=k)
-        return (params, opt_state), loss
+        if monitor:  # the same step, adding its per-layer statistics to the epoch's sums
+            params, opt_state, loss, sums = monitoring.train_step(
+                net, optimizer, rule, params, opt_state, feedback, *batch, sums)
+        else:
+            params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad,
+                                                 key=k, rule=rule, feedback=feedback)
+        return (params, opt_state, sums), loss
 
-    def run_epoch(params, opt_state, epoch):
+    def run_epoch(start_params, opt_state, epoch):
         if privacy is not None:  # DP-SGD: Poisson samples, clipped, noisy
-            return dp.private_epoch(net, optimizer, privacy, batch_size, params, opt_state, x, y,
-                                    jax.random.fold_in(key, epoch))
+            return dp.private_epoch(net, optimizer, privacy, batch_size, start_params, opt_state, x, y,
+                                    jax.random.fold_in(key, epoch)) + (None,)
+        sums = monitoring.start(start_params) if monitor else None
         if batch_size == n:  # full batch: the order does not matter, skip the shuffle
-            (params, opt_state), loss = step((params, opt_state), (x, y), epoch, 0)
-            return params, opt_state, loss
-        # Permute once, then scan over the batches as slices (faster than gathering
-        # x[idx] in every step; the same batches in the same order).
-        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
-        batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
-        (params, opt_state), losses = jax.lax.scan(
-            lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
-            (params, opt_state), (batches, jnp.arange(steps)),
-        )
-        return params, opt_state, jnp.mean(losses)
+            (params, opt_state, sums), loss = step((start_params, opt_state, sums), (x, y), epoch, 0)
+        else:
+            # Permute once, then scan over the batches as slices (faster than gathering
+            # x[idx] in every step; the same batches in the same order).
+            order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
+            batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
+            (params, opt_state, sums), losses = jax.lax.scan(
+                lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
+                (start_params, opt_state, sums), (batches, jnp.arange(steps)),
+            )
+            loss = jnp.mean(losses)
+        stats = monitoring.finish(net, sums, start_params, params, steps) if monitor else None
+        return params, opt_state, loss, stats
 
     def running(carry):
-        i, _, _, _, reason, _ = carry
+        i, _, _, _, reason, _, _ = carry
         return (i < epochs) & (reason == RAN_ALL_EPOCHS)
 
     def body(carry):
-        i, params, opt_state, losses, _, val = carry
-        new_params, new_opt_state, loss = run_epoch(params, opt_state, start_epoch + i)
+        i, params, opt_state, losses, _, val, layer_stats = carry
+        new_params, new_opt_state, loss, stats = run_epoch(params, opt_state, start_epoch + i)
         ok = jnp.isfinite(loss) & _all_finite(new_params)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         reason = jnp.where(ok, jnp.where(loss <= tol, REACHED_TOL, RAN_ALL_EPOCHS), DIVERGED)
@@ -240,21 +267,23 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, params, x,
             losses.at[i].set(loss.astype(losses.dtype)),
             reason.astype(jnp.int32),
             val,
+            monitoring.record(layer_stats, i, stats),
         )
 
     losses = jnp.full((epochs,), jnp.nan, x.dtype)
     val = None if validation is None else (best, losses, losses)
-    init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val)
-    i, params, opt_state, losses, reason, val = jax.lax.while_loop(running, body, init)
+    layer_stats = monitoring.empty_history(params, epochs) if monitor else None
+    init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val, layer_stats)
+    i, params, opt_state, losses, reason, val, layer_stats = jax.lax.while_loop(running, body, init)
     # A diverged epoch touched the data too: it counts for privacy.
     spent = None if privacy is None else dp.spent(privacy, n, batch_size, start_epoch + i + (reason == DIVERGED))
     if validation is None:
-        return params, History(losses, start_epoch + i, reason, opt_state, privacy=spent)
+        return params, History(losses, start_epoch + i, reason, opt_state, privacy=spent, layer_stats=layer_stats)
     best, val_losses, val_accuracies = val
     # Early stopping returns the best epoch's parameters.
     params = jax.tree.map(lambda b, p: jnp.where(reason == EARLY_STOPPED, b, p), best.params, params)
     return params, History(losses, start_epoch + i, reason, opt_state, val_losses, val_accuracies,
-                           best.epoch, best, spent)
+                           best.epoch, best, spent, layer_stats)
 
 
 def _validate_epoch(net, patience, validation, val, params, epoch, i, ok):

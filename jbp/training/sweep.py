@@ -25,6 +25,8 @@ import optax
 from jbp import _validate
 from jbp.model.base import Network
 from jbp.model.params import Params
+from jbp.model.rules import Rule
+from jbp.training import monitor as monitoring
 from jbp.training.fit import History, fit
 
 Array = jax.Array
@@ -42,6 +44,9 @@ def sweep(
     batch_size: Optional[int] = None,
     key: Optional[Array] = None,
     tol: Optional[float] = None,
+    rule: Optional[Rule] = None,
+    feedback: Optional[tuple] = None,
+    monitor: bool = False,
 ) -> tuple[Params, History]:
     """Trains one copy of ``params`` per hyperparameter setting, all in one compiled call.
 
@@ -66,7 +71,8 @@ def sweep(
         avoid recompiling).
       hyperparams: ``{argument name: K values}``, e.g. ``{"learning_rate": lrs}``;
         several names sweep them together (member ``k`` takes value ``k`` of each).
-      epochs, batch_size, key, tol: as for :func:`jbp.fit`.
+      epochs, batch_size, key, tol, rule, feedback, monitor: as for :func:`jbp.fit`;
+        every member trains with the same rule and feedback weights.
 
     Returns:
       ``(params, history)`` as :func:`jbp.fit`'s, each leaf with a leading axis of size K.
@@ -76,8 +82,10 @@ def sweep(
     _validate.finite("x", x)
     _validate.finite("y", y)
     names, values = _check_hyperparams(optimizer, hyperparams)
+    rule, feedback, monitor = monitoring.fit_args(net, params, rule, feedback, monitor, None, None)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
-    return _sweep(net, optimizer, names, epochs, batch_size, params, x, y, key, tol, values)
+    return _sweep(net, optimizer, names, epochs, batch_size, rule, monitor, params, x, y, key, tol, values,
+                  feedback)
 
 
 def _check_hyperparams(optimizer, hyperparams) -> tuple[tuple, tuple]:
@@ -112,8 +120,8 @@ def _check_hyperparams(optimizer, hyperparams) -> tuple[tuple, tuple]:
     return names, values
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _sweep(net, optimizer, names, epochs, batch_size, params, x, y, key, tol, values):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _sweep(net, optimizer, names, epochs, batch_size, rule, monitor, params, x, y, key, tol, values, feedback):
     # The numeric arguments live in the state; the values given here only shape it.
     injected = optax.inject_hyperparams(optimizer)(**{name: v[0] for name, v in zip(names, values)})
 
@@ -125,6 +133,6 @@ def _sweep(net, optimizer, names, epochs, batch_size, params, x, y, key, tol, va
         }
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, **swept})
         return fit(net, params, x, y, optimizer=injected, epochs=epochs, batch_size=batch_size,
-                   key=key, tol=tol, opt_state=opt_state)
+                   key=key, tol=tol, opt_state=opt_state, rule=rule, feedback=feedback, monitor=monitor)
 
     return jax.vmap(train)(values)

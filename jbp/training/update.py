@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
+from jbp.model import rules
 from jbp.model.params import Params
 from jbp.training import stochastic
 
@@ -49,11 +50,13 @@ def train_step(
     loss_and_grad: Optional[Callable] = None,
     *,
     key: Optional[Array] = None,
+    rule: Optional[rules.Rule] = None,
+    feedback: tuple = (),
 ) -> tuple[Params, Any, Array]:
     """One iteration: forward pass, hand-derived backward pass, optimizer update.
 
-    Pure; ``jax.jit`` it with ``net`` and ``optimizer`` static, e.g.
-    ``jax.jit(train_step, static_argnums=(0, 1))``.
+    Pure; ``jax.jit`` it with ``net``, ``optimizer`` (and ``rule``) static, e.g.
+    ``jax.jit(train_step, static_argnums=(0, 1), static_argnames="rule")``.
 
     Args:
       loss_and_grad: ``(params, x, y) -> (loss, grads)`` in place of the hand-derived
@@ -63,19 +66,40 @@ def train_step(
       key: for a :class:`jbp.Sequential`: the PRNG key of this step's stochastic
         layers (dropout masks); the step runs in training mode. :func:`jbp.fit` derives
         a fresh one per step (:func:`jbp.training.stochastic.step_key`).
+      rule: a learning rule of :mod:`jbp.rules` (default backprop): the optimizer then
+        gets the rule's update direction in place of the gradient.
+      feedback: the rule's fixed feedback weights, ``rule.init(net, params)``.
 
     Returns:
       ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
     """
     _validate.train_step_args(net, optimizer, params, opt_state, loss_and_grad, key)
-    loss, grads = stochastic.loss_and_grad(net, loss_and_grad, params, x, y, key)
+    rule, feedback = rule_args(net, params, rule, feedback, loss_and_grad)
+    if rule.is_backprop:
+        loss, grads = stochastic.loss_and_grad(net, loss_and_grad, params, x, y, key)
+    else:
+        loss, grads = rules.loss_and_update(net, rule, params, feedback, x, y)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
 
+def rule_args(net, params: Params, rule, feedback, loss_and_grad=None) -> tuple[rules.Rule, tuple]:
+    """Checks ``rule`` (default backprop) and its ``feedback`` for ``net`` and ``params``;
+    returns them. A rule other than backprop brings its own backward pass, so it
+    cannot be combined with ``loss_and_grad``."""
+    rule = rules.backprop() if rule is None else rule
+    feedback = rules.check_feedback(rule, net, params, feedback)
+    if loss_and_grad is not None and not rule.is_backprop:
+        raise ValueError(
+            f"rule {rule.name!r} replaces the backward pass, so it cannot be combined with "
+            "loss_and_grad; pass one or the other"
+        )
+    return rule, feedback
+
+
 def make_train_step(
-    net, optimizer: optax.GradientTransformation, *, donate: bool = True
-) -> Callable[[Params, Any, Array, Array], tuple[Params, Any, Array]]:
+    net, optimizer: optax.GradientTransformation, *, donate: bool = True, rule: Optional[rules.Rule] = None
+) -> Callable[..., tuple[Params, Any, Array]]:
     """:func:`train_step` for ``net`` and ``optimizer``, compiled, for a loop of your own.
 
     Example::
@@ -104,12 +128,23 @@ def make_train_step(
       net: the :class:`jbp.MLP`.
       optimizer: any optax optimizer; ``optax.sgd(lr)`` is exactly BP7.
       donate: update ``params`` and ``opt_state`` in place (default).
+      rule: a learning rule of :mod:`jbp.rules` (default backprop); the step then takes
+        its feedback weights as a fifth argument, ``step(params, opt_state, x, y,
+        rule.init(net, params))`` (not donated).
 
     Returns:
       ``step(params, opt_state, x, y, key=None) -> (params, opt_state, loss)``, as
-      :func:`train_step` (``key`` for a :class:`jbp.Sequential` in training mode).
+      :func:`train_step` (``key`` for a :class:`jbp.Sequential` in training mode);
+      with a ``rule``, ``step(params, opt_state, x, y, feedback=())``.
     """
     _validate.network(net)
     _validate.optimizer(optimizer)
-    step = functools.partial(train_step, net, optimizer)
+    if rule is None:
+        step = functools.partial(train_step, net, optimizer)
+    else:
+        rules.check_network(rule, net)
+
+        def step(params, opt_state, x, y, feedback=()):
+            return train_step(net, optimizer, params, opt_state, x, y, rule=rule, feedback=feedback)
+
     return jax.jit(step, donate_argnums=(0, 1) if donate else ())

@@ -1,0 +1,243 @@
+"""Learning rules: what carries the delta down the network in place of BP3's ``delta @ W``.
+
+Backprop sends ``delta^(l)`` to the layer below through the layer's own weights,
+``dL/dx^(l-1) = delta^(l) @ W^(l)`` (BP3). The rules studied as alternatives change only
+that transport; BP4-BP6 and the output delta are untouched:
+
+- :func:`backprop`: ``delta^(l) @ W^(l)``, the gradient.
+- :func:`feedback_alignment` (Lillicrap et al. 2016): ``delta^(l) @ B^(l)``, a fixed
+  random ``B^(l)`` of ``W^(l)``'s shape.
+- :func:`sign_symmetry` (Liao, Leibo & Poggio 2016): ``delta^(l) @ sign(W^(l))``.
+- :func:`direct_feedback_alignment` (Nøkland 2016): every hidden layer ``l`` receives
+  the output delta directly, ``delta^(L) @ B_l``, through its own fixed random
+  ``B_l`` ``(n_L, n_l)``.
+
+A :class:`Rule` is a frozen, hashable description (static under ``jax.jit``). Its fixed
+feedback weights are a separate pytree, ``feedback = rule.init(net, params)``: a tuple
+of arrays, drawn once from the rule's key (empty for backprop and sign symmetry). They
+are part of the training state, like the optimizer state: :func:`jbp.fit` takes and
+:func:`jbp.save_checkpoint` keeps them.
+
+A rule's result is an update direction, not a gradient: ``net.loss_and_grad`` stays
+the true gradient, and :func:`jbp.check_grads` checks that. The output layer's update is
+backprop's under every rule (its delta comes from the loss, not from a transport).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jbp import _validate
+from jbp.model.backward_pass import backward_unchecked
+from jbp.model.forward_pass import Cache
+from jbp.model.initializers import init_weight
+from jbp.model.losses import get_loss
+from jbp.model.network import MLP
+from jbp.model.params import Params
+
+Array = jax.Array
+
+#: The rules by their short names (the CLI's ``--rule``).
+RULES = ("bp", "fa", "ss", "dfa")
+#: Rules that draw fixed random feedback weights from a key.
+RANDOM_FEEDBACK = ("fa", "dfa")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A learning rule: how BP3 carries the delta down (see the module docstring).
+
+    Made by :func:`backprop`, :func:`feedback_alignment`, :func:`sign_symmetry` or
+    :func:`direct_feedback_alignment`. Hashable: ``name`` and ``scale`` describe it; the
+    key only draws the feedback weights (:meth:`init`, outside ``jit``), so rules that
+    differ only in their key share one compilation.
+
+    Attributes:
+      name: ``"bp"``, ``"fa"``, ``"ss"`` or ``"dfa"``.
+      scale: factor on the random feedback weights (FA and DFA).
+      key: the PRNG key the feedback weights are drawn from (FA and DFA), else ``None``.
+    """
+
+    name: str
+    scale: float = 1.0
+    key: Optional[Array] = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def is_backprop(self) -> bool:
+        return self.name == "bp"
+
+    def init(self, net, params: Params) -> tuple:
+        """The rule's fixed feedback weights for ``net``, in ``params``' dtype.
+
+        Feedback alignment: ``B^(l)`` of ``W^(l)``'s shape for ``l = 2..L``; direct
+        feedback alignment: ``B_l`` ``(n_L, n_l)`` for every hidden layer ``l``. Each is
+        drawn like a weight by the network's init scheme (its fan-in and fan-out those of
+        ``B``), times :attr:`scale`, from ``fold_in(key, l)``. Backprop and sign symmetry
+        have none: ``()``.
+
+        Returns:
+          A tuple of arrays (see above); the ``feedback`` of :func:`jbp.fit`.
+        """
+        check_network(self, net)
+        if self.name not in RANDOM_FEEDBACK:
+            return ()
+        dtype = _validate.params(net, params)
+        n_L = net.sizes[-1]
+        shapes = [
+            (n_out, n_in) if self.name == "fa" else (n_L, n_in)
+            for n_in, n_out in zip(net.sizes[1:-1], net.sizes[2:])
+        ]
+        return tuple(
+            jnp.asarray(self.scale, dtype)
+            * init_weight(net.init_name, jax.random.fold_in(self.key, l), shape[1], shape[0], dtype)
+            for l, shape in enumerate(shapes, start=2)
+        )
+
+    def transport(self, params: Params, feedback: tuple) -> tuple[Optional[tuple], bool]:
+        """``(feedback, direct)`` for :func:`jbp.backward`: the matrices BP3 multiplies
+        by (``None``: the ``W``'s), and whether the hidden layers take the output delta."""
+        if self.name == "bp":
+            return None, False
+        if self.name == "ss":
+            return tuple(jnp.sign(layer.W) for layer in params[1:]), False
+        return tuple(feedback), self.name == "dfa"
+
+
+def backprop() -> Rule:
+    """Backpropagation, the default: BP3 through ``W`` itself; the update is the gradient."""
+    return Rule("bp")
+
+
+def feedback_alignment(key: Array, *, scale: float = 1.0) -> Rule:
+    """Feedback alignment (Lillicrap et al. 2016): BP3 through a fixed random ``B^(l)``.
+
+    ``dL/dx^(l-1) ≈ delta^(l) @ B^(l)``, ``B^(l)`` of ``W^(l)``'s shape, drawn once by
+    :meth:`Rule.init` like ``W^(l)`` (the network's init scheme) times ``scale``. The
+    forward weights come to align with ``B``, and the update with the gradient.
+
+    Args:
+      key: PRNG key of the feedback weights.
+      scale: factor on ``B`` (default 1: ``B`` has ``W``'s initial scale).
+    """
+    _validate.prng_key("key", key)
+    return Rule("fa", float(_validate.real("scale", scale, positive=True, finite=True)), key)
+
+
+def sign_symmetry() -> Rule:
+    """Sign symmetry (Liao, Leibo & Poggio 2016): BP3 through ``sign(W^(l))``.
+
+    The feedback shares only the signs of the forward weights (entries ``±1``, ``0``
+    where ``W`` is 0), so it is backprop exactly when every weight is ``±1``.
+    """
+    return Rule("ss")
+
+
+def direct_feedback_alignment(key: Array, *, scale: float = 1.0) -> Rule:
+    """Direct feedback alignment (Nøkland 2016): the output delta straight to each hidden layer.
+
+    Hidden layer ``l`` takes ``dL/dx^(l) ≈ delta^(L) @ B_l`` (then BP4 as usual), with a
+    fixed random ``B_l`` ``(n_L, n_l)`` of its own, drawn once by :meth:`Rule.init`. With
+    one hidden layer and ``B_1 = W^(2)`` it is backprop.
+
+    Args:
+      key: PRNG key of the feedback weights.
+      scale: factor on the ``B_l`` (default 1).
+    """
+    _validate.prng_key("key", key)
+    return Rule("dfa", float(_validate.real("scale", scale, positive=True, finite=True)), key)
+
+
+def by_name(name: str, key: Optional[Array] = None, *, scale: float = 1.0) -> Rule:
+    """The rule called ``name`` (one of :data:`RULES`); FA and DFA need ``key``."""
+    _validate.name("rule", name, RULES)
+    if name == "bp":
+        return backprop()
+    if name == "ss":
+        return sign_symmetry()
+    if key is None:
+        raise ValueError(f"rule {name!r} draws random feedback weights and needs a key, got key=None")
+    make = feedback_alignment if name == "fa" else direct_feedback_alignment
+    return make(key, scale=scale)
+
+
+def check_network(rule, net) -> None:
+    """Checks that ``rule`` is a :class:`Rule` and ``net`` a network it can train.
+
+    The rules replace BP3 between dense layers, so they need a network of dense layers
+    and elementwise activations: a :class:`jbp.MLP`.
+    """
+    if not isinstance(rule, Rule):
+        raise TypeError(
+            "rule must be a jbp.rules.Rule (e.g. jbp.rules.feedback_alignment(key)), "
+            f"got {_validate.describe(rule)}"
+        )
+    _validate.network(net)
+    if not isinstance(net, MLP) and not rule.is_backprop:
+        other = next((layer for layer in getattr(net, "layers", ())
+                      if type(layer).__name__ not in ("Dense", "ActivationLayer")), None)
+        raise TypeError(
+            f"rule {rule.name!r} needs a jbp.MLP (dense layers with elementwise activations), "
+            f"got a {type(net).__name__}"
+            + (f" whose layer {other!r} is neither dense nor an activation" if other is not None
+               else "; build the same network as a jbp.MLP")
+        )
+
+
+def check_feedback(rule: Rule, net, params: Params, feedback) -> tuple:
+    """Checks ``feedback`` against ``rule.init(net, params)``'s structure, shapes and dtypes."""
+    check_network(rule, net)
+    want = jax.eval_shape(lambda p: rule.init(net, p), params) if rule.name in RANDOM_FEEDBACK else ()
+    if not isinstance(feedback, (tuple, list)):
+        raise TypeError(f"feedback must be a tuple of arrays (rule.init(net, params)), got {_validate.describe(feedback)}")
+    _validate.same_tree("feedback", tuple(feedback), f"rule.init(net, params) of rule {rule.name!r}", want)
+    return tuple(feedback)
+
+
+class Pass(NamedTuple):
+    """One forward and backward pass under a rule.
+
+    Attributes:
+      loss: the batch's mean loss.
+      cache: the forward pass's :class:`jbp.Cache`.
+      delta_out: the output layer's delta ``dL/dz^(L)``.
+      update: the rule's direction, with the structure of ``params`` (the gradient under
+        backprop).
+    """
+
+    loss: Array
+    cache: Cache
+    delta_out: Array
+    update: Params
+
+
+def forward_backward(net, rule: Rule, params: Params, feedback: tuple, x: Array, y: Array) -> Pass:
+    """BP1-BP6 with the rule's BP3: the loss, the cache and the rule's update direction."""
+    x, y = _validate.inputs_and_targets(net, params, x, y)
+    _, cache = net.forward(params, x)
+    loss = get_loss(net.loss_name).value(cache.zs[-1], cache.xs[-1], y)
+    delta_out = net.output_delta(cache, y)
+    B, direct = rule.transport(params, feedback)
+    return Pass(loss, cache, delta_out, backward_unchecked(params, cache, delta_out, net.activations, B, direct))
+
+
+def loss_and_update(net, rule: Rule, params: Params, feedback: tuple, x: Array, y: Array) -> tuple[Array, Params]:
+    """``(loss, update)``: :meth:`jbp.MLP.loss_and_grad` with the rule's BP3.
+
+    Under :func:`backprop` it is ``net.loss_and_grad``; under the other rules the update
+    is a direction, not the gradient.
+
+    Args:
+      net: the network.
+      rule: the :class:`Rule`.
+      params: the parameters.
+      feedback: ``rule.init(net, params)`` (``()`` for backprop and sign symmetry).
+      x, y: a batch.
+    """
+    if rule.is_backprop:
+        return net.loss_and_grad(params, x, y)
+    p = forward_backward(net, rule, params, feedback, x, y)
+    return p.loss, p.update
