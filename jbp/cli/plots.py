@@ -44,7 +44,7 @@ def plots(out: str, net, params, data, train_loss: list, test_curve=(), val_loss
     figures = {"loss.png": loss_figure(plt, net, data, train_loss, test_curve, val_loss)}
     if data.n_features == 2 and data.is_classification:
         figures["decision_boundary.png"] = boundary_figure(plt, net, params, data)
-    if not data.is_classification:
+    if not data.is_classification and hasattr(data, "x_test"):  # a streamed run has no test arrays here
         figures["prediction.png"] = prediction_figure(plt, net, params, data)
     for name, fig in figures.items():
         fig.tight_layout()

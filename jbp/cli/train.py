@@ -103,6 +103,8 @@ def run(args) -> int:
             say(f"nothing left to run in {args.out}: {nothing_left(saved, s)}")
             return 0
     else:
+        if args.data is not None and args.dataset is not None:
+            raise UsageError("give either --dataset NAME or --data PATH, not both")
         s = common.settings(args)
         s.update({k: getattr(args, k) for k in dp.SETTINGS})
         if s["data"] is not None:
