@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
-from jbp.model.activations import Activation
+from jbp.model.activations import ACTIVATIONS, Activation
 
 Array = jax.Array
 
@@ -114,3 +114,19 @@ def get_loss(name: str | Loss) -> Loss:
     if isinstance(name, Loss):
         return name
     return LOSSES[_validate.name("loss", name, LOSSES)]
+
+
+def output_head(loss: str, output_activation: Optional[str]) -> str:
+    """Checks a network's ``loss`` and ``output_activation`` and returns the output
+    activation: by default the loss's natural one; a loss whose output delta is fused with
+    its activation (softmax + cross-entropy, sigmoid + binary cross-entropy) needs that one."""
+    loss_fn = get_loss(_validate.name("loss", loss, LOSSES))
+    if output_activation is None:
+        output_activation = loss_fn.default_output_activation
+    _validate.name("output_activation", output_activation, ACTIVATIONS)
+    if loss_fn.output_activation not in (None, output_activation):
+        raise ValueError(
+            f"loss={loss!r} needs output_activation={loss_fn.output_activation!r} "
+            f"(its output delta is fused with it), got {output_activation!r}"
+        )
+    return output_activation

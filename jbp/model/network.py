@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
-from jbp.model.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, get_activation
+from jbp.model.activations import HIDDEN_ACTIVATIONS, get_activation
 from jbp.model.backward_pass import backward_unchecked
 from jbp.model.base import Network
 from jbp.model.forward_pass import Cache, forward_unchecked
 from jbp.model.initializers import INITIALIZERS, init_weight
-from jbp.model.losses import LOSSES, get_loss
+from jbp.model.losses import get_loss, output_head
 from jbp.model.params import Layer, Params
 
 Array = jax.Array
@@ -83,15 +83,7 @@ class MLP(Network):
                 f"activation has {len(hidden)} names but sizes={sizes} has {n_hidden} "
                 "hidden layers; give one name, or one per hidden layer"
             )
-        loss_fn = get_loss(_validate.name("loss", loss, LOSSES))
-        if output_activation is None:
-            output_activation = loss_fn.default_output_activation
-        _validate.name("output_activation", output_activation, ACTIVATIONS)
-        if loss_fn.output_activation not in (None, output_activation):
-            raise ValueError(
-                f"loss={loss!r} needs output_activation={loss_fn.output_activation!r} "
-                f"(its output delta is fused with it), got {output_activation!r}"
-            )
+        output_activation = output_head(loss, output_activation)
         if output_activation == "softmax" and sizes[-1] < 2:
             raise ValueError(
                 f"softmax needs at least 2 outputs, got sizes[-1]={sizes[-1]} "

@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
-from jbp.model.activations import ACTIVATIONS, get_activation
+from jbp.model.activations import get_activation
 from jbp.layers import as_layer
 from jbp.model.base import Network
 from jbp.model.initializers import INITIALIZERS
-from jbp.model.losses import LOSSES, get_loss
+from jbp.model.losses import get_loss, output_head
 
 Array = jax.Array
 
@@ -135,15 +135,7 @@ class Sequential(Network):
         layers = tuple(
             _with_init(as_layer(layer, f"layers[{i}]"), init) for i, layer in enumerate(layers)
         )
-        loss_fn = get_loss(_validate.name("loss", loss, LOSSES))
-        if output_activation is None:
-            output_activation = loss_fn.default_output_activation
-        _validate.name("output_activation", output_activation, ACTIVATIONS)
-        if loss_fn.output_activation not in (None, output_activation):
-            raise ValueError(
-                f"loss={loss!r} needs output_activation={loss_fn.output_activation!r} "
-                f"(its output delta is fused with it), got {output_activation!r}"
-            )
+        output_activation = output_head(loss, output_activation)
         try:
             shapes = _output_shapes(layers, input_shape)
         except (TypeError, ValueError) as e:
