@@ -14,7 +14,7 @@ argmax, so ``∂y[o]/∂x[p]`` is 1 where ``p = o s + t*(o)`` and 0 elsewhere::
     dx[p] = Σ_o dy[o] · [p = o s + t*(o)]
 
 the delta is routed to each window's winner. Ties: the first maximum in the window's
-row-major order wins alone (a subgradient; ``jax.vjp`` of ``lax.reduce_window`` also
+row-major order wins alone (a subgradient; JAX's own derivative of ``lax.reduce_window`` also
 picks one). Residuals: the winners ``t*`` (small integers) and the input's shape.
 
 **Average**: ``y[o] = (1/K) Σ_t x[o s + t]`` with ``K`` the window's size, so::
