@@ -7,6 +7,8 @@ Each round runs, in a random order, each as a fresh process (wall time from spaw
 - ``jbp train --out DIR`` with an empty compilation cache (cold: every program compiled);
 - the same with the cache a previous run filled (warm);
 - the same, warm, with ``--no-check`` (what the gradient check costs);
+- ``jbp train`` and ``jbp train --no-check`` without ``--out``, warm: the literal command,
+  which writes no figures and no checkpoint (like the scikit-learn process);
 - scikit-learn's ``MLPClassifier(256,)`` on the same digits split (jbp's seed-0 split,
   standardised alike), fitted and scored: the process a user would run instead;
 - the gradient check alone (``check_grads`` on 64 digits, no cache), in full and as the CLI
@@ -88,6 +90,11 @@ def main() -> None:
                                                 {**base, "XDG_CACHE_HOME": warm}),
             "jbp train --no-check, warm cache": lambda i: (train + ["--no-check", "--out", os.path.join(root, f"nc{i}")],
                                                            {**base, "XDG_CACHE_HOME": warm}),
+            # Without --out: no figures, no checkpoint, no per-layer statistics, as the
+            # scikit-learn process writes nothing either.
+            "jbp train (no --out), warm cache": lambda i: (train, {**base, "XDG_CACHE_HOME": warm}),
+            "jbp train --no-check (no --out), warm cache": lambda i: (train + ["--no-check"],
+                                                                      {**base, "XDG_CACHE_HOME": warm}),
             "sklearn MLPClassifier(256,)": lambda i: ([sys.executable, "-c", SKLEARN], base),
             "check_grads in full, no cache": lambda i: ([sys.executable, "-c", CHECK, "full"], {**base, "JBP_NO_CACHE": "1"}),
             "check_grads as the CLI runs it, no cache": lambda i: ([sys.executable, "-c", CHECK, "cli"], {**base, "JBP_NO_CACHE": "1"}),

@@ -146,7 +146,7 @@ def run(args) -> int:
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = initial
-        opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
+        opt_state, epoch, train_loss, stop_reason = jax.jit(optimizer.init)(params), 0, [], "ran all epochs"
         test_curve = [[0, float(loss_fn(params, data.x_test, data.y_test))]]
         val_loss, val_accuracy, best = [], [], None
         feedback, layer_stats = rule.init(net, params), None

@@ -189,8 +189,7 @@ class Sequential(Network):
           A tuple with one entry per layer (``()`` for layers without parameters).
         """
         _validate.prng_key("key", key)
-        dtype = _validate.float_dtype("dtype", dtype)
-        return self.init_unchecked(key, dtype)
+        return _init(self, key, _validate.float_dtype("dtype", dtype))
 
     def init_unchecked(self, key: Array, dtype) -> tuple:
         params, shape = [], self.input_shape
@@ -326,3 +325,7 @@ class Sequential(Network):
 @functools.lru_cache(maxsize=256)
 def _param_shapes(net: Sequential, dtype) -> tuple:
     return jax.eval_shape(lambda key: net.init_unchecked(key, dtype), jax.random.key(0))
+
+
+# One program for all the layers' inits (as jbp.MLP's).
+_init = jax.jit(lambda net, key, dtype: net.init_unchecked(key, dtype), static_argnums=(0, 2))
