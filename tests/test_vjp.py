@@ -295,9 +295,9 @@ def test_thousands_of_random_correct_float32_cases_raise_no_false_alarm():
     alarms = [(i, r.failed, [l.evidence for l in r.leaves if not l.ok]) for i, r in enumerate(reports) if not r.ok]
     assert alarms == []
     assert [r.unverified for r in reports if r.unverified] == []
-    # 'imprecise' is no alarm, and only a saturated softmax earns it: its Jacobian product
-    # x (g - <g, x>) rounds worse than autodiff's form there. Everything else rounds
-    # within 16x of autodiff.
+    # 'imprecise' is no alarm, and only a saturated softmax may earn it: its Jacobian
+    # product (even shifted and re-centred, as jbp's softmax does) can round worse than
+    # autodiff's form there. Everything else rounds within 16x of autodiff.
     for activations, group in groups:
         if "softmax" not in activations:
             assert [r.imprecise for r in group if r.imprecise] == [], activations

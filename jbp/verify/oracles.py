@@ -60,8 +60,10 @@ Array = jax.Array
 
 #: Allowance for a correct backward rounding differently from autodiff (see module doc).
 #: Measured on random correct float32 layers like those of scripts/false_alarm_study.py:
-#: over 84,000 leaves the largest factor needed was 3.3 (softmax outputs aside, whose
-#: ``x (g − <g, x>)`` is less stable than autodiff's form where the softmax saturates).
+#: over 84,000 leaves the largest factor needed was 3.3 (softmax outputs aside: the
+#: textbook ``x (g − <g, x>)`` rounds worse than autodiff's form where the softmax
+#: saturates; jbp's softmax backward shifts and re-centres it, see
+#: :mod:`jbp.model.activations`).
 RHO = 16.0
 #: Constant of the a-priori rounding floor ``C · u · sqrt(R) · s``.
 C = 8.0
