@@ -35,6 +35,20 @@ def test_max_pool_routes_the_delta_to_the_winner_and_one_winner_takes_a_tie():
     np.testing.assert_array_equal(dx[0, :, 0], [0.0, 10.0, 20.0, 0.0, 0.0])  # the tie: the first wins
 
 
+@pytest.mark.parametrize("layer, shape", [(MaxPool1D(2), (1, 6, 2)), (MaxPool2D(2, strides=1), (2, 4, 4, 3))])
+def test_max_pool_equals_autodiff_of_its_forward_where_windows_tie(layer, shape):
+    """Windows of zeros (as after a ReLU) tie; the delta still goes where autodiff sends it."""
+    x = np.zeros(shape)
+    x[(0,) * (len(shape) - 1)] = 1.0  # one window with a clear winner, the rest all ties
+    with jax.enable_x64(True):
+        x = jnp.asarray(x, jnp.float64)
+        y, residuals = layer.forward((), x)
+        dy = jnp.asarray(np.random.default_rng(0).normal(size=y.shape))
+        _, dx = layer.backward((), residuals, dy)
+        _, vjp = jax.vjp(lambda x: layer.forward((), x)[0], x)
+        np.testing.assert_allclose(dx, vjp(dy)[0], rtol=1e-12, atol=1e-12)
+
+
 def test_average_pool_spreads_the_delta_and_overlaps_add_up():
     layer = AvgPool1D(2, stride=1)
     y, residuals = layer.forward((), jnp.zeros((1, 3, 1)))

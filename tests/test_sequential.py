@@ -187,7 +187,7 @@ def test_a_network_mixing_the_built_in_layers_trains_and_passes_check_grads():
     x = jnp.asarray(images + 0.3 * rng.normal(size=images.shape).astype(np.float32))
     y = jnp.asarray(y)
     net = jbp.Sequential((6, 6, 1), [
-        Conv2D(4, (3, 3)), "tanh", MaxPool2D((2, 2), (2, 2)), Flatten(), Dense(12), LayerNorm(),
+        Conv2D(4, (3, 3)), "relu", MaxPool2D((2, 2), (2, 2)), Flatten(), Dense(12), LayerNorm(),
         Residual((Dense(12), "tanh")), Dropout(0.2), Dense(3)], loss="cross_entropy")
     params = net.init(jax.random.key(0), np.float32)
     report = jbp.check_grads(net, params, x[:8], y[:8], train=True, worst_examples=0)

@@ -15,7 +15,11 @@ argmax, so ``∂y[o]/∂x[p]`` is 1 where ``p = o s + t*(o)`` and 0 elsewhere::
 
 the delta is routed to each window's winner. Ties: the first maximum in the window's
 row-major order wins alone (a subgradient; JAX's own derivative of ``lax.reduce_window`` also
-picks one). Residuals: the winners ``t*`` (small integers) and the input's shape.
+picks one). The forward reads each max at its winner, ``y[o] = x[o s + t*(o)]``, so that
+this is the derivative of the function computed even at a tie, where autodiff of a plain
+``max`` would share the delta among the tied entries: after a ReLU whole windows of zeros
+tie, and a gradient check would report the difference. Residuals: the winners ``t*``
+(small integers) and the input's shape.
 
 **Average**: ``y[o] = (1/K) Σ_t x[o s + t]`` with ``K`` the window's size, so::
 
@@ -108,8 +112,11 @@ class _MaxPool(_Pool):
         """``(y, (winners, shape))``: each window's max and where it was."""
         P = patches(x, self.window, self.strides)
         K = math.prod(self.window)
-        winners = jnp.argmax(P, axis=-2).astype(jnp.int8 if K <= 127 else jnp.int32)  # first maximum on ties
-        return jnp.max(P, axis=-2), (winners, StaticShape(x.shape[1:-1]))
+        winners = jnp.argmax(P, axis=-2)  # the first maximum on ties
+        # The max read at the winner: the function whose derivative backward computes, ties
+        # included (autodiff of a plain max would share a tie's delta among the tied entries).
+        y = jnp.take_along_axis(P, winners[..., None, :], axis=-2)[..., 0, :]
+        return y, (winners.astype(jnp.int8 if K <= 127 else jnp.int32), StaticShape(x.shape[1:-1]))
 
     def backward(self, params: tuple, residuals: tuple, dy: Array) -> tuple[tuple, Array]:
         """``((), dx)``: ``dy`` routed to each window's winner."""
