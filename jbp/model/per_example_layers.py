@@ -27,7 +27,10 @@ own row of ``dy`` (a backward is linear in ``dy``), so ``Σ_i c_i g_i`` of a lay
 ``backward`` with the rows of the ``dy`` kept from the first pass scaled by ``c_i``;
 for ``Dense`` exactly ``(c ⊙ delta)ᵀ x`` and ``Σ_i c_i delta_i``. Only that call's
 parameter gradients are used: under ``jit`` XLA drops its ``dx`` (BP3), so each layer
-with parameters adds one more BP5 and BP6 (and a residual block its inner BP3s).
+with parameters adds one more BP5 and BP6 (the walk goes into residual blocks, whose
+inner layers' ``dy`` it kept too). On two small CNNs this measured 1.62x and 1.47x a
+plain gradient, against 1.79x and 1.69x for a second whole backward pass from the
+rescaled output delta (README, "Differential privacy").
 
 No autodiff: every gradient here is a layer's hand-derived ``backward``.
 """
