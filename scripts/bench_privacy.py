@@ -2,9 +2,10 @@
 
     python scripts/bench_privacy.py                       # medium, large and wide
     python scripts/bench_privacy.py --quick --configs medium --out runs/bench_privacy.json
+    python scripts/bench_privacy.py --configs cnn         # a network of layers (jbp.Sequential)
 
-For each configuration (a network and a batch, from ``scripts/bench.py`` plus a wide one)
-it times, in this one process, interleaved round after round in a random order (the
+For each configuration (a network and a batch, from ``scripts/bench.py`` plus a wide one;
+``cnn`` is ``scripts/bench.py``'s small convolutional network, without Opacus) it times, in this one process, interleaved round after round in a random order (the
 harness of ``scripts/bench.py``), one SGD training step of:
 
 - ``jbp``: ``jbp.make_train_step``, the ordinary step (no clipping), the baseline;
@@ -43,7 +44,7 @@ import optax
 import jbp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import CONFIGS, Config, Timed, interleave, paired_ratio, problem  # noqa: E402
+from bench import CONFIGS, Config, LayersConfig, Timed, interleave, paired_ratio, problem  # noqa: E402
 
 try:
     import torch
@@ -56,6 +57,7 @@ BENCH_CONFIGS = {
     "medium": CONFIGS["medium"],
     "large": CONFIGS["large"],
     "wide": Config("wide", (784, 8192, 10), 64, "relu", "softmax", "cross_entropy", 0, 0),
+    "cnn": CONFIGS["cnn"],
 }
 
 
@@ -172,8 +174,11 @@ def run_config(config: Config, quick: bool, max_gib: float) -> dict:
     n_params = sum(a.size for a in jax.tree.leaves(params))
     per_example_gib = config.batch * n_params * 4 / 2**30
     fits = per_example_gib <= max_gib
-    result = {"config": config.name, "sizes": list(config.sizes), "batch": config.batch,
+    layers = isinstance(config, LayersConfig)
+    result = {"config": config.name, "sizes": [] if layers else list(config.sizes), "batch": config.batch,
               "params": n_params, "per_example_grads_gib": per_example_gib}
+    if layers:
+        result["description"] = config.description
     if fits:
         result["agree_rel_diff"] = agreement(net, params, x, y)
     impls, temp = {}, {}
@@ -182,7 +187,7 @@ def run_config(config: Config, quick: bool, max_gib: float) -> dict:
         temp[kind] = temp_mib(jitted, opt, params, x, y)
         if kind != "vmap DP" or fits:
             impls[kind] = Timed(step, state)
-    if opacus is not None:
+    if opacus is not None and not layers:  # opacus_impl builds the MLP's torch.nn.Linear layers only
         for mode in ("hooks", "ghost"):
             if mode == "hooks" and not fits:
                 continue
@@ -228,7 +233,7 @@ def table(results: list) -> str:
     for r in results:
         mib = lambda k: f"{r[k]['temp_mib']:.4g}" if r.get(k, {}).get("temp_mib") is not None else "-"
         lines.append(
-            f"| {r['config']} {'-'.join(map(str, r['sizes']))} B={r['batch']} | {ms(r, 'jbp')} | "
+            f"| {r['config']} {r.get('description') or '-'.join(map(str, r['sizes']))} B={r['batch']} | {ms(r, 'jbp')} | "
             f"{ms(r, 'jbp clipped')} | {ratio(r, 'jbp clipped', 'vs_jbp')} | {ms(r, 'jbp DP')} | "
             f"{ms(r, 'vmap DP')} | {ratio(r, 'vmap DP', 'vs_jbp_DP')} | {ratio(r, 'opacus hooks', 'vs_jbp_DP')} | "
             f"{ratio(r, 'opacus ghost', 'vs_jbp_DP')} | {mib('jbp')} / {mib('jbp clipped')} / {mib('jbp DP')} / {mib('vmap DP')} |"

@@ -38,6 +38,23 @@ def problem(net, batch, dtype, seed=0, one_hot=False):
     return params, x, y
 
 
+def layers_problem(net, batch, dtype, seed=0, one_hot=False):
+    """:func:`problem` for a network of layers: every parameter ~ N(0, 0.5²) (no scale
+    of one, no zero bias), inputs ~ N(0, 1) of ``net.input_shape``, targets for its loss."""
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), dtype), net.param_shapes(dtype))
+    x = jnp.asarray(rng.normal(size=(batch, *net.input_shape)), dtype)
+    (n_out,) = net.output_shape
+    if net.loss_name == "cross_entropy":
+        labels = rng.integers(0, n_out, size=batch)
+        y = jnp.asarray(np.eye(n_out)[labels], dtype) if one_hot else jnp.asarray(labels)
+    elif net.loss_name == "binary_cross_entropy":
+        y = jnp.asarray(rng.uniform(size=(batch, n_out)), dtype)
+    else:
+        y = jnp.asarray(rng.normal(size=(batch, n_out)), dtype)
+    return params, x, y
+
+
 def rel_errors(got, want):
     """Per leaf: max |got - want| / max |want| (max |got - want| where want is all zero)."""
     out = []

@@ -3,6 +3,7 @@ fit's private loop and its exact resume, the accounting against dp-accounting's 
 command line, and clear errors."""
 
 import json
+import types
 
 import dp_accounting
 import jax
@@ -16,6 +17,8 @@ from scipy import stats
 import jbp
 import jbp.datasets
 from helpers import assert_grads_close, problem
+from jbp.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+from user_layers import MyScale
 from jbp.cli import main
 from jbp.cli import privacy as cli_privacy
 
@@ -191,6 +194,49 @@ def test_fit_refuses_what_privacy_cannot_honour():
         jbp.fit(net, params, x, y, optimizer=opt, epochs=1)[1].epsilon()
 
 
+def _bars(n=48, seed=0):
+    """4x4 images of a bright row (class 0) or a bright column (class 1), plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    images = 0.3 * rng.normal(size=(n, 4, 4, 1))
+    where = rng.integers(0, 4, size=n)
+    for i in range(n):
+        if y[i] == 0:
+            images[i, where[i], :, 0] += 1
+        else:
+            images[i, :, where[i], 0] += 1
+    return jnp.asarray(images, jnp.float32), jnp.asarray(y)
+
+
+CNN = jbp.Sequential((4, 4, 1), [Conv2D(4, (3, 3)), "relu", MaxPool2D(2), Flatten(), Dropout(0.2), Dense(2)],
+                     loss="cross_entropy")
+
+
+def test_a_private_cnn_with_dropout_trains_and_reports_its_epsilon():
+    """DP-SGD of a network of layers, dropout on (one compilation: the clipping itself is
+    checked against autodiff in test_per_example.py, the resumed run on an MLP above)."""
+    x, y = _bars()
+    params = CNN.init(jax.random.key(0), np.float32)
+    dp = jbp.DPSGD(clip_norm=1.0, noise_multiplier=1.0)
+    # validation on the training data itself: its accuracy after each epoch, inside the compiled loop
+    _, h = jbp.fit(CNN, params, x, y, optimizer=optax.sgd(1.0), epochs=20, batch_size=16, key=jax.random.key(1),
+                   privacy=dp, validation=(x, y))
+    assert float(h.val_accuracy[0]) < 0.7 and float(h.val_accuracy[-1]) >= 0.9  # chance is 1/2
+    # the accounting of the MLP's runs above (where epsilon() is checked against dp-accounting's)
+    assert jax.tree.map(float, h.privacy) == jbp.privacy.PrivacySpent(
+        60.0, 1.0, 1.0, 1 / 3, 48, dp.max_batch(48, 16), 1e-5)
+    assert h.reason == "ran all epochs" and 1 < h.epsilon() < 100
+
+
+def test_fit_refuses_a_layer_it_cannot_clip_before_compiling():
+    net = jbp.Sequential((4,), [Dense(4), MyScale(), Dense(2)], loss="cross_entropy")
+    params = net.init(jax.random.key(0), np.float32)
+    x, y = jnp.ones((8, 4), jnp.float32), jnp.zeros(8, jnp.int32)
+    with pytest.raises(ValueError, match=r"layers\[1\] \(MyScale\) has parameters but no per_example_sq_norms"):
+        jbp.fit(net, params, x, y, optimizer=optax.sgd(0.1), epochs=1, batch_size=4, key=jax.random.key(0),
+                privacy=jbp.DPSGD(1.0, 1.0))
+
+
 # ----------------------------------------------------------------------------- command line
 
 CLI = ["train", "--dataset", "moons", "--hidden", "8", "--epochs", "2", "--batch-size", "40", "--dp-clip", "1"]
@@ -214,6 +260,9 @@ def test_the_cli_checks_gradients_on_random_data_under_dp():
     x, y = cli_privacy.random_batch(net, data, 64, seed=0)
     assert x.shape == (64, 2) and x.dtype == data.x_train.dtype and y.dtype == data.y_train.dtype
     assert set(np.unique(y)) <= {0, 1} and not np.isin(x, data.x_train).any()
+    images = types.SimpleNamespace(x_train=np.zeros((3, 4, 4, 1), np.float32), y_train=np.zeros(3, np.int32))
+    x, y = cli_privacy.random_batch(CNN, images, 5, seed=0)  # a network of layers: its input shape
+    assert x.shape == (5, 4, 4, 1) and set(np.unique(y)) <= {0, 1}
 
 
 @pytest.mark.parametrize(

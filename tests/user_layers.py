@@ -71,3 +71,27 @@ class MyDropout:
 
     def backward(self, params, scale, dy):
         return (), dy if scale is None else dy * scale
+
+
+@dataclasses.dataclass(frozen=True)
+class MyDenseWithNorms(MyDense):
+    """:class:`MyDense` with the optional per-example method: the outer-product identity."""
+
+    def per_example_sq_norms(self, params, x, dy):
+        return jnp.sum(dy * dy, axis=1) * (jnp.sum(x * x, axis=1) + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MyScale:
+    """``y = x * s``, ``s`` ``(n,)``, keeping ``s`` (no batch axis) in its residuals: its
+    backward cannot be mapped over the examples."""
+
+    def init(self, key, input_shape, dtype):
+        return jnp.ones(input_shape, dtype), tuple(input_shape)
+
+    def forward(self, params, x, *, key=None, train=False):
+        return x * params, (x, params)
+
+    def backward(self, params, residuals, dy):
+        x, s = residuals
+        return jnp.sum(dy * x, axis=0), dy * s

@@ -70,13 +70,15 @@ def resolve(s: dict, n: int, batch_size: int, resumed: bool):
 def random_batch(net, data, n: int, seed: int):
     """``n`` random inputs and targets shaped like ``data``'s, for a check that touches no data."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, data.n_features)).astype(data.x_train.dtype)
+    # one example's shape: (n_features,), or a network of layers' input_shape (images)
+    x = rng.normal(size=(n, *np.shape(data.x_train)[1:])).astype(data.x_train.dtype)
+    n_out = net.sizes[-1] if hasattr(net, "sizes") else net.output_shape[0]
     if net.loss_name == "cross_entropy":
-        y = rng.integers(0, net.sizes[-1], size=n).astype(data.y_train.dtype)
+        y = rng.integers(0, n_out, size=n).astype(data.y_train.dtype)
     elif net.loss_name == "binary_cross_entropy":
-        y = rng.uniform(size=(n, net.sizes[-1])).astype(data.y_train.dtype)
+        y = rng.uniform(size=(n, n_out)).astype(data.y_train.dtype)
     else:
-        y = rng.normal(size=(n, net.sizes[-1])).astype(data.y_train.dtype)
+        y = rng.normal(size=(n, n_out)).astype(data.y_train.dtype)
     return x, y
 
 

@@ -41,6 +41,23 @@ that no window reaches get ``dx = 0``. ``"SAME"``: ``o_n = ceil(n / s)`` and
 ``lo + hi = max((o_n - 1) s + k - n, 0)``, ``lo = floor((lo + hi) / 2)``, as
 ``lax.conv_general_dilated`` pads.
 
+**Per example** (for clipping, :mod:`jbp.model.per_example`): example ``i``'s BP5 is a
+sum of outer products, one per output position, ``dW_i = Σ_o d_o a_oᵀ = D_iᵀ A_i`` with
+``d_o = delta[i, o, :]`` (``F`` entries) and ``a_o`` the window ``x̃[i, o s : o s + k, :]``
+flattened (``K C`` entries, ``K = prod(k)``), so its squared norm is either
+
+- *direct*: form ``D_iᵀ A_i`` ``(F, K C)`` from the unfolded windows and square it,
+  ``2 B T F K C`` flops and ``B F K C`` memory (``T`` the number of output positions); or
+- the *ghost norm* (Li et al. 2022; for convolutions Bu et al. 2022): the Frobenius
+  product of the two Gram matrices over positions,
+  ``‖dW_i‖² = Σ_{o, o'} (a_o · a_o') (d_o · d_o')``, ``2 B T² (K C + F)`` flops and
+  ``B T²`` memory, never forming ``dW_i``;
+
+:func:`conv_weight_grad_sq_norms` takes the one with fewer flops: the ghost norm when
+``T (K C + F) < F K C`` (few positions, many channels: deep layers), else the direct
+form. (Bu et al.'s "mixed ghost clipping" compares memory, ``2 T²`` against ``F K C``.)
+BP6's per-example norm is ``‖Σ_o d_o‖²`` (:func:`conv_bias_grad_sq_norms`).
+
 Params ``jbp.Layer(W, b)``, as Dense's: ``W`` ``(features, in_channels, *kernel_size)``, out and in
 first as ``(n_out, n_in)``; ``b`` ``(features,)``. Residuals: the input ``x``.
 """
@@ -56,6 +73,7 @@ from jax import lax
 
 from jbp import _validate
 from jbp.layers import args
+from jbp.layers.pool import patches
 from jbp.model.initializers import INITIALIZERS, init_array
 from jbp.model.params import Layer
 
@@ -162,6 +180,61 @@ def conv_bias_grad(delta: Array) -> Array:
     return delta.sum(axis=tuple(range(delta.ndim - 1)))
 
 
+#: The ways :func:`conv_weight_grad_sq_norms` can take the per-example norms.
+SQ_NORM_METHODS = ("ghost", "direct")
+
+
+def sq_norm_method(positions: int, window: int, features: int) -> str:
+    """The cheaper way to ``‖dW_i‖²`` for ``T = positions``, ``K C = window`` and
+    ``F = features``: ``"ghost"`` when ``T (K C + F) < F K C``, else ``"direct"`` (the
+    module docstring gives both costs)."""
+    return "ghost" if positions * (window + features) < features * window else "direct"
+
+
+def conv_weight_grad_sq_norms(delta: Array, x: Array, kernel: tuple, strides: tuple, padding: tuple,
+                              method: str | None = None) -> Array:
+    """BP5 with shared weights per example, squared: ``‖dL_i/dW‖²`` for each example ``i``.
+
+    ``dW_i = D_iᵀ A_i``, ``D_i`` ``(T, F)`` the deltas at the ``T`` output positions and
+    ``A_i`` ``(T, K C)`` the windows they saw (:func:`jbp.layers.pool.patches` of the
+    padded input). ``"direct"`` squares ``D_iᵀ A_i``; ``"ghost"`` takes
+    ``Σ_{o, o'} (A_i A_iᵀ)[o, o'] (D_i D_iᵀ)[o, o']`` without forming it (module docstring).
+
+    Args:
+      delta: ``dL_i/dz`` of each example's own loss, ``(B, *O, F)``; x: ``(B, *S, C)``.
+      kernel, strides, padding: as for :func:`conv_weight_grad`.
+      method: ``"ghost"``, ``"direct"`` or ``None`` (the cheaper: :func:`sq_norm_method`).
+
+    Returns:
+      ``(B,)``: the squared norm of each example's ``dL_i/dW``.
+    """
+    if method is not None:
+        _validate.name("method", method, SQ_NORM_METHODS)
+    batch, features = delta.shape[0], delta.shape[-1]
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    A = patches(padded, kernel, strides).reshape(batch, -1, math.prod(kernel) * x.shape[-1])  # (B, T, K C)
+    D = delta.reshape(batch, -1, features)  # (B, T, F)
+    if (method or sq_norm_method(A.shape[1], A.shape[2], features)) == "ghost":
+        gram_a = jnp.einsum("bsj,btj->bst", A, A)  # a_o · a_o'
+        gram_d = jnp.einsum("bsf,btf->bst", D, D)  # d_o · d_o'
+        return jnp.sum(gram_a * gram_d, axis=(1, 2))
+    dW = jnp.einsum("btf,btj->bfj", D, A)  # each example's BP5, D_iᵀ A_i
+    return jnp.sum(dW * dW, axis=(1, 2))
+
+
+def conv_bias_grad_sq_norms(delta: Array) -> Array:
+    """BP6 with shared biases per example, squared: ``‖Σ_o delta[i, o, :]‖²``.
+
+    Args:
+      delta: ``dL_i/dz``, ``(B, *O, F)``.
+
+    Returns:
+      ``(B,)``: the squared norm of each example's ``dL_i/db``.
+    """
+    db = delta.sum(axis=tuple(range(1, delta.ndim - 1)))  # (B, F)
+    return jnp.sum(db * db, axis=1)
+
+
 class _Conv:
     """What Conv1D and Conv2D share; each sets ``features``, ``kernel``, ``steps``,
     ``padding`` and ``init_name``."""
@@ -199,6 +272,12 @@ class _Conv:
         db = conv_bias_grad(dy)  # BP6
         dx = conv_input_grad(dy, params.W, x.shape[1:-1], self.steps, padding)  # BP3
         return Layer(W=dW, b=db), dx
+
+    def per_example_sq_norms(self, params: Layer, x: Array, dy: Array) -> Array:
+        """``‖dW_i‖² + ‖db_i‖²`` per example, ``(B,)``: the ghost norm or the direct
+        per-example BP5, whichever is cheaper for this layer's shapes (module docstring)."""
+        padding = self._padding(x)
+        return conv_weight_grad_sq_norms(dy, x, self.kernel, self.steps, padding) + conv_bias_grad_sq_norms(dy)
 
 
 def _fields(layer, features, kernel_size, strides, padding, init, n):

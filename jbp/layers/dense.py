@@ -7,6 +7,8 @@ over the batch (a mean loss puts its ``1/B`` into the output delta).
 :class:`Dense` is the layer; :func:`dense`, :func:`input_grad`, :func:`weight_grad` and
 :func:`bias_grad` are the equations it is made of, also used by :class:`jbp.MLP`'s
 forward and backward pass (:mod:`jbp.model.forward_pass`, :mod:`jbp.model.backward_pass`).
+:func:`weight_grad_sq_norms` and :func:`bias_grad_sq_norms` are BP5 and BP6 of each
+example alone, squared, for per-example clipping (:mod:`jbp.model.per_example`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,34 @@ def bias_grad(delta: Array) -> Array:
     return delta.sum(axis=0)
 
 
+def weight_grad_sq_norms(delta: Array, x_prev: Array) -> Array:
+    """BP5 per example, squared: ``‖dL_i/dW‖² = ‖delta_i‖² ‖x_i‖²``.
+
+    Example ``i``'s BP5 is the outer product ``delta_i x_iᵀ``, whose Frobenius norm is
+    the product of the two vectors' norms (Goodfellow 2015).
+
+    Args:
+      delta: ``dL_i/dz^(l)`` of each example's own loss, ``(B, n_out)``.
+      x_prev: ``x^(l-1)``, ``(B, n_in)``.
+
+    Returns:
+      ``(B,)``: the squared norm of each example's ``dL_i/dW^(l)``.
+    """
+    return jnp.sum(delta**2, axis=1) * jnp.sum(x_prev**2, axis=1)
+
+
+def bias_grad_sq_norms(delta: Array) -> Array:
+    """BP6 per example, squared: ``‖dL_i/db‖² = ‖delta_i‖²``.
+
+    Args:
+      delta: ``dL_i/dz^(l)`` of each example's own loss, ``(B, n_out)``.
+
+    Returns:
+      ``(B,)``: the squared norm of each example's ``dL_i/db^(l)``.
+    """
+    return jnp.sum(delta**2, axis=1)
+
+
 @dataclasses.dataclass(frozen=True, init=False)
 class Dense:
     """A dense layer, ``z = x @ W.T + b``: the seed's layer without its activation.
@@ -144,3 +174,8 @@ class Dense:
     def backward(self, params: Layer, x: Array, dy: Array) -> tuple[Layer, Array]:
         """``(Layer(dW, db), dx)`` from ``dy = delta = dL/dz``: BP5, BP6 and BP3."""
         return Layer(W=weight_grad(dy, x), b=bias_grad(dy)), input_grad(dy, params.W)
+
+    def per_example_sq_norms(self, params: Layer, x: Array, dy: Array) -> Array:
+        """``‖dW_i‖² + ‖db_i‖² = ‖delta_i‖² (‖x_i‖² + 1)`` per example, ``(B,)``: BP5 and BP6
+        of row ``i`` alone, by the outer-product identity, never forming ``dW_i``."""
+        return weight_grad_sq_norms(dy, x) + bias_grad_sq_norms(dy)

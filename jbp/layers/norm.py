@@ -41,6 +41,10 @@ class LayerNorm:
 
         dx = r (g - mean(g) - x̂ mean(g x̂))
 
+    Per example (for clipping): example ``i``'s ``dγ_i = Σ_{its rows} dy x̂`` and
+    ``dβ_i = Σ_{its rows} dy`` are ``(d,)`` each, as cheap as the batch's, so
+    :meth:`per_example_sq_norms` forms them and squares them (exact, ``O(B · size)``).
+
     Residuals: ``x̂`` and ``r``. Params: :class:`LayerNormParams` ``(scale, offset)``,
     each ``(d,)``, initially ones and zeros.
 
@@ -73,3 +77,11 @@ class LayerNorm:
         g = dy * params.scale
         dx = r * (g - jnp.mean(g, axis=-1, keepdims=True) - x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True))
         return LayerNormParams(scale=jnp.sum(dy * x_hat, axis=rows), offset=jnp.sum(dy, axis=rows)), dx
+
+    def per_example_sq_norms(self, params: LayerNormParams, residuals: tuple, dy: Array) -> Array:
+        """``‖dγ_i‖² + ‖dβ_i‖²`` per example, ``(B,)``: each example's own ``dγ`` and
+        ``dβ`` (summed over its rows only), squared."""
+        x_hat, _ = residuals
+        rows = tuple(range(1, dy.ndim - 1))  # an example's rows: every axis but batch and features
+        d_scale, d_offset = jnp.sum(dy * x_hat, axis=rows), jnp.sum(dy, axis=rows)  # (B, d) each
+        return jnp.sum(d_scale * d_scale, axis=-1) + jnp.sum(d_offset * d_offset, axis=-1)

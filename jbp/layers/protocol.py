@@ -15,6 +15,21 @@ with three pure methods. Shapes exclude the batch axis; data always carries one.
   structure, shapes and dtypes of ``params`` (``()`` for a layer without parameters)
   and ``dx = dL/dx`` those of ``x``.
 
+One method is optional, for per-example clipping (:func:`jbp.per_example_norms`,
+:func:`jbp.clipped_grad`, DP-SGD in :func:`jbp.fit`):
+
+- ``per_example_sq_norms(params, residuals, dy) -> (B,)``: for each example ``i``,
+  ``‖dparams_i‖²`` summed over the leaves, ``dparams_i`` being what ``backward`` gives
+  for row ``i`` of ``dy`` alone. :class:`jbp.layers.Dense` (the outer-product
+  identity), the convolutions (ghost norm or direct) and :class:`jbp.layers.LayerNorm`
+  have it. A layer with parameters without it is handled by ``jax.vmap`` of its own
+  ``backward`` over the batch, which forms every example's ``dparams`` (``B`` times
+  its parameters in memory) and needs every residual leaf to carry the batch axis
+  first.
+
+Per-example gradients assume that a layer treats the examples of a batch independently
+(row ``i`` of ``y`` depends on row ``i`` of ``x`` only), as every built-in layer does.
+
 This is :func:`jbp.check_vjp`'s ``forward``/``backward`` pair with ``params`` first, so
 :func:`jbp.check_layer` checks any layer against ``jax.vjp`` of its forward. Any object
 with these methods is a layer (:class:`LayerProtocol`, a ``typing.Protocol``); nothing

@@ -12,8 +12,15 @@ both and finds them equally fast on CPU, within the noise of the measurement. Th
 batched form is used: its compiled program has fewer operations (no layout copies).
 
 For a :class:`jbp.Sequential`, whose layers may sum over more than the batch
-(convolutions over positions too), the hand-derived ``loss_and_grad`` runs on each
-example alone, under ``jax.vmap`` (evaluation mode: dropout off).
+(convolutions over positions too), :func:`per_example_grads` runs the hand-derived
+``loss_and_grad`` on each example alone, under ``jax.vmap`` (evaluation mode: dropout
+off).
+
+The norms and the clipped sum never form the per-example gradients:
+:func:`per_example_norms` takes them from each layer's input and delta (BP5 and BP6 per
+example: :func:`weight_grad_sq_norms`, :func:`bias_grad_sq_norms`; for a network of
+layers each layer's rule in :mod:`jbp.model.per_example_layers`), and
+:func:`clipped_grad` is BP5 and BP6 again on the deltas rescaled by the clip factors.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
-from jbp.model import backward_pass
+from jbp.layers.dense import bias_grad_sq_norms, weight_grad_sq_norms  # BP5, BP6 per example, squared
+from jbp.model import backward_pass, per_example_layers
 from jbp.model.forward_pass import forward
 from jbp.model.losses import get_loss
 from jbp.model.network import MLP
@@ -63,34 +71,6 @@ def per_example_grads(net: MLP, params: Params, x: Array, y: Array) -> Params:
     )
 
 
-def weight_grad_sq_norms(delta: Array, x_prev: Array) -> Array:
-    """BP5 per example, squared: ``‖dL_i/dW‖² = ‖delta_i‖² ‖x_i‖²``.
-
-    Example ``i``'s BP5 is the outer product ``delta_i x_iᵀ``, whose Frobenius norm is
-    the product of the two vectors' norms (Goodfellow 2015).
-
-    Args:
-      delta: ``dL_i/dz^(l)`` of each example's own loss, ``(B, n_out)``.
-      x_prev: ``x^(l-1)``, ``(B, n_in)``.
-
-    Returns:
-      ``(B,)``: the squared norm of each example's ``dL_i/dW^(l)``.
-    """
-    return jnp.sum(delta**2, axis=1) * jnp.sum(x_prev**2, axis=1)
-
-
-def bias_grad_sq_norms(delta: Array) -> Array:
-    """BP6 per example, squared: ``‖dL_i/db‖² = ‖delta_i‖²``.
-
-    Args:
-      delta: ``dL_i/dz^(l)`` of each example's own loss, ``(B, n_out)``.
-
-    Returns:
-      ``(B,)``: the squared norm of each example's ``dL_i/db^(l)``.
-    """
-    return jnp.sum(delta**2, axis=1)
-
-
 def clip_factors(norms: Array, clip_norm) -> Array:
     """``c_i = min(1, C / ‖g_i‖)``: the factor that clips example ``i``'s gradient to norm ``C``.
 
@@ -122,33 +102,56 @@ def _sq_norms(ds: tuple, xs: tuple) -> Array:
     )
 
 
-def per_example_norms(net: MLP, params: Params, x: Array, y: Array) -> Array:
+def _norms_and_deltas(net, params, x, y, key=None, train=False):
+    """``(‖g_i‖² (B,), z^(L), x^(L), clipped)``: one forward and one backward pass of
+    each example's own loss; ``clipped(c)`` is ``Σ_i c_i g_i`` from what they kept."""
+    if isinstance(net, MLP):
+        cache, ds = _example_deltas(net, params, x, y)
+        clipped = lambda c: tuple(
+            Layer(
+                W=backward_pass.weight_grad(c[:, None] * delta, x_prev),  # BP5: (c ⊙ delta)ᵀ x
+                b=backward_pass.bias_grad(c[:, None] * delta),  # BP6: Σ_i c_i delta_i
+            )
+            for delta, x_prev in zip(ds, cache.xs)
+        )
+        return _sq_norms(ds, cache.xs), cache.zs[-1], cache.xs[-1], clipped
+    sq, cache, dys = per_example_layers.example_deltas(net, params, x, y, key, train)
+    return sq, cache.z, cache.out, lambda c: per_example_layers.clipped_grads(net, params, cache, dys, c)
+
+
+def per_example_norms(net, params: Params, x: Array, y: Array) -> Array:
     """The norm of each example's whole gradient, from the deltas, without forming it.
 
-    ``‖g_i‖ = sqrt(Σ_l ‖delta_i^(l)‖² (‖x_i^(l-1)‖² + 1))``, ``g_i`` being the gradient
-    of example ``i``'s own loss over every layer's ``W`` and ``b`` (as in
-    :func:`per_example_grads`). One forward and one backward pass (BP1-BP4), then
-    :func:`weight_grad_sq_norms` and :func:`bias_grad_sq_norms` per layer: no
+    For a :class:`jbp.MLP`, ``‖g_i‖ = sqrt(Σ_l ‖delta_i^(l)‖² (‖x_i^(l-1)‖² + 1))``,
+    ``g_i`` being the gradient of example ``i``'s own loss over every layer's ``W`` and
+    ``b`` (as in :func:`per_example_grads`). One forward and one backward pass (BP1-BP4),
+    then :func:`weight_grad_sq_norms` and :func:`bias_grad_sq_norms` per layer: no
     ``(B, n_out, n_in)`` array is ever made.
 
+    For a :class:`jbp.Sequential` (evaluation mode: dropout off), one forward and one
+    backward pass too, and each layer's share from its input and output delta: the
+    outer-product identity for ``Dense``, the ghost norm or a direct per-example BP5
+    for convolutions (whichever takes fewer flops), exact per-example ``dγ``, ``dβ``
+    for ``LayerNorm``, a layer's own ``per_example_sq_norms`` method, else ``jax.vmap``
+    of that layer's backward over the batch (see :mod:`jbp.model.per_example_layers`).
+
     Args:
-      net: the network.
+      net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`).
       params: its parameters.
-      x: inputs ``(B, sizes[0])``.
+      x: inputs ``(B, sizes[0])`` (``(B, *input_shape)`` for a Sequential).
       y: targets for ``net``'s loss, one row per example.
 
     Returns:
       ``(B,)`` in the params' dtype: ``‖g_i‖``, the norm of ``per_example_grads``'s
       row ``i`` taken over all its leaves.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    _validate.network(net)
     x, y = _validate.inputs_and_targets(net, params, x, y)
-    cache, ds = _example_deltas(net, params, x, y)
-    return jnp.sqrt(_sq_norms(ds, cache.xs))
+    return jnp.sqrt(_norms_and_deltas(net, params, x, y)[0])
 
 
-def clipped_grad_sum(net: MLP, params: Params, x: Array, y: Array, clip_norm, weights: Array):
+def clipped_grad_sum(net, params: Params, x: Array, y: Array, clip_norm, weights: Array, key=None,
+                     train: bool = False):
     """The weighted sums of the per-example losses and clipped gradients, unchecked.
 
     The core of :func:`clipped_grad` and of DP-SGD in :func:`jbp.fit`, on arguments
@@ -158,41 +161,37 @@ def clipped_grad_sum(net: MLP, params: Params, x: Array, y: Array, clip_norm, we
       net, params, x, y: as :func:`clipped_grad`.
       clip_norm: ``C > 0``.
       weights: ``(B,)``, each row's weight ``m_i`` (0/1: the mask).
+      key, train: for a :class:`jbp.Sequential`, the forward pass's PRNG key and
+        training mode (dropout: each example's gradient is then that of its own loss
+        under the mask drawn for its row); ignored for an MLP.
 
     Returns:
       ``(Σ_i m_i L_i, Σ_i m_i c_i g_i)``, the second with the structure of ``params``.
     """
-    cache, ds = _example_deltas(net, params, x, y)
-    c = weights * clip_factors(jnp.sqrt(_sq_norms(ds, cache.xs)), clip_norm)
+    sq, z, out, clipped = _norms_and_deltas(net, params, x, y, key, train)
+    c = weights * clip_factors(jnp.sqrt(sq), clip_norm)
     loss = get_loss(net.loss_name)
     # Each example's own loss: the loss of a batch of one, row by row.
-    losses = jax.vmap(lambda z, out, t: loss.value(z[None], out[None], t[None]))(
-        cache.zs[-1], cache.xs[-1], y
-    )
-    grads = tuple(
-        Layer(
-            W=backward_pass.weight_grad(c[:, None] * delta, x_prev),  # BP5: (c ⊙ delta)ᵀ x
-            b=backward_pass.bias_grad(c[:, None] * delta),  # BP6: Σ_i c_i delta_i
-        )
-        for delta, x_prev in zip(ds, cache.xs)
-    )
-    return jnp.sum(jnp.where(weights > 0, weights * losses, 0)), grads
+    losses = jax.vmap(lambda z, out, t: loss.value(z[None], out[None], t[None]))(z, out, y)
+    return jnp.sum(jnp.where(weights > 0, weights * losses, 0)), clipped(c)
 
 
-def clipped_grad(net: MLP, params: Params, x: Array, y: Array, clip_norm, *, mask=None):
+def clipped_grad(net, params: Params, x: Array, y: Array, clip_norm, *, mask=None):
     """The mean of the per-example gradients, each clipped to norm ``clip_norm``.
 
     ``(1/N) Σ_i m_i c_i g_i`` with ``c_i = min(1, C / ‖g_i‖)`` (:func:`clip_factors`),
     ``g_i`` being the gradient of example ``i``'s own loss (:func:`per_example_grads`).
     One forward and one backward pass: the norms come from the deltas
     (:func:`per_example_norms`) and the clipped sum is BP5 and BP6 of the rescaled
-    deltas ``c ⊙ delta``. Where no example is clipped it is ``net.loss_and_grad``'s
-    gradient.
+    deltas ``c ⊙ delta`` (for a :class:`jbp.Sequential`, each layer's backward with its
+    output delta's rows rescaled, of which only the parameter gradients are used).
+    Where no example is clipped it is ``net.loss_and_grad``'s gradient.
 
     Args:
-      net: the network.
+      net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`, the latter in
+        evaluation mode: dropout off).
       params: its parameters.
-      x: inputs ``(B, sizes[0])``.
+      x: inputs ``(B, sizes[0])`` (``(B, *input_shape)`` for a Sequential).
       y: targets for ``net``'s loss, one row per example.
       clip_norm: ``C``, a real number ``> 0``.
       mask: ``(B,)`` of 0/1 (or bools), for variable-size batches padded to ``B``: rows
@@ -204,8 +203,7 @@ def clipped_grad(net: MLP, params: Params, x: Array, y: Array, clip_norm, *, mas
       ``(loss, grads)``: the mean of the (unmasked) examples' own losses, and the mean
       of their clipped gradients, with the structure, shapes and dtypes of ``params``.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be a jbp.MLP, got {type(net).__name__}")
+    _validate.network(net)
     x, y = _validate.inputs_and_targets(net, params, x, y)
     _validate.real("clip_norm", clip_norm, positive=True, finite=True)
     weights = jnp.ones(x.shape[0], x.dtype) if mask is None else _mask(mask, x.shape[0], x.dtype)

@@ -146,7 +146,8 @@ def fit(
       privacy: a :class:`jbp.DPSGD` to train with DP-SGD: each step is then a Poisson
         sample of expected size ``batch_size``, clipped per example, with Gaussian noise
         (see :mod:`jbp.training.privacy`); ``history.epsilon()`` is the privacy spent.
-        Needs ``key``; refuses ``tol``, ``loss_and_grad`` and ``mesh``.
+        Needs ``key``; refuses ``tol``, ``loss_and_grad`` and ``mesh``. A
+        :class:`jbp.Sequential` trains in training mode (dropout), a key per step.
       validation: ``(x_val, y_val)``, evaluated after every epoch (``history.val_loss``,
         ``history.val_accuracy``, ``history.best_epoch``); see
         :mod:`jbp.training.early_stopping`.
@@ -179,7 +180,7 @@ def fit(
         loss_and_grad,
     )
     if privacy is not None:
-        dp.fit_args(privacy, net, key, tol, loss_and_grad, mesh)
+        dp.fit_args(privacy, net, params, x, y, batch_size, key, tol, loss_and_grad, mesh)
     validation, patience, best = early_stopping.check_args(net, params, validation, patience, best, start_epoch)
     rule, feedback, monitor = monitoring.fit_args(net, params, rule, feedback, monitor, loss_and_grad, mesh)
     if privacy is not None and (monitor or not rule.is_backprop):

@@ -12,7 +12,11 @@ mini-batch step of :func:`jbp.fit` by a DP-SGD step (Abadi et al. 2016):
    kept. Each example draws 32 random bits per step: it joins when they are below
    ``floor(q · 2³²)``, and the ``B_max`` smallest win on overflow.
 2. **Clipping.** Each example's gradient is clipped to norm ``C``
-   (:func:`jbp.clipped_grad`'s one forward and one backward pass).
+   (:func:`jbp.clipped_grad`'s one forward and one backward pass). A
+   :class:`jbp.Sequential` runs in training mode, as in :func:`jbp.fit` without
+   privacy: its stochastic layers (dropout) draw their masks from
+   ``fold_in(step key, stochastic.STREAM)``, one mask per row, and each example's
+   gradient is that of its own loss under its row's mask.
 3. **Noise.** ``σ C ξ``, ``ξ ~ N(0, I)``, is added to the sum of the clipped gradients,
    and the result divided by the *expected* batch size ``q n = batch_size`` (not by the
    drawn size, which would depend on the data set). The optimizer then updates.
@@ -50,6 +54,7 @@ import optax
 from jbp import _validate
 from jbp.model.network import MLP
 from jbp.model.per_example import clipped_grad_sum
+from jbp.training import stochastic
 
 Array = jax.Array
 
@@ -170,15 +175,11 @@ class PrivacySpent:
 # ----------------------------------------------------------------------------- training
 
 
-def fit_args(privacy, net, key, tol, loss_and_grad, mesh) -> None:
-    """The checks :func:`jbp.fit` adds when ``privacy`` is given."""
+def fit_args(privacy, net, params, x, y, batch_size, key, tol, loss_and_grad, mesh) -> None:
+    """The checks :func:`jbp.fit` adds when ``privacy`` is given (on checked ``net``,
+    ``params``, ``x``, ``y`` and ``batch_size``)."""
     if not isinstance(privacy, DPSGD):
         raise TypeError(f"privacy must be a jbp.DPSGD or None, got {_validate.describe(privacy)}")
-    if not isinstance(net, MLP):
-        raise TypeError(
-            f"privacy needs a jbp.MLP (per-example clipping of a network of layers is not built yet), "
-            f"got {type(net).__name__}"
-        )
     if key is None:
         raise ValueError("privacy needs key for its Poisson sampling and noise; pass key=jax.random.key(seed)")
     if tol is not None:
@@ -190,6 +191,22 @@ def fit_args(privacy, net, key, tol, loss_and_grad, mesh) -> None:
         raise ValueError("loss_and_grad cannot be used with privacy: DP-SGD clips jbp's own per-example gradients")
     if mesh is not None:
         raise ValueError("mesh cannot be used with privacy: DP-SGD runs on one device")
+    if not isinstance(net, MLP):
+        # Traces the step's per-example norms once, outside the compiled loop: a layer
+        # they cannot handle is refused here, with its name (jbp.model.per_example_layers).
+        b_max = privacy.max_batch(x.shape[0], batch_size)
+        batch = lambda a: jax.ShapeDtypeStruct((b_max, *a.shape[1:]), a.dtype)
+        jax.eval_shape(
+            lambda p, xb, yb: clipped_grad_sum(net, p, xb, yb, jnp.ones((), x.dtype), jnp.ones(b_max, x.dtype),
+                                               _layer_key(net, key), train=True),
+            params, batch(x), batch(y),
+        )
+
+
+def _layer_key(net, key: Array):
+    """The key of a network of layers' forward pass in a step with key ``key`` (a stream
+    apart from the sampling's and the noise's, which split ``key``); ``None`` for an MLP."""
+    return jax.random.fold_in(key, stochastic.STREAM) if net.takes_key else None
 
 
 def sample(key: Array, n: int, batch_size: int, max_batch: int) -> tuple[Array, Array]:
@@ -222,7 +239,8 @@ def noisy_clipped_grad(net, dp: DPSGD, batch_size: int, params, x: Array, y: Arr
     idx, mask = sample(sample_key, n, batch_size, dp.max_batch(n, batch_size))
     weights = mask.astype(x.dtype)
     clip_norm = jnp.asarray(dp.clip_norm, x.dtype)
-    loss_sum, grad_sum = clipped_grad_sum(net, params, x[idx], y[idx], clip_norm, weights)
+    loss_sum, grad_sum = clipped_grad_sum(net, params, x[idx], y[idx], clip_norm, weights,
+                                          _layer_key(net, key), train=net.takes_key)
     leaves, tree = jax.tree.flatten(grad_sum)
     noise_keys = jax.random.split(noise_key, len(leaves))
     scale = dp.noise_multiplier * dp.clip_norm
