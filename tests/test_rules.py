@@ -186,6 +186,8 @@ def test_bad_rules_and_feedback_are_refused_at_the_boundary():
     with pytest.raises(ValueError, match=r"feedback\[0\] has shape \(5, 4\) but rule.init\(net, params\) of rule 'fa'.*\(4, 5\)"):
         jbp.fit(NET, params, x, y, optimizer=opt, epochs=1, rule=ALL_RULES["fa"],
                 feedback=(jnp.zeros((5, 4)), jnp.zeros((2, 4))))
+    with pytest.raises(ValueError, match=r"feedback has structure PyTreeDef\(\(\)\) but rule.init\(net, params\) of rule 'dfa'"):
+        rules.loss_and_update(SEQ, ALL_RULES["dfa"], _as_layers(params), (), x, y)
     with pytest.raises(ValueError, match="rule 'ss' replaces the backward pass.*loss_and_grad"):
         jbp.fit(NET, params, x, y, optimizer=opt, epochs=1, rule=ALL_RULES["ss"], loss_and_grad=NET.loss_and_grad)
     with pytest.raises(TypeError, match="key must be a PRNG key"):

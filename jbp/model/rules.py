@@ -227,6 +227,7 @@ def forward_backward(net, rule: Rule, params: Params, feedback: tuple, x: Array,
     ``key`` and ``train`` are a :class:`jbp.Sequential`'s (dropout), as in its
     ``loss_and_grad``."""
     stack = dense_stack.of(net, f"rule {rule.name!r}")
+    feedback = check_feedback(rule, net, params, feedback)
     x, y = _validate.inputs_and_targets(net, params, x, y)
     _stochastic_args(net, key, train)
     if net.takes_key:
