@@ -42,7 +42,7 @@ Why one step and not the mean over the epoch's steps (as before, until the cost 
 measured): a step of small networks takes 20-100 µs on a CPU, and every reduction added
 to it shows. Interleaved measurements of the compiled loop on
 ``scripts/bench_monitor.py``'s networks: ``‖dW‖`` and ``‖db‖`` of every layer at every
-step added 10-17% (backprop), and the true gradient's backward at every step 60-70%
+step added 4-20% (backprop), and the true gradient's backward at every step 65-70%
 (feedback alignment), against the 5% the monitor may cost. One step per epoch is a
 sample: it follows the same trends across epochs, with the noise of one mini-batch
 (``experiments/README.md``'s tables were measured again with it). ``update_ratio`` and
