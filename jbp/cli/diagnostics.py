@@ -83,7 +83,7 @@ def plot(out: str, stats: dict, rule_name: str) -> str:
     ax = axes[0, 0]
     for l in range(speed.shape[1]):
         ax.plot(epochs, speed[:, l], label=f"layer {l + 1}" + (" (output)" if l == speed.shape[1] - 1 else ""))
-    ax.set(xlabel="epoch", ylabel="‖dL/db‖, mean over steps", title="speed of learning per layer")
+    ax.set(xlabel="epoch", ylabel="‖dL/db‖ at the epoch's last step", title="speed of learning per layer")
     if np.all(speed[np.isfinite(speed)] > 0) and np.isfinite(speed).any():
         ax.set_yscale("log")
     ax.legend(fontsize=7)
