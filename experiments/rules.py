@@ -4,7 +4,8 @@ alignment, same network, data, shuffles and optimizer.
 64-128-128-10 tanh/softmax, cross-entropy, adam 1e-3, batch 32, 60 epochs, 5 seeds (split,
 init, shuffles and feedback weights). Trains one epoch per ``jbp.fit`` call (one
 compilation per rule) to read the test accuracy after every epoch, with
-``monitor=True`` for the alignment angle between each rule's update and the gradient.
+``monitor=True`` for the alignment angle between each rule's update and the gradient
+(at each epoch's last step).
 
     python experiments/rules.py
 """

@@ -4,7 +4,7 @@ inside the compiled loop with ``jbp.fit(..., monitor=True)``.
 Networks 64-[30]*d-10 for d = 1..4 hidden layers on digits, softmax + cross-entropy, plain
 SGD (lr 0.1, mini-batches of 10, 30 epochs), as in the book's chapter 5 runs. For each
 hidden activation (sigmoid, tanh, relu) and init (Glorot uniform, N(0, 1)) the table gives
-each hidden layer's speed of learning ``‖dL/db‖`` (mean over the epoch's steps) in the
+each hidden layer's speed of learning ``‖dL/db‖`` (at the epoch's last step) in the
 first and the last epoch, and the ratio first / last hidden layer. Two seeds run at once
 (``jax.vmap`` of ``fit``); the figures are their means.
 
@@ -76,7 +76,7 @@ for activation in ACTIVATIONS:
 write_table(
     NAME,
     f"digits, 64-[{WIDTH}]*d-10, softmax/cross-entropy, SGD lr {LR}, batch {BATCH}, {EPOCHS} epochs; "
-    f"‖dL/db‖ per hidden layer (layer 1 first), mean over the epoch's steps and {SEEDS} seeds; float32",
+    f"‖dL/db‖ per hidden layer (layer 1 first) at the epoch's last step, mean over {SEEDS} seeds; float32",
     ["activation", "init", "hidden layers", "speed, epoch 1", "first/last, epoch 1",
      f"speed, epoch {EPOCHS}", f"first/last, epoch {EPOCHS}", "test accuracy"],
     rows,

@@ -2,11 +2,13 @@
 
 For each network, times whole compiled ``jbp.fit`` calls (digits, adam, mini-batches) with
 and without ``monitor=True``, under backprop and under feedback alignment (whose
-alignment angle needs the true gradient too: one more backward pass per step). The
+alignment angle needs the true gradient too: one more backward pass per epoch). The
 calls of a configuration interleave in a random order each round, so that load from
 other processes falls on all arms alike; the table gives medians of the wall time and
-of the process's CPU time (steadier on a shared machine), and their ratios monitored /
-plain. Run from the repository root:
+of the process's CPU time (steadier on a shared machine), their ratios monitored /
+plain, and the median over the rounds of each round's own CPU-time ratio ("paired":
+the two calls of a round ran close together, so slow drifts of the load cancel). Run
+from the repository root:
 
     PYTHONPATH=$PWD python scripts/bench_monitor.py
 """
@@ -40,7 +42,7 @@ def main():
           f"digits ({len(data.x_train)} train), {args.epochs} epochs per call, "
           f"median of {args.rounds} interleaved rounds")
     print(f"{'network':>24} {'batch':>5} {'rule':>4} {'plain ms':>9} {'monitor ms':>11} {'ratio':>6} "
-          f"{'plain cpu ms':>13} {'monitor cpu ms':>15} {'cpu ratio':>10}")
+          f"{'plain cpu ms':>13} {'monitor cpu ms':>15} {'cpu ratio':>10} {'paired':>7}")
     rng = random.Random(0)
     for hidden, activation, batch in CASES:
         net = jbp.MLP((64, *hidden, 10), activation=activation, loss="cross_entropy")
@@ -67,9 +69,10 @@ def main():
         for rule_name in ("bp", "fa"):
             plain, watched = (statistics.median(times[rule_name, m]) for m in (False, True))
             plain_cpu, watched_cpu = (statistics.median(cpu[rule_name, m]) for m in (False, True))
+            paired = statistics.median(w / p for p, w in zip(cpu[rule_name, False], cpu[rule_name, True]))
             name = f"64-{'-'.join(map(str, hidden))}-10 {activation}"
             print(f"{name:>24} {batch:>5} {rule_name:>4} {plain:>9.1f} {watched:>11.1f} {watched / plain:>6.3f} "
-                  f"{plain_cpu:>13.1f} {watched_cpu:>15.1f} {watched_cpu / plain_cpu:>10.3f}")
+                  f"{plain_cpu:>13.1f} {watched_cpu:>15.1f} {watched_cpu / plain_cpu:>10.3f} {paired:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,26 @@ def test_resume_with_feedback_alignment_gives_exactly_the_uninterrupted_run(tmp_
     assert (whole / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_network_of_dense_layers_written_as_layers_resumes_exactly_and_draws_layers_png(tmp_path):
+    """--layers with dropout between dense layers, direct feedback alignment: the feedback
+    weights and the dropout masks of a resumed run are those of the uninterrupted one."""
+    common = ["train", "--dataset", "moons", "--layers", "dense:8,relu,dropout:0.2,dense:6,dense:2",
+              "--batch-size", "100", "--no-check", "--chunk", "1", "--rule", "dfa"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(common + ["--epochs", "2", "--out", str(whole)]) == 0
+    assert main(common + ["--epochs", "1", "--out", str(split)]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--no-check", "--chunk", "1", "--out", str(split)]) == 0
+    a, b = _metrics(whole), _metrics(split)
+    assert a["train_loss"] == b["train_loss"] and a["layer_stats"] == b["layer_stats"]  # bit-identical floats
+    assert np.array(a["layer_stats"]["alignment"], float).shape == (2, 3)  # one column per dense layer
+    assert all(row[0] is not None and row[1] is None for row in a["layer_stats"]["dead_fraction"])  # relu, none
+    ca, cb = (jbp.load_checkpoint(d / "checkpoint.npz") for d in (whole, split))
+    assert [B.shape for B in ca.feedback] == [(2, 8), (2, 6)]
+    for u, v in zip(jax.tree.leaves((ca.params, ca.feedback)), jax.tree.leaves((cb.params, cb.feedback))):
+        np.testing.assert_array_equal(u, v)
+    assert (whole / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_backprop_run_records_zero_alignment_and_a_bad_rule_is_one_line(tmp_path, capsys):
     assert main(["train", "--dataset", "xor", "--hidden", "4", "--epochs", "2", "--no-check", "--out", str(tmp_path)]) == 0
     m = _metrics(tmp_path)
@@ -46,3 +66,7 @@ def test_backprop_run_records_zero_alignment_and_a_bad_rule_is_one_line(tmp_path
     assert err == "jbp: error: unknown rule 'hebb'; expected one of bp, fa, ss, dfa\n"
     assert main(["train", "--resume", "--rule", "fa", "--out", str(tmp_path)]) == 2
     assert "--rule fa differs from the run in" in capsys.readouterr().err
+    assert main(["train", "--layers", "conv2d:4:3,relu,flatten,dense:10", "--rule", "fa"]) == 2
+    assert capsys.readouterr().err == (
+        "jbp: error: --rule fa needs dense layers with elementwise layers between them (--hidden, or --layers of "
+        "dense, activation, flatten and dropout items), but --layers item 'conv2d:4:3' is a Conv2D\n")

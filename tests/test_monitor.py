@@ -10,6 +10,7 @@ import pytest
 
 import jbp
 from jbp import rules
+from jbp.layers import Dense, LayerNorm
 from jbp.training.monitor import LAYER_STATS, angle
 from helpers import problem
 
@@ -54,16 +55,24 @@ def test_full_batch_stats_are_the_direct_computation():
     assert np.all(np.isnan(h.layer_stats["dead_fraction"][:, 2]))
 
 
-def test_minibatch_stats_are_means_over_the_epochs_steps():
-    """lr 0 keeps the parameters: the epoch's row is the mean over its two batches."""
+def test_minibatch_norms_are_the_last_steps_and_dead_units_are_counted_over_every_step():
+    """lr 0 keeps the parameters. The norms are those of the epoch's last batch; a unit
+    that fires on one example only (in the first batch) is alive, one that never fires is not."""
     params, x, y = problem(NET, 6, np.float64)
     key = jax.random.key(3)
-    _, h = jbp.fit(NET, params, x, y, optimizer=optax.sgd(0.0), epochs=1, batch_size=3, key=key, monitor=True)
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), 6)).reshape(2, 3)
-    grads = [NET.loss_and_grad(params, x[idx], y[idx])[1] for idx in order]
-    np.testing.assert_allclose(h.layer_stats["delta_norm"][0], np.mean([[_norm(l.b) for l in g] for g in grads], 0), rtol=1e-10)
-    np.testing.assert_allclose(h.layer_stats["grad_norm"][0], np.mean([[_norm(l.W) for l in g] for g in grads], 0), rtol=1e-10)
+    x = x.at[order[0][0], 0].set(10.0)  # unit 0 fires on this example alone (z = x_0 - 5), unit 1 never (z = -1)
+    W = params[0].W.at[:2].set(jnp.asarray([[1.0, 0, 0], [0, 0, 0]]))
+    b = params[0].b.at[:2].set(jnp.asarray([-5.0, -1]))
+    params = (jbp.Layer(W, b), *params[1:])
+    _, h = jbp.fit(NET, params, x, y, optimizer=optax.sgd(0.0), epochs=1, batch_size=3, key=key, monitor=True)
+    last = NET.loss_and_grad(params, x[order[1]], y[order[1]])[1]
+    np.testing.assert_allclose(h.layer_stats["delta_norm"][0], [_norm(l.b) for l in last], rtol=1e-10)
+    np.testing.assert_allclose(h.layer_stats["grad_norm"][0], [_norm(l.W) for l in last], rtol=1e-10)
     np.testing.assert_allclose(h.layer_stats["update_ratio"][0], [0.0, 0.0, 0.0], rtol=0, atol=0)
+    fired = np.asarray(NET.forward(params, x)[1].xs[1]) != 0
+    assert fired[:, 0].sum() == 1 and not fired[order[1], 0].any() and not fired[:, 1].any()
+    np.testing.assert_allclose(h.layer_stats["dead_fraction"][0, 0], np.mean(~fired.any(0)), rtol=1e-12)
 
 
 def test_alignment_is_the_angle_between_the_rules_update_and_the_gradient():
@@ -120,9 +129,27 @@ def test_epochs_not_run_are_nan_and_vmap_adds_an_axis():
     assert hv.layer_stats["weight_norm"].shape == (2, 4, 2)
 
 
+def test_a_sequential_records_the_mlps_statistics():
+    """NET written as layers, the same weights, under a rule: the same training and statistics."""
+    seq = jbp.Sequential((3,), [Dense(4), "relu", Dense(3), "relu", Dense(2)], loss="cross_entropy")
+    params, x, y = problem(NET, 8, np.float64)
+    as_layers = lambda p: (p[0], (), p[1], (), p[2])
+    rule = rules.direct_feedback_alignment(jax.random.key(0))
+    kwargs = dict(optimizer=optax.adam(1e-2), epochs=2, rule=rule, monitor=True)  # mini-batches: tests/test_diagnostics.py
+    got, h = jbp.fit(seq, as_layers(params), x, y, **kwargs)
+    want, h_mlp = jbp.fit(NET, params, x, y, **kwargs)
+    chex.assert_trees_all_close((got, h.loss), (as_layers(want), h_mlp.loss), rtol=1e-10)
+    for name in LAYER_STATS:
+        np.testing.assert_allclose(h.layer_stats[name], h_mlp.layer_stats[name], rtol=1e-10, err_msg=name)
+    assert np.all(h.layer_stats["alignment"][:, :2] > 1)
+
+
 def test_bad_monitor_arguments_are_refused():
     params, x, y = problem(NET, 4, np.float64)
     with pytest.raises(TypeError, match="monitor must be True or False, got int 1"):
         jbp.fit(NET, params, x, y, optimizer=SGD, epochs=1, monitor=1)
     with pytest.raises(ValueError, match="monitor=True reads the hand-derived backward.*loss_and_grad"):
         jbp.fit(NET, params, x, y, optimizer=SGD, epochs=1, monitor=True, loss_and_grad=NET.loss_and_grad)
+    normed = jbp.Sequential((3,), [Dense(4), LayerNorm(), Dense(2)], loss="cross_entropy")
+    with pytest.raises(TypeError, match=r"monitor=True needs a network of dense .* but its layers\[1\] is a LayerNorm"):
+        jbp.fit(normed, normed.init(jax.random.key(0), jnp.float64), x, y, optimizer=SGD, epochs=1, monitor=True)

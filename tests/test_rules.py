@@ -10,6 +10,7 @@ import pytest
 
 import jbp
 from jbp import rules
+from jbp.layers import Dense, Dropout, Flatten
 from helpers import RTOL, problem
 
 # Two hidden layers, so that a rule's transport runs twice (and DFA skips a layer).
@@ -185,6 +186,8 @@ def test_bad_rules_and_feedback_are_refused_at_the_boundary():
     with pytest.raises(ValueError, match=r"feedback\[0\] has shape \(5, 4\) but rule.init\(net, params\) of rule 'fa'.*\(4, 5\)"):
         jbp.fit(NET, params, x, y, optimizer=opt, epochs=1, rule=ALL_RULES["fa"],
                 feedback=(jnp.zeros((5, 4)), jnp.zeros((2, 4))))
+    with pytest.raises(ValueError, match=r"feedback has structure PyTreeDef\(\(\)\) but rule.init\(net, params\) of rule 'dfa'"):
+        rules.loss_and_update(SEQ, ALL_RULES["dfa"], _as_layers(params), (), x, y)
     with pytest.raises(ValueError, match="rule 'ss' replaces the backward pass.*loss_and_grad"):
         jbp.fit(NET, params, x, y, optimizer=opt, epochs=1, rule=ALL_RULES["ss"], loss_and_grad=NET.loss_and_grad)
     with pytest.raises(TypeError, match="key must be a PRNG key"):
@@ -203,12 +206,61 @@ def test_bad_rules_and_feedback_are_refused_at_the_boundary():
                    feedback=(jnp.zeros((2, 5)), jnp.zeros((4, 2))), direct=True)
 
 
+# NET written as a network of layers: the same weights in one entry per layer.
+SEQ = jbp.Sequential((3,), [Dense(5), "tanh", Dense(4), "tanh", Dense(2)], loss="cross_entropy")
+
+
+def _as_layers(params):
+    return (params[0], (), params[1], (), params[2])
+
+
+@pytest.mark.parametrize("name", list(ALL_RULES))
+def test_a_sequential_of_dense_and_activation_layers_is_the_same_network_as_the_mlp(name):
+    params, x, y = problem(NET, 6, np.float64)
+    rule = ALL_RULES[name]
+    feedback = rule.init(NET, params)
+    chex.assert_trees_all_equal(rule.init(SEQ, _as_layers(params)), feedback)  # same shapes, schemes, keys
+    loss, update = rules.loss_and_update(SEQ, rule, _as_layers(params), feedback, x, y)
+    want_loss, want = rules.loss_and_update(NET, rule, params, feedback, x, y)
+    _close((loss, update), (want_loss, _as_layers(want)), np.float64)
+
+
+def test_dropout_flatten_and_dense_after_dense_carry_the_rules_delta():
+    """Feedback alignment with B = W is backprop, also through dropout's mask (the same
+    key), a Flatten at the input and two dense layers in a row; make_train_step passes
+    the key."""
+    net = jbp.Sequential((1, 3), [Flatten(), Dense(5), "relu", Dropout(0.4), Dense(4), Dense(2)],
+                         loss="cross_entropy")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 1, 3)))
+    y = jnp.asarray([0, 1, 1, 0, 1, 0])
+    key = jax.random.key(5)
+    rule = ALL_RULES["fa"]
+    assert [B.shape for B in rule.init(net, params)] == [(4, 5), (2, 4)]
+    feedback = (params[4].W, params[5].W)
+    got = rules.loss_and_update(net, rule, params, feedback, x, y, key=key, train=True)
+    _close(got, net.loss_and_grad(params, x, y, key=key, train=True), np.float64)
+    other_key = rules.loss_and_update(net, rule, params, feedback, x, y, key=jax.random.key(6), train=True)[1]
+    assert _rel_diff(other_key[1].W, got[1][1].W) > 1e-3  # the mask is the key's
+    opt = optax.sgd(0.1)
+    step = jbp.make_train_step(net, opt, rule=rule, donate=False)
+    stepped, _, loss = step(params, opt.init(params), x, y, feedback, key)
+    _close((stepped, loss), (jbp.gradient_descent(params, got[1], 0.1), got[0]), np.float64)
+
+
 def test_a_network_of_other_layers_is_refused_naming_the_layer():
-    with_dropout = jbp.Sequential((3,), [jbp.layers.Dense(5), "tanh", jbp.layers.Dropout(0.5), jbp.layers.Dense(2)],
-                                  loss="cross_entropy")
-    with pytest.raises(TypeError, match=r"rule 'ss' needs a jbp.MLP .* Sequential whose layer Dropout\(rate=0.5\) "
-                                        "is neither dense nor an activation"):
-        rules.sign_symmetry().init(with_dropout, ())
-    dense_only = jbp.Sequential((3,), [jbp.layers.Dense(5), "tanh", jbp.layers.Dense(2)], loss="cross_entropy")
-    with pytest.raises(TypeError, match="rule 'fa' needs a jbp.MLP .* Sequential; build the same network as a jbp.MLP"):
-        jbp.make_train_step(dense_only, optax.sgd(0.1), rule=ALL_RULES["fa"])
+    with_norm = jbp.Sequential((3,), [Dense(5), "tanh", jbp.layers.LayerNorm(), Dense(2)], loss="cross_entropy")
+    params = with_norm.init(jax.random.key(0))
+    with pytest.raises(TypeError, match=r"rule 'ss' needs a network of dense layers with elementwise layers between "
+                                        r"them \(a jbp.MLP, or a jbp.Sequential of Dense, activation, Flatten and "
+                                        r"Dropout layers\), but its layers\[2\] is a LayerNorm"):
+        rules.sign_symmetry().init(with_norm, params)
+    with pytest.raises(TypeError, match=r"rule 'fa' needs .* but its layers\[2\] is a LayerNorm"):
+        jbp.make_train_step(with_norm, optax.sgd(0.1), rule=ALL_RULES["fa"])
+    x, y = jnp.zeros((4, 3)), jnp.asarray([0, 1, 0, 1])
+    with pytest.raises(TypeError, match=r"rule 'dfa' needs .* but its layers\[2\] is a LayerNorm"):
+        jbp.fit(with_norm, params, x, y, optimizer=optax.sgd(0.1), epochs=1, rule=ALL_RULES["dfa"])
+    jbp.rules.backprop().init(with_norm, params)  # backprop trains any network
+    activations_only = jbp.Sequential((3,), ["tanh"])
+    with pytest.raises(TypeError, match="rule 'fa' needs .* but it has no Dense layer"):
+        ALL_RULES["fa"].init(activations_only, ())

@@ -1,8 +1,11 @@
 """``jbp train``'s learning rule (``--rule``) and per-layer statistics (``layers.png``).
 
-With ``--out`` the run trains with ``fit(..., monitor=True)``; the statistics of its
-chunks are concatenated, kept in the checkpoint (so ``--resume`` continues them) and
-written to ``metrics.json`` as ``{name: [[per layer] per epoch]}``, ``null`` for NaN.
+With ``--out`` the run trains with ``fit(..., monitor=True)`` when its network is a chain
+of dense layers (``--hidden``, or ``--layers`` of dense, activation, flatten and dropout
+items); the statistics of its chunks are concatenated, kept in the checkpoint (so
+``--resume`` continues them) and written to ``metrics.json`` as
+``{name: [[per dense layer] per epoch]}``, ``null`` for NaN. A rule other than backprop
+needs such a network too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Optional
 import jax
 import numpy as np
 
-from jbp.model import rules
+from jbp.cli.common import UsageError
+from jbp.model import dense_stack, rules
 from jbp.training.monitor import LAYER_STATS
 
 #: What the run's seed is folded with to make the feedback weights' key.
@@ -28,6 +32,31 @@ def rule(name: str, seed: int) -> rules.Rule:
     """The rule ``--rule name``; FA's and DFA's feedback weights come from the run's seed
     (a stream of its own: the init and shuffle keys are unchanged)."""
     return rules.by_name(name, jax.random.fold_in(jax.random.key(seed), FEEDBACK_STREAM))
+
+
+def check(rule: rules.Rule, net, spec: Optional[str]) -> None:
+    """A one-line :class:`UsageError` when ``rule`` cannot train ``net``, naming the
+    ``--layers`` item (``spec``) that stands in the way."""
+    try:
+        rules.check_network(rule, net)
+    except TypeError as e:
+        i = dense_stack.first_other(net)
+        if spec is None or i is None:
+            raise UsageError(f"--rule {rule.name}: {e}") from None
+        raise UsageError(
+            f"--rule {rule.name} needs dense layers with elementwise layers between them (--hidden, or --layers "
+            f"of dense, activation, flatten and dropout items), but --layers item {spec.split(',')[i].strip()!r} "
+            f"is a {type(net.layers[i]).__name__}"
+        ) from None
+
+
+def recordable(net) -> bool:
+    """Whether ``fit(..., monitor=True)`` can record ``net``'s per-layer statistics."""
+    try:
+        dense_stack.of(net, "monitor=True")
+    except TypeError:
+        return False
+    return True
 
 
 def extend(stats: Optional[dict], layer_stats: dict, done: int) -> dict:
@@ -54,7 +83,7 @@ def plot(out: str, stats: dict, rule_name: str) -> str:
     ax = axes[0, 0]
     for l in range(speed.shape[1]):
         ax.plot(epochs, speed[:, l], label=f"layer {l + 1}" + (" (output)" if l == speed.shape[1] - 1 else ""))
-    ax.set(xlabel="epoch", ylabel="‖dL/db‖, mean over steps", title="speed of learning per layer")
+    ax.set(xlabel="epoch", ylabel="‖dL/db‖ at the epoch's last step", title="speed of learning per layer")
     if np.all(speed[np.isfinite(speed)] > 0) and np.isfinite(speed).any():
         ax.set_yscale("log")
     ax.legend(fontsize=7)

@@ -16,7 +16,6 @@ from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
 from jbp.training.checkpoint import load_checkpoint, save_checkpoint
-from jbp.model.network import MLP
 from jbp.model.rules import check_feedback
 from jbp.training.fit import fit
 
@@ -129,10 +128,11 @@ def run(args) -> int:
     mesh = launch.mesh(batch_size)  # all devices of all processes under `jbp launch`, else None
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     rule = common.usage(diagnostics.rule, s["rule"], s["seed"])
+    diagnostics.check(rule, net, s.get("layers"))
     if not rule.is_backprop and (privacy is not None or mesh is not None):
         raise UsageError(f"--rule {s['rule']} cannot be combined with {'--dp-*' if privacy is not None else 'jbp launch'}; "
                          "those train with backprop")
-    monitor = bool(args.out) and isinstance(net, MLP) and privacy is None and mesh is None
+    monitor = bool(args.out) and diagnostics.recordable(net) and privacy is None and mesh is None
     initial = net.init(init_key, dtype=data.x_train.dtype)
     loss_fn, accuracy_fn = common.metric_fns(net)
     if args.resume:

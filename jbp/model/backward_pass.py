@@ -68,12 +68,35 @@ def deltas(
     return _deltas(params, cache, delta_out, activations, feedback, direct)
 
 
+def transport(delta: Array, W: Array, B: Optional[Array] = None, delta_out: Optional[Array] = None) -> Array:
+    """BP3 under a learning rule: ``dL/dx^(l-1)`` as the rule carries it down from layer ``l``.
+
+    ``delta @ W`` (backprop), ``delta @ B`` (``B`` in place of ``W``: feedback
+    alignment, sign symmetry), or ``delta_out @ B`` (direct: the output delta, as direct
+    feedback alignment sends it). The one place where a rule changes the backward pass,
+    for :class:`jbp.MLP` (:func:`deltas`) and :class:`jbp.Sequential`
+    (:func:`jbp.model.dense_stack.backward`) alike.
+
+    Args:
+      delta: ``delta^(l) = dL/dz^(l)``, ``(batch, n_l)``.
+      W: ``W^(l)``, ``(n_l, n_(l-1))``.
+      B: the matrix BP3 multiplies by in place of ``W`` (``None``: ``W``).
+      delta_out: the output layer's delta ``delta^(L)``, sent in place of ``delta``
+        (``B`` is then ``(n_L, n_(l-1))``); ``None`` sends ``delta``.
+
+    Returns:
+      ``dL/dx^(l-1)`` (under a rule other than backprop, the rule's stand-in for it),
+      ``(batch, n_(l-1))``.
+    """
+    return input_grad(delta if delta_out is None else delta_out, W if B is None else B)  # BP3
+
+
 def _deltas(params, cache, delta_out, activations, feedback=None, direct=False) -> tuple:
     """:func:`deltas` on arguments already checked."""
     ds = [delta_out]
     for l in range(len(params) - 1, 0, -1):
-        B = params[l].W if feedback is None else feedback[l - 1]
-        dL_dx = input_grad(delta_out if direct else ds[-1], B)  # BP3, through the rule's B
+        B = None if feedback is None else feedback[l - 1]
+        dL_dx = transport(ds[-1], params[l].W, B, delta_out if direct else None)  # BP3, through the rule's B
         activation = get_activation(activations[l - 1])
         ds.append(activation.delta(cache.zs[l - 1], cache.xs[l], dL_dx))  # BP4
     return tuple(reversed(ds))

@@ -21,6 +21,12 @@ are part of the training state, like the optimizer state: :func:`jbp.fit` takes 
 A rule's result is an update direction, not a gradient: ``net.loss_and_grad`` stays
 the true gradient, and :func:`jbp.check_grads` checks that. The output layer's update is
 backprop's under every rule (its delta comes from the loss, not from a transport).
+
+The rules run on a :class:`jbp.MLP` and on a :class:`jbp.Sequential` of dense layers with
+elementwise layers between them (activations, dropout, flatten): layer ``l`` is then the
+``l``-th ``Dense`` (see :mod:`jbp.model.dense_stack`), and the same network written either
+way gives the same updates. Other networks are refused with a ``TypeError`` that names
+the first layer that does not fit.
 """
 
 from __future__ import annotations
@@ -32,12 +38,11 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
-from jbp.model.backward_pass import backward_unchecked
-from jbp.model.forward_pass import Cache
+from jbp.model import dense_stack
+from jbp.model.forward_pass import Cache, forward_unchecked
 from jbp.model.initializers import init_weight
 from jbp.model.losses import get_loss
-from jbp.model.network import MLP
-from jbp.model.params import Params
+from jbp.model.params import Layer, Params
 
 Array = jax.Array
 
@@ -75,8 +80,10 @@ class Rule:
 
         Feedback alignment: ``B^(l)`` of ``W^(l)``'s shape for ``l = 2..L``; direct
         feedback alignment: ``B_l`` ``(n_L, n_l)`` for every hidden layer ``l``. Each is
-        drawn like a weight by the network's init scheme (its fan-in and fan-out those of
-        ``B``), times :attr:`scale`, from ``fold_in(key, l)``. Backprop and sign symmetry
+        drawn like a weight by the init scheme of the layer whose BP3 it replaces (the
+        network's; in a :class:`jbp.Sequential`, that ``Dense``'s), its fan-in and fan-out
+        those of ``B``, times :attr:`scale`, from ``fold_in(key, l)``. Layer ``l`` is the
+        ``l``-th dense layer (:mod:`jbp.model.dense_stack`). Backprop and sign symmetry
         have none: ``()``.
 
         Returns:
@@ -86,24 +93,28 @@ class Rule:
         if self.name not in RANDOM_FEEDBACK:
             return ()
         dtype = _validate.params(net, params)
-        n_L = net.sizes[-1]
+        stack = dense_stack.of(net, f"rule {self.name!r}")
+        sizes, n_L = stack.sizes, stack.sizes[-1]
         shapes = [
             (n_out, n_in) if self.name == "fa" else (n_L, n_in)
-            for n_in, n_out in zip(net.sizes[1:-1], net.sizes[2:])
+            for n_in, n_out in zip(sizes[1:-1], sizes[2:])
         ]
         return tuple(
             jnp.asarray(self.scale, dtype)
-            * init_weight(net.init_name, jax.random.fold_in(self.key, l), shape[1], shape[0], dtype)
+            * init_weight(stack.inits[l - 1], jax.random.fold_in(self.key, l), shape[1], shape[0], dtype)
             for l, shape in enumerate(shapes, start=2)
         )
 
     def transport(self, params: Params, feedback: tuple) -> tuple[Optional[tuple], bool]:
         """``(feedback, direct)`` for :func:`jbp.backward`: the matrices BP3 multiplies
-        by (``None``: the ``W``'s), and whether the hidden layers take the output delta."""
+        by (``None``: the ``W``'s), and whether the hidden layers take the output delta.
+        ``params`` are an MLP's or a Sequential's (whose dense layers' entries are
+        :class:`jbp.Layer`)."""
         if self.name == "bp":
             return None, False
         if self.name == "ss":
-            return tuple(jnp.sign(layer.W) for layer in params[1:]), False
+            dense = [layer for layer in params if isinstance(layer, Layer)]
+            return tuple(jnp.sign(layer.W) for layer in dense[1:]), False
         return tuple(feedback), self.name == "dfa"
 
 
@@ -167,8 +178,10 @@ def by_name(name: str, key: Optional[Array] = None, *, scale: float = 1.0) -> Ru
 def check_network(rule, net) -> None:
     """Checks that ``rule`` is a :class:`Rule` and ``net`` a network it can train.
 
-    The rules replace BP3 between dense layers, so they need a network of dense layers
-    and elementwise activations: a :class:`jbp.MLP`.
+    Backprop trains any network. The other rules replace BP3 between dense layers, so
+    they need dense layers with elementwise layers between them: a :class:`jbp.MLP`, or a
+    :class:`jbp.Sequential` of ``Dense``, activation, ``Flatten`` and ``Dropout`` layers
+    (:mod:`jbp.model.dense_stack`); the ``TypeError`` names the first layer that is not.
     """
     if not isinstance(rule, Rule):
         raise TypeError(
@@ -176,15 +189,8 @@ def check_network(rule, net) -> None:
             f"got {_validate.describe(rule)}"
         )
     _validate.network(net)
-    if not isinstance(net, MLP) and not rule.is_backprop:
-        other = next((layer for layer in getattr(net, "layers", ())
-                      if type(layer).__name__ not in ("Dense", "ActivationLayer")), None)
-        raise TypeError(
-            f"rule {rule.name!r} needs a jbp.MLP (dense layers with elementwise activations), "
-            f"got a {type(net).__name__}"
-            + (f" whose layer {other!r} is neither dense nor an activation" if other is not None
-               else "; build the same network as a jbp.MLP")
-        )
+    if not rule.is_backprop:
+        dense_stack.of(net, f"rule {rule.name!r}")
 
 
 def check_feedback(rule: Rule, net, params: Params, feedback) -> tuple:
@@ -202,8 +208,8 @@ class Pass(NamedTuple):
 
     Attributes:
       loss: the batch's mean loss.
-      cache: the forward pass's :class:`jbp.Cache`.
-      delta_out: the output layer's delta ``dL/dz^(L)``.
+      cache: the forward pass's :class:`jbp.Cache` (a Sequential's ``SequentialCache``).
+      delta_out: the delta ``dL/dz^(L)`` at the network's last layer.
       update: the rule's direction, with the structure of ``params`` (the gradient under
         backprop).
     """
@@ -214,30 +220,60 @@ class Pass(NamedTuple):
     update: Params
 
 
-def forward_backward(net, rule: Rule, params: Params, feedback: tuple, x: Array, y: Array) -> Pass:
-    """BP1-BP6 with the rule's BP3: the loss, the cache and the rule's update direction."""
+def forward_backward(net, rule: Rule, params: Params, feedback: tuple, x: Array, y: Array, *,
+                     key: Optional[Array] = None, train: bool = False) -> Pass:
+    """BP1-BP6 with the rule's BP3: the loss, the cache and the rule's update direction.
+
+    ``key`` and ``train`` are a :class:`jbp.Sequential`'s (dropout), as in its
+    ``loss_and_grad``."""
+    stack = dense_stack.of(net, f"rule {rule.name!r}")
+    feedback = check_feedback(rule, net, params, feedback)
     x, y = _validate.inputs_and_targets(net, params, x, y)
-    _, cache = net.forward(params, x)
-    loss = get_loss(net.loss_name).value(cache.zs[-1], cache.xs[-1], y)
-    delta_out = net.output_delta(cache, y)
+    _stochastic_args(net, key, train)
+    if net.takes_key:
+        _, cache = net.forward_unchecked(params, x, key, train)
+        loss, delta_out = net.loss_value(cache, y), net.output_delta_unchecked(cache, y)
+    else:
+        _, cache = forward_unchecked(params, x, net.activations)
+        loss = get_loss(net.loss_name).value(cache.zs[-1], cache.xs[-1], y)
+        delta_out = net.output_delta(cache, y)
     B, direct = rule.transport(params, feedback)
-    return Pass(loss, cache, delta_out, backward_unchecked(params, cache, delta_out, net.activations, B, direct))
+    return Pass(loss, cache, delta_out, dense_stack.backward(net, stack, params, cache, delta_out, B, direct))
 
 
-def loss_and_update(net, rule: Rule, params: Params, feedback: tuple, x: Array, y: Array) -> tuple[Array, Params]:
-    """``(loss, update)``: :meth:`jbp.MLP.loss_and_grad` with the rule's BP3.
+def loss_and_update(net, rule: Rule, params: Params, feedback: tuple, x: Array, y: Array, *,
+                    key: Optional[Array] = None, train: bool = False) -> tuple[Array, Params]:
+    """``(loss, update)``: ``net.loss_and_grad`` with the rule's BP3.
 
     Under :func:`backprop` it is ``net.loss_and_grad``; under the other rules the update
     is a direction, not the gradient.
 
     Args:
-      net: the network.
+      net: the network: a :class:`jbp.MLP`, or a :class:`jbp.Sequential` of dense layers
+        with elementwise layers between them (see :func:`check_network`).
       rule: the :class:`Rule`.
       params: the parameters.
       feedback: ``rule.init(net, params)`` (``()`` for backprop and sign symmetry).
       x, y: a batch.
+      key, train: for a :class:`jbp.Sequential`: training mode and the key of its
+        dropout masks, as for its ``loss_and_grad``.
     """
     if rule.is_backprop:
+        _stochastic_args(net, key, train)
+        if net.takes_key:
+            return net.loss_and_grad(params, x, y, key=key, train=train)
         return net.loss_and_grad(params, x, y)
-    p = forward_backward(net, rule, params, feedback, x, y)
+    p = forward_backward(net, rule, params, feedback, x, y, key=key, train=train)
     return p.loss, p.update
+
+
+def _stochastic_args(net, key, train) -> None:
+    """Checks ``key`` and ``train``, which only a network that takes them may get."""
+    _validate.flag("train", train)
+    if not net.takes_key and (key is not None or train):
+        raise ValueError(
+            f"key and train are for networks with stochastic layers (jbp.Sequential); "
+            f"{type(net).__name__} takes neither, leave key=None and train=False"
+        )
+    if key is not None:
+        _validate.prng_key("key", key)

@@ -216,13 +216,13 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
     n = x.shape[0]
     steps = n // batch_size
 
-    def step(carry, batch, epoch, i):
+    def step(carry, batch, epoch, i, last=False):
         params, opt_state, sums = carry
         # a fresh key per step for stochastic layers, from (key, epoch, step) alone
         k = stochastic.step_key(key, epoch, i) if net.takes_key and key is not None else None
-        if monitor:  # the same step, adding its per-layer statistics to the epoch's sums
+        if monitor:  # the same step, adding its per-layer statistics to the epoch's (the last: all)
             params, opt_state, loss, sums = monitoring.train_step(
-                net, optimizer, rule, params, opt_state, feedback, *batch, sums)
+                net, optimizer, rule, params, opt_state, feedback, *batch, sums, key=k, last=last)
         else:
             params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad,
                                                  key=k, rule=rule, feedback=feedback)
@@ -232,20 +232,24 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
         if privacy is not None:  # DP-SGD: Poisson samples, clipped, noisy
             return dp.private_epoch(net, optimizer, privacy, batch_size, start_params, opt_state, x, y,
                                     jax.random.fold_in(key, epoch)) + (None,)
-        sums = monitoring.start(start_params) if monitor else None
+        sums = monitoring.start(net, start_params) if monitor else None
         if batch_size == n:  # full batch: the order does not matter, skip the shuffle
-            (params, opt_state, sums), loss = step((start_params, opt_state, sums), (x, y), epoch, 0)
+            (params, opt_state, sums), loss = step((start_params, opt_state, sums), (x, y), epoch, 0, last=True)
         else:
             # Permute once, then scan over the batches as slices (faster than gathering
             # x[idx] in every step; the same batches in the same order).
             order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
             batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
-            (params, opt_state, sums), losses = jax.lax.scan(
-                lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
-                (start_params, opt_state, sums), (batches, jnp.arange(steps)),
-            )
+            if monitor:  # the same scan, its last step apart: it takes the norms and angles
+                (params, opt_state, sums), losses = monitoring.epoch_steps(
+                    step, (start_params, opt_state, sums), batches, steps, epoch)
+            else:
+                (params, opt_state, sums), losses = jax.lax.scan(
+                    lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
+                    (start_params, opt_state, sums), (batches, jnp.arange(steps)),
+                )
             loss = jnp.mean(losses)
-        stats = monitoring.finish(net, sums, start_params, params, steps) if monitor else None
+        stats = monitoring.finish(net, sums, start_params, params) if monitor else None
         return params, opt_state, loss, stats
 
     def running(carry):
@@ -273,7 +277,7 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
 
     losses = jnp.full((epochs,), jnp.nan, x.dtype)
     val = None if validation is None else (best, losses, losses)
-    layer_stats = monitoring.empty_history(params, epochs) if monitor else None
+    layer_stats = monitoring.empty_history(net, params, epochs) if monitor else None
     init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val, layer_stats)
     i, params, opt_state, losses, reason, val, layer_stats = jax.lax.while_loop(running, body, init)
     # A diverged epoch touched the data too: it counts for privacy.

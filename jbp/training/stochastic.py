@@ -26,10 +26,14 @@ def step_key(key: Array, epoch: Array, step: Array) -> Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, STREAM), epoch), step)
 
 
+def training(net, key: Optional[Array]) -> dict:
+    """The keyword arguments of a training step's loss and backward pass:
+    ``{"key": key, "train": True}`` for a network that takes them, ``{}`` for one that does not."""
+    return {"key": key, "train": True} if getattr(net, "takes_key", False) else {}
+
+
 def loss_and_grad(net, loss_and_grad_fn: Optional[Callable], params, x, y, key: Optional[Array]):
     """One step's ``(loss, grads)``: ``net.loss_and_grad`` (or ``loss_and_grad_fn``), in
     training mode with ``key`` for a network that takes one, as before for one that does not."""
     fn = loss_and_grad_fn or net.loss_and_grad
-    if getattr(net, "takes_key", False):
-        return fn(params, x, y, key=key, train=True)
-    return fn(params, x, y)
+    return fn(params, x, y, **training(net, key))

@@ -78,7 +78,7 @@ def train_step(
     if rule.is_backprop:
         loss, grads = stochastic.loss_and_grad(net, loss_and_grad, params, x, y, key)
     else:
-        loss, grads = rules.loss_and_update(net, rule, params, feedback, x, y)
+        loss, grads = rules.loss_and_update(net, rule, params, feedback, x, y, **stochastic.training(net, key))
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -135,7 +135,7 @@ def make_train_step(
     Returns:
       ``step(params, opt_state, x, y, key=None) -> (params, opt_state, loss)``, as
       :func:`train_step` (``key`` for a :class:`jbp.Sequential` in training mode);
-      with a ``rule``, ``step(params, opt_state, x, y, feedback=())``.
+      with a ``rule``, ``step(params, opt_state, x, y, feedback=(), key=None)``.
     """
     _validate.network(net)
     _validate.optimizer(optimizer)
@@ -144,7 +144,7 @@ def make_train_step(
     else:
         rules.check_network(rule, net)
 
-        def step(params, opt_state, x, y, feedback=()):
-            return train_step(net, optimizer, params, opt_state, x, y, rule=rule, feedback=feedback)
+        def step(params, opt_state, x, y, feedback=(), key=None):
+            return train_step(net, optimizer, params, opt_state, x, y, key=key, rule=rule, feedback=feedback)
 
     return jax.jit(step, donate_argnums=(0, 1) if donate else ())
