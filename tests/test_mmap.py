@@ -28,3 +28,17 @@ def test_memory_mapped_npy_folder_trains_and_resumes_exactly(tmp_path):
     a, b = _metrics(tmp_path / "whole"), _metrics(tmp_path / "split")
     assert a["memory_mapped"] and len(a["train_loss"]) == 4 and a["train_loss"] == b["train_loss"]
     assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_what_the_memory_mapped_path_does_not_do_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    np.save(folder / "x.npy", np.zeros((10, 3), np.float32))
+    np.save(folder / "y.npy", np.arange(10) % 2)
+    base = ["train", "--data", str(folder), "--mmap", *FAST, "--out", str(tmp_path / "run")]
+    for extra, flag in ((["--rule", "fa"], "--rule"), (["--layers", "dense:4,relu,dense:2"], "--layers/--model"),
+                        (["--dp-clip", "1", "--dp-noise", "1"], "--dp-*")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("jbp: error: --mmap trains a jbp.MLP") and flag in err and "\n" not in err, err
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written

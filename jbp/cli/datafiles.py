@@ -60,6 +60,16 @@ def check(s: dict) -> None:
             raise UsageError("--patience needs --val-fraction: early stopping watches the validation loss")
     if s.get("mmap") and s.get("val_fraction") is not None:
         raise UsageError("--val-fraction is not available with --mmap; hold out x_test.npy/y_test.npy instead")
+    if s.get("mmap"):
+        others = [flag for flag, given in (
+            ("--layers/--model", s.get("layers")),
+            ("--rule", s.get("rule", "bp") != "bp"),
+            ("--dp-*", any(s.get(k) is not None for k in ("dp_clip", "dp_noise", "dp_epsilon"))),
+            ("jbp launch", jax.distributed.is_initialized()),
+        ) if given]
+        if others:
+            raise UsageError(f"--mmap trains a jbp.MLP with backprop in one process; "
+                             f"{', '.join(others)} cannot be combined with it")
 
 
 def load(s: dict, builtin=None):
