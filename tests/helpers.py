@@ -28,14 +28,17 @@ def problem(net, batch, dtype, seed=0, one_hot=False):
     )
     x = jnp.asarray(rng.normal(size=(batch, net.sizes[0])), dtype)
     n_out = net.sizes[-1]
-    if net.loss_name == "cross_entropy":
+    return params, x, _targets(net.loss_name, rng, batch, n_out, dtype, one_hot)
+
+
+def _targets(loss_name, rng, batch, n_out, dtype, one_hot):
+    """Random targets for the loss: labels (or one-hot rows), probabilities or reals."""
+    if loss_name == "cross_entropy":
         labels = rng.integers(0, n_out, size=batch)
-        y = jnp.asarray(np.eye(n_out)[labels], dtype) if one_hot else jnp.asarray(labels)
-    elif net.loss_name == "binary_cross_entropy":
-        y = jnp.asarray(rng.uniform(size=(batch, n_out)), dtype)
-    else:
-        y = jnp.asarray(rng.normal(size=(batch, n_out)), dtype)
-    return params, x, y
+        return jnp.asarray(np.eye(n_out)[labels], dtype) if one_hot else jnp.asarray(labels)
+    if loss_name == "binary_cross_entropy":
+        return jnp.asarray(rng.uniform(size=(batch, n_out)), dtype)
+    return jnp.asarray(rng.normal(size=(batch, n_out)), dtype)
 
 
 def layers_problem(net, batch, dtype, seed=0, one_hot=False):
@@ -45,14 +48,7 @@ def layers_problem(net, batch, dtype, seed=0, one_hot=False):
     params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), dtype), net.param_shapes(dtype))
     x = jnp.asarray(rng.normal(size=(batch, *net.input_shape)), dtype)
     (n_out,) = net.output_shape
-    if net.loss_name == "cross_entropy":
-        labels = rng.integers(0, n_out, size=batch)
-        y = jnp.asarray(np.eye(n_out)[labels], dtype) if one_hot else jnp.asarray(labels)
-    elif net.loss_name == "binary_cross_entropy":
-        y = jnp.asarray(rng.uniform(size=(batch, n_out)), dtype)
-    else:
-        y = jnp.asarray(rng.normal(size=(batch, n_out)), dtype)
-    return params, x, y
+    return params, x, _targets(net.loss_name, rng, batch, n_out, dtype, one_hot)
 
 
 def rel_errors(got, want):
