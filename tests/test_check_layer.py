@@ -37,6 +37,10 @@ def test_every_built_in_layer_passes_in_float32(layer, input_shape, train, leave
     assert report.ok is True and report.failed == () and report.unverified == (), str(report)
     assert tuple(leaf.name for leaf in report.leaves) == leaves
     assert report.dtype == "float32" and all(leaf.rel_err <= 1e-5 for leaf in report.leaves), str(report)
+    # the per-example norms of DP-SGD, where the layer has its own (Dense, the convolutions, LayerNorm)
+    has_norms = type(layer) in (Dense, Conv1D, Conv2D, LayerNorm)
+    assert (report.per_example is not None) == has_norms
+    assert report.per_example is None or report.per_example.rel_err <= 1e-12, str(report)
 
 
 # --- A user's layer: y = tanh(x W^T + b), with one classic mistake planted. ------------
@@ -109,3 +113,35 @@ class WrongShape(TanhDense):
 def test_bad_arguments_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseWithWrongNorms:
+    """A dense layer whose per-example norms forget the bias (``‖delta_i‖² ‖x_i‖²`` only),
+    or return one value per feature instead of per example."""
+
+    features: int
+    mistake: str = "bias forgotten"
+
+    def init(self, key, input_shape, dtype):
+        return Dense(self.features).init(key, input_shape, dtype)
+
+    def forward(self, params, x, *, key=None, train=False):
+        return Dense(self.features).forward(params, x)
+
+    def backward(self, params, x, dy):
+        return Dense(self.features).backward(params, x, dy)
+
+    def per_example_sq_norms(self, params, x, dy):
+        if self.mistake == "per feature":
+            return jnp.sum(dy * dy, axis=0)
+        return jnp.sum(dy * dy, axis=1) * jnp.sum(x * x, axis=1)
+
+
+@pytest.mark.parametrize("mistake, detail", [("bias forgotten", ""), ("per feature", "one value per example")])
+def test_a_wrong_per_example_norm_method_is_named(mistake, detail):
+    report = jbp.check_layer(DenseWithWrongNorms(3, mistake), (5,), key=KEY)
+    assert report.ok is False and report.failed == ("per_example_sq_norms",), str(report)
+    assert all(leaf.ok for leaf in report.leaves)  # the backward itself is right
+    assert detail in report.per_example.detail and "per_example_sq_norms" in str(report) and "WRONG" in str(report)
+    assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["per_example_sq_norms"]["ok"] is False

@@ -25,7 +25,7 @@ One method is optional, for per-example clipping (:func:`jbp.per_example_norms`,
   have it. A layer with parameters without it is handled by ``jax.vmap`` of its own
   ``backward`` over the batch, which forms every example's ``dparams`` (``B`` times
   its parameters in memory) and needs every residual leaf to carry the batch axis
-  first.
+  first. :func:`jbp.check_layer` checks the method against autodiff.
 
 Per-example gradients assume that a layer treats the examples of a batch independently
 (row ``i`` of ``y`` depends on row ``i`` of ``x`` only), as every built-in layer does.

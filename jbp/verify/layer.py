@@ -4,11 +4,17 @@ A layer (:mod:`jbp.layers.protocol`) is a ``forward``/``backward`` pair, so it i
 checked by :func:`jbp.check_vjp`'s method (:mod:`jbp.verify.oracles`: derived
 tolerances, a float64 re-run, finite differences) at a point drawn for it: its own
 parameters moved off their initial values, random inputs and a random cotangent.
+
+A layer with the optional ``per_example_sq_norms`` method (what per-example clipping and
+DP-SGD use) has it checked too, in float64: against the squared norms of each example's
+own parameter gradient, ``jax.vjp`` of the batch's forward pulled back from ``dy`` with
+every other row zeroed (so a stochastic layer keeps the batch's masks).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
 
 import jax
@@ -17,8 +23,8 @@ import numpy as np
 
 from jbp import _validate
 from jbp.layers.protocol import check_layer_object
-from jbp.verify.oracles import numpy_rng, path_name, verify_many, working_dtype
-from jbp.verify.report import GradCheckFailure
+from jbp.verify.oracles import host_cast, numpy_rng, path_name, verify_many, working_dtype
+from jbp.verify.report import GradCheckFailure, jsonable
 from jbp.verify.vjp import VJPCheckReport
 
 Array = jax.Array
@@ -27,6 +33,31 @@ Array = jax.Array
 #: fraction of the leaf's rms (or this, absolute, for an all-zero leaf): a scale of ones
 #: or a bias of zeros would hide a mistake that multiplies or adds it.
 PARAM_NOISE = 0.5
+#: ``per_example_sq_norms`` passes when within this relative error of the reference, both
+#: in float64: far above float64 rounding (~1e-16 per term), far below a wrong formula.
+PER_EXAMPLE_RTOL = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class PerExampleCheck:
+    """The layer's ``per_example_sq_norms`` against autodiff's per-example gradients.
+
+    Attributes:
+      rel_err: ``max_i |method_i − reference_i| / max_i reference_i`` (float64).
+      tol: :data:`PER_EXAMPLE_RTOL`.
+      ok: ``rel_err <= tol``, with the shape ``(batch,)``.
+      detail: what was wrong, when not ok.
+    """
+
+    rel_err: float
+    tol: float
+    ok: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else f"WRONG ({self.detail})" if self.detail else "WRONG"
+        return (f"per_example_sq_norms vs each example's jax.vjp (float64): rel err {self.rel_err:.1e}, "
+                f"tol {self.tol:.0e}: {verdict}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +72,19 @@ class LayerCheckReport(VJPCheckReport):
 
     layer: str = ""
     train: bool = False
+    per_example: Optional[PerExampleCheck] = None
+
+    @property
+    def failed(self) -> tuple:
+        """The wrong leaves, and ``"per_example_sq_norms"`` when that method is wrong."""
+        wrong_norms = self.per_example is not None and not self.per_example.ok
+        return super().failed + ("per_example_sq_norms",) * wrong_norms
+
+    def __str__(self) -> str:
+        if self.per_example is None:
+            return super().__str__()
+        *body, verdict = super().__str__().split("\n")
+        return "\n".join([*body, str(self.per_example), verdict])
 
     def _title(self) -> str:
         return (
@@ -49,7 +93,10 @@ class LayerCheckReport(VJPCheckReport):
         )
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "check": "check_layer", "layer": self.layer, "train": self.train}
+        per_example = None if self.per_example is None else {
+            k: jsonable(v) for k, v in dataclasses.asdict(self.per_example).items()}
+        return {**super().to_dict(), "check": "check_layer", "layer": self.layer, "train": self.train,
+                "per_example_sq_norms": per_example}
 
 
 def check_layer(
@@ -129,10 +176,49 @@ def check_layer(
         forward, _LayerBackward(forward), args, None, expand(dy), names, dtype=dtype,
         rtol=rtol, finite_differences=finite_differences, rng=rng,
     )
-    report = LayerCheckReport(leaves, dtype.name, all(leaf.ok for leaf in leaves), repr(layer), train)
+    per_example = _per_example(forward, params, x, dy) if _has_per_example_norms(layer, params) else None
+    ok = all(leaf.ok for leaf in leaves) and (per_example is None or per_example.ok)
+    report = LayerCheckReport(leaves, dtype.name, ok, repr(layer), train, per_example)
     if raise_on_failure and not report.ok:
         raise GradCheckFailure(str(report))
     return report
+
+
+def _has_per_example_norms(layer, params) -> bool:
+    return callable(getattr(layer, "per_example_sq_norms", None)) and bool(jax.tree.leaves(params))
+
+
+def _per_example(forward, params, x, dy) -> PerExampleCheck:
+    """The layer's ``per_example_sq_norms`` against autodiff, both in float64."""
+    with jax.enable_x64(True):
+        params, x, dy = host_cast((params, x, dy), np.float64)
+        got, want = jax.device_get(_per_example_jit(forward, params, x, dy))
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return PerExampleCheck(math.inf, PER_EXAMPLE_RTOL, False,
+                               f"it returned shape {got.shape}, expected {want.shape}: one value per example")
+    err = float(np.max(np.where(np.isnan(got), np.inf, np.abs(got - want)), initial=0.0))
+    scale = float(np.max(want, initial=0.0))
+    rel = err / scale if scale > 0 else err
+    return PerExampleCheck(rel, PER_EXAMPLE_RTOL, bool(rel <= PER_EXAMPLE_RTOL))
+
+
+def _per_example_pair(forward, params, x, dy):
+    """``(the method's (B,), reference (B,))``: the reference is each example's own
+    ``dparams`` by ``jax.vjp`` of the batch's forward, ``dy`` with the other rows zeroed."""
+    y, residuals = forward.run(params, x)
+    got = forward.layer.per_example_sq_norms(params, residuals, dy)
+    _, pullback = jax.vjp(lambda p: forward.run(p, x)[0], params)
+    rows = jnp.eye(x.shape[0], dtype=dy.dtype).reshape(x.shape[0], x.shape[0], *(1,) * (dy.ndim - 1))
+
+    def sq_norm(row):
+        (dparams,) = pullback(dy * row)
+        return sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(dparams))
+
+    return got, jax.vmap(sq_norm)(rows)
+
+
+_per_example_jit = jax.jit(_per_example_pair, static_argnums=0)
 
 
 def _moved(p, rng):
