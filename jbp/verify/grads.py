@@ -35,18 +35,15 @@ from jbp import _validate
 from jbp.model import backward_pass
 from jbp.model.activations import Activation, get_activation
 from jbp.verify.oracles import (
-    C,
     FD_RTOL,
-    RHO,
     cast,
+    fed_verdict,
     host_cast,
     numpy_rng,
-    relative,
     unit_roundoff,
     verify_many,
 )
 from jbp.verify.report import (
-    IMPRECISE,
     OK,
     WRONG,
     GradCheckFailure,
@@ -71,7 +68,6 @@ STRESS = ("saturate", "kinks", "logits")
 SATURATED_Z = 10.0
 #: ``stress="logits"``: the rms the output layer's pre-activations are scaled to.
 EXTREME_LOGIT = 1e3
-_U64 = unit_roundoff(np.float64)
 
 
 class Equations(NamedTuple):
@@ -416,13 +412,8 @@ def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, st
         raise TypeError(f"equations must be a jbp.verify.grads.Equations, got {type(equations).__name__}")
     dtype = np.dtype(x.dtype)
     names = _leaf_names(params)
-    expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
-    (leaves,), mine64 = verify_many(
-        _NetLoss(net), _NetGrad(net, equations), expand(params), expand((x, y)), np.ones((1,), dtype), names,
-        dtype=dtype, rtol=rtol, finite_differences=finite_differences,
-        rng=numpy_rng(jax.random.key(0) if key is None else key),
-    )
-    mine64 = jax.tree.map(lambda a: a[0], mine64)
+    leaves, mine64 = _leaf_checks(_NetLoss(net), _NetGrad(net, equations), params, (x, y), names, dtype, rtol,
+                                  finite_differences, jax.random.key(0) if key is None else key)
     eqs = _equation_checks(net, equations, params, x, y, dtype) if check_equations else ()
     rows = _worst_examples(net, equations, params, x, y, names, worst_examples) if worst_examples else ()
     loss = float(_loss(net, params, x, y))
@@ -455,13 +446,8 @@ def _run_layers_check(net, params, x, y, *, rtol, finite_differences, key, equat
     aux = (x, y) if forward_key is None else (x, y, jax.random.key_data(forward_key))
     dtype = np.dtype(x.dtype)
     names = _leaf_names(params)
-    expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
-    (leaves,), mine64 = verify_many(
-        _NetLoss(net, train), _NetGrad(net, Equations(), train), expand(params), expand(aux),
-        np.ones((1,), dtype), names, dtype=dtype, rtol=rtol,
-        finite_differences=finite_differences, rng=numpy_rng(key),
-    )
-    mine64 = jax.tree.map(lambda a: a[0], mine64)
+    leaves, mine64 = _leaf_checks(_NetLoss(net, train), _NetGrad(net, Equations(), train), params, aux, names,
+                                  dtype, rtol, finite_differences, key)
     checks = layer_checks(net, params, x, y, forward_key, train, dtype)
     rows = _worst_examples(net, Equations(), params, x, y, names, worst_examples, aux[2:], train) if worst_examples else ()
     loss = float(_loss_with(_NetLoss(net, train), params, aux))
@@ -475,6 +461,17 @@ def _run_layers_check(net, params, x, y, *, rtol, finite_differences, key, equat
         worst_examples=rows,
     )
     return report, mine64
+
+
+def _leaf_checks(loss, grad, params, aux, names, dtype, rtol, finite_differences, key):
+    """:func:`verify_many` at the one point ``(params, aux)``: ``(leaf checks, the
+    gradients under test re-run in float64)``."""
+    expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
+    (leaves,), mine64 = verify_many(
+        loss, grad, expand(params), expand(aux), np.ones((1,), dtype), names, dtype=dtype, rtol=rtol,
+        finite_differences=finite_differences, rng=numpy_rng(key),
+    )
+    return leaves, jax.tree.map(lambda a: a[0], mine64)
 
 
 _loss_with = jax.jit(lambda loss, params, aux: loss(params, aux), static_argnums=0)
@@ -552,29 +549,10 @@ def _equation_checks(net, equations, params, x, y, dtype) -> tuple:
         params64, x64, y64 = host_cast((params, x, y), np.float64)
         references = _equation_references_jit(net, params64, x64, y64)
         outputs = jax.device_get(_equation_outputs_jit(net, equations, params64, y64, references, lo))
-    checks = []
-    for (layer, name, formula, reduction), (got, got_lo, reference) in zip(_equation_list(net, x.shape[0]), outputs):
-        reference = np.asarray(reference, np.float64)
-        e64, e_lo = (_max_error(g, reference) for g in (got, got_lo))
-        s = float(np.max(np.abs(reference), initial=0.0))
-        tol = max(C * _U64 * math.sqrt(reduction) * s, RHO * e_lo * _U64 / u_lo)
-        if e64 <= tol:
-            verdict = OK
-        elif e64 * 10 <= e_lo:  # the error shrinks with precision: rounding, not the formula
-            verdict = IMPRECISE
-        else:
-            verdict = WRONG
-        checks.append(EquationCheck(layer, name, formula, relative(e64, s), relative(e_lo, s), relative(tol, s), verdict))
-    return tuple(checks)
-
-
-def _max_error(got, reference) -> float:
-    """``max |got − reference|``, NaN counting as infinite, a wrong shape as infinite."""
-    got = np.asarray(got, np.float64)
-    if got.shape != reference.shape:
-        return math.inf
-    diff = np.abs(got - reference)
-    return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
+    return tuple(
+        EquationCheck(layer, name, formula, *fed_verdict(got, got_lo, reference, reduction, u_lo))
+        for (layer, name, formula, reduction), (got, got_lo, reference) in zip(_equation_list(net, x.shape[0]), outputs)
+    )
 
 
 def _equation_table(checks):

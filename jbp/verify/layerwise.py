@@ -15,7 +15,6 @@ equation (``dW``: BP5, ``db``: BP6, ``dx``: BP3; an activation's ``dx``: BP4).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional
 
 import jax
@@ -24,10 +23,8 @@ import numpy as np
 
 from jbp.model.activations import get_activation
 from jbp.model.losses import get_loss
-from jbp.verify.oracles import C, RHO, cast, host_cast, relative, unit_roundoff
-from jbp.verify.report import IMPRECISE, OK, WRONG, jsonable
-
-_U64 = unit_roundoff(np.float64)
+from jbp.verify.oracles import cast, fed_verdict, host_cast, unit_roundoff
+from jbp.verify.report import jsonable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,14 +134,6 @@ def _check_list(net, params) -> list:
     return out
 
 
-def _max_error(got, reference) -> float:
-    got = np.asarray(got, np.float64)
-    if got.shape != reference.shape:
-        return math.inf
-    diff = np.abs(got - reference)
-    return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
-
-
 def layer_checks(net, params, x, y, key, train: bool, dtype) -> tuple:
     """Every layer's backward and the output delta, each fed autodiff's exact inputs
     (float64); one :class:`LayerCheck` per leaf, from the output down."""
@@ -154,23 +143,10 @@ def layer_checks(net, params, x, y, key, train: bool, dtype) -> tuple:
         params64, x64, y64 = host_cast((params, x, y), np.float64)
         references = _references_jit(net, params64, x64, y64, key, train)
         outputs = jax.device_get(_outputs_jit(net, params64, y64, references, lo))
-    checks = []
-    for (layer, layer_type, leaf, equation, formula), (got, got_lo, reference) in zip(
-        _check_list(net, params), outputs
-    ):
-        reference = np.asarray(reference, np.float64)
-        e64, e_lo = (_max_error(g, reference) for g in (got, got_lo))
-        s = float(np.max(np.abs(reference), initial=0.0))
-        tol = max(C * _U64 * math.sqrt(max(reference.size, 1)) * s, RHO * e_lo * _U64 / u_lo)
-        if e64 <= tol:
-            verdict = OK
-        elif e64 * 10 <= e_lo:  # the error shrinks with precision: rounding, not the formula
-            verdict = IMPRECISE
-        else:
-            verdict = WRONG
-        checks.append(LayerCheck(layer, layer_type, leaf, equation, formula,
-                                 relative(e64, s), relative(e_lo, s), relative(tol, s), verdict))
-    return tuple(checks)
+    return tuple(
+        LayerCheck(*names, *fed_verdict(got, got_lo, reference, np.size(reference), u_lo))
+        for names, (got, got_lo, reference) in zip(_check_list(net, params), outputs)
+    )
 
 
 def layer_table(checks) -> tuple:

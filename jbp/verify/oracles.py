@@ -134,6 +134,40 @@ def _stats(mine, probe, mine64, ref64, u, u_ad, root_r, rtol=None) -> list:
     return out
 
 
+def fed_verdict(got, got_lo, reference, reduction: int, u_lo: float) -> tuple:
+    """One piece of a backward (an equation, a layer's leaf) fed autodiff's exact inputs.
+
+    ``got``: its output from the float64 inputs; ``got_lo``: from the same inputs rounded
+    to the working dtype (unit roundoff ``u_lo``), run in float64; ``reference``:
+    autodiff's, float64; ``reduction``: the longest sum in it. Within the rounding of
+    float64 (or of what rounding the inputs alone causes, times :data:`RHO`): ok; else,
+    an error that shrinks tenfold with precision is rounding (imprecise), not the formula.
+
+    Returns:
+      ``(rel_err, rel_err_lo, tol, verdict)``, relative to ``max |reference|``.
+    """
+    reference = np.asarray(reference, np.float64)
+    e64, e_lo = (_max_error(g, reference) for g in (got, got_lo))
+    s = float(np.max(np.abs(reference), initial=0.0))
+    tol = max(C * _U64 * math.sqrt(max(reduction, 1)) * s, RHO * e_lo * _U64 / u_lo)
+    if e64 <= tol:
+        verdict = OK
+    elif e64 * 10 <= e_lo:
+        verdict = IMPRECISE
+    else:
+        verdict = WRONG
+    return relative(e64, s), relative(e_lo, s), relative(tol, s), verdict
+
+
+def _max_error(got, reference) -> float:
+    """``max |got − reference|``, NaN counting as infinite, a wrong shape as infinite."""
+    got = np.asarray(got, np.float64)
+    if got.shape != reference.shape:
+        return math.inf
+    diff = np.abs(got - reference)
+    return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
+
+
 def _nan_to_inf(a):
     return np.where(np.isnan(a), np.inf, a)
 
