@@ -116,10 +116,11 @@ def get_loss(name: str | Loss) -> Loss:
     return LOSSES[_validate.name("loss", name, LOSSES)]
 
 
-def output_head(loss: str, output_activation: Optional[str]) -> str:
+def output_head(loss: str, output_activation: Optional[str], n_outputs: int, outputs_name: str) -> str:
     """Checks a network's ``loss`` and ``output_activation`` and returns the output
     activation: by default the loss's natural one; a loss whose output delta is fused with
-    its activation (softmax + cross-entropy, sigmoid + binary cross-entropy) needs that one."""
+    its activation (softmax + cross-entropy, sigmoid + binary cross-entropy) needs that one.
+    A softmax needs ``n_outputs >= 2`` (``outputs_name`` names where that number comes from)."""
     loss_fn = get_loss(_validate.name("loss", loss, LOSSES))
     if output_activation is None:
         output_activation = loss_fn.default_output_activation
@@ -128,5 +129,10 @@ def output_head(loss: str, output_activation: Optional[str]) -> str:
         raise ValueError(
             f"loss={loss!r} needs output_activation={loss_fn.output_activation!r} "
             f"(its output delta is fused with it), got {output_activation!r}"
+        )
+    if output_activation == "softmax" and n_outputs < 2:
+        raise ValueError(
+            f"softmax needs at least 2 outputs, got {outputs_name}={n_outputs} "
+            f"(output_activation='softmax', loss={loss!r})"
         )
     return output_activation

@@ -83,12 +83,7 @@ class MLP(Network):
                 f"activation has {len(hidden)} names but sizes={sizes} has {n_hidden} "
                 "hidden layers; give one name, or one per hidden layer"
             )
-        output_activation = output_head(loss, output_activation)
-        if output_activation == "softmax" and sizes[-1] < 2:
-            raise ValueError(
-                f"softmax needs at least 2 outputs, got sizes[-1]={sizes[-1]} "
-                f"(output_activation='softmax', loss={loss!r})"
-            )
+        output_activation = output_head(loss, output_activation, sizes[-1], "sizes[-1]")
         _validate.name("init", init, tuple(INITIALIZERS))
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "hidden_activations", hidden)

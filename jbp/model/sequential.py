@@ -135,7 +135,6 @@ class Sequential(Network):
         layers = tuple(
             _with_init(as_layer(layer, f"layers[{i}]"), init) for i, layer in enumerate(layers)
         )
-        output_activation = output_head(loss, output_activation)
         try:
             shapes = _output_shapes(layers, input_shape)
         except (TypeError, ValueError) as e:
@@ -147,11 +146,7 @@ class Sequential(Network):
                 f"the last layer must give one vector per example, (n_L,), but "
                 f"layers[{len(layers) - 1}] gives {shapes[-1]}; end with Flatten() and Dense(n)"
             )
-        if output_activation == "softmax" and shapes[-1][0] < 2:
-            raise ValueError(
-                f"softmax needs at least 2 outputs, got {shapes[-1][0]} "
-                f"(output_activation='softmax', loss={loss!r})"
-            )
+        output_activation = output_head(loss, output_activation, shapes[-1][0], "the last layer's outputs")
         object.__setattr__(self, "input_shape", input_shape)
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "output_activation", output_activation)
