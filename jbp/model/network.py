@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jbp import _validate
 from jbp.model.activations import HIDDEN_ACTIVATIONS, get_activation
 from jbp.model.backward_pass import backward_unchecked
-from jbp.model.base import Network
+from jbp.model.base import Network, init_compiled
 from jbp.model.forward_pass import Cache, forward_unchecked
 from jbp.model.initializers import INITIALIZERS, init_weight
 from jbp.model.losses import get_loss, output_head
@@ -111,7 +111,7 @@ class MLP(Network):
           A tuple of :class:`jbp.Layer`, ``W`` ``(n_out, n_in)`` and ``b`` ``(n_out,)``.
         """
         _validate.prng_key("key", key)
-        return _init(self, key, _validate.float_dtype("dtype", dtype))
+        return init_compiled(self, key, _validate.float_dtype("dtype", dtype))
 
     def init_unchecked(self, key: Array, dtype) -> Params:
         keys = jax.random.split(key, self.n_layers)
@@ -174,8 +174,3 @@ class MLP(Network):
             labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
             return jnp.mean(jnp.argmax(p, axis=-1) == labels)
         return jnp.mean((p > 0.5) == (y > 0.5))
-
-
-# One program for all the layers' draws (not one small program per eager operation): a
-# run starts faster, and the values are those of the operations run one by one.
-_init = jax.jit(lambda net, key, dtype: net.init_unchecked(key, dtype), static_argnums=(0, 2))

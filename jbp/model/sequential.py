@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jbp import _validate
 from jbp.model.activations import get_activation
 from jbp.layers import as_layer
-from jbp.model.base import Network
+from jbp.model.base import Network, init_compiled
 from jbp.model.initializers import INITIALIZERS
 from jbp.model.losses import get_loss, output_head
 
@@ -184,7 +184,7 @@ class Sequential(Network):
           A tuple with one entry per layer (``()`` for layers without parameters).
         """
         _validate.prng_key("key", key)
-        return _init(self, key, _validate.float_dtype("dtype", dtype))
+        return init_compiled(self, key, _validate.float_dtype("dtype", dtype))
 
     def init_unchecked(self, key: Array, dtype) -> tuple:
         params, shape = [], self.input_shape
@@ -320,7 +320,3 @@ class Sequential(Network):
 @functools.lru_cache(maxsize=256)
 def _param_shapes(net: Sequential, dtype) -> tuple:
     return jax.eval_shape(lambda key: net.init_unchecked(key, dtype), jax.random.key(0))
-
-
-# One program for all the layers' inits (as jbp.MLP's).
-_init = jax.jit(lambda net, key, dtype: net.init_unchecked(key, dtype), static_argnums=(0, 2))
