@@ -80,11 +80,8 @@ class LayerCheckReport(VJPCheckReport):
         wrong_norms = self.per_example is not None and not self.per_example.ok
         return super().failed + ("per_example_sq_norms",) * wrong_norms
 
-    def __str__(self) -> str:
-        if self.per_example is None:
-            return super().__str__()
-        *body, verdict = super().__str__().split("\n")
-        return "\n".join([*body, str(self.per_example), verdict])
+    def _more(self) -> list:
+        return [] if self.per_example is None else [str(self.per_example)]
 
     def _title(self) -> str:
         return (

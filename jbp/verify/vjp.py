@@ -39,14 +39,19 @@ class VJPCheckReport(LeafVerdicts):
             f"{self.dtype} (reference in float64)"
         )
 
+    def _more(self) -> list:
+        """Lines of further checks, after the leaves' details (none here)."""
+        return []
+
     def __str__(self) -> str:
-        return "\n".join([self._title(), text_table(*leaf_table(self.leaves)), *details(self.leaves), verdict_line(self)])
+        return "\n".join([self._title(), text_table(*leaf_table(self.leaves)), *details(self.leaves), *self._more(),
+                          verdict_line(self)])
 
     def to_markdown(self) -> str:
         """The report as Markdown: a heading line, the leaf table, details, the verdict."""
         return "\n".join(
             [f"**{self._title()}**", "", markdown_table(*leaf_table(self.leaves)), "",
-             *(f"- {d.strip()}" for d in details(self.leaves)), f"**{verdict_line(self)}**"]
+             *(f"- {d.strip()}" for d in [*details(self.leaves), *self._more()]), f"**{verdict_line(self)}**"]
         )
 
     def to_dict(self) -> dict:
