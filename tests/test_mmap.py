@@ -28,6 +28,7 @@ def test_memory_mapped_npy_folder_trains_and_resumes_exactly(tmp_path):
     a, b = _metrics(tmp_path / "whole"), _metrics(tmp_path / "split")
     assert a["memory_mapped"] and len(a["train_loss"]) == 4 and a["train_loss"] == b["train_loss"]
     assert a["test_accuracy"] == b["test_accuracy"]
+    assert main(["evaluate", "--out", str(tmp_path / "whole")]) == 2  # streamed runs are not read back
 
 
 def test_what_the_memory_mapped_path_does_not_do_is_one_line(tmp_path, capsys):

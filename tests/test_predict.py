@@ -70,3 +70,37 @@ def test_a_folder_without_a_run_is_one_line(tmp_path, capsys):
     for command in ("predict", "evaluate"):
         assert main([command, "--out", str(tmp_path)]) == 2
         assert f"no run in {tmp_path} (looked for" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("train_args, network", [
+    # a network of layers: digits become 8x8 images, given flat or as images to predict
+    (["--dataset", "digits", "--layers", "conv2d:2:3,relu,flatten,dense:10"], "conv2d:2:3,relu,flatten,dense:10"),
+    # a data file: read again, split and standardised as train read it
+    (["--data", "CSV"], "3-8-2"),
+])
+def test_runs_of_layers_and_of_data_files_evaluate_and_predict(train_args, network, tmp_path, capsys):
+    if "CSV" in train_args:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(60, 3))
+        rows = "".join(f"{a:.4f},{b:.4f},{c:.4f},{int(a > 0)}\n" for a, b, c in x)
+        (tmp_path / "d.csv").write_text("a,b,c,label\n" + rows)
+        train_args = ["--data", str(tmp_path / "d.csv")]
+    folder = tmp_path / "run"
+    assert main(["train", *train_args, "--hidden", "8", "--epochs", "2", "--no-check", "--out", str(folder)]) == 0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "--out", str(folder), "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["network"] == network
+    np.testing.assert_allclose(got["test_accuracy"], metrics["test_accuracy"], rtol=1e-6)
+    assert main(["predict", "--out", str(folder)]) == 0
+    table = np.loadtxt(folder / "predictions.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(np.mean(table[:, 0] == table[:, 1]), metrics["test_accuracy"], rtol=1e-6)
+    if "digits" in train_args:
+        flat = datasets.load("digits").x_test[:4]
+        for x in (flat, flat.reshape(4, 8, 8, 1)):
+            np.save(tmp_path / "x.npy", x)
+            assert main(["predict", "--out", str(folder), "--data", str(tmp_path / "x.npy"), "--to", str(tmp_path / "p.npy")]) == 0
+            saved = jbp.load_checkpoint(folder / "checkpoint.npz")
+            np.testing.assert_allclose(np.load(tmp_path / "p.npy"), saved.net.predict(saved.params, flat.reshape(4, 8, 8, 1)),
+                                       rtol=1e-6)

@@ -22,7 +22,7 @@ def metrics(run: saved.SavedRun) -> dict:
     """Loss per split, and accuracy (classification) or RMSE (regression)."""
     net, params, data = run.checkpoint.net, run.checkpoint.params, run.data
     loss, accuracy = common.metric_fns(net)
-    out = {"dataset": data.name, "network": "-".join(map(str, net.sizes)), "epoch": run.checkpoint.epoch,
+    out = {"dataset": data.name, "network": saved.network_text(run), "epoch": run.checkpoint.epoch,
            "stop_reason": run.checkpoint.extra.get("stop_reason")}
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         out[f"{split}_loss"] = float(loss(params, x, y))

@@ -1,8 +1,12 @@
 """``jbp predict --out DIR [--data FILE] [--to FILE]``: a saved run's predictions.
 
 Reads the run's checkpoint only. The inputs are ``--data FILE``, a ``.npy`` array
-``(n, n_features)`` or an ``.npz`` archive with ``x`` (and optionally ``y``, the targets),
-or by default the built-in test split of the run's dataset (its seed's split). Writes
+``(n, n_features)`` (a network of layers: ``(n, *input_shape)``, or flat) or an ``.npz``
+archive with ``x`` (and optionally ``y``, the targets), fed to the network as given: they
+must be preprocessed as the run's training inputs were (standardised with its training
+split's mean and standard deviation, which the checkpoint does not keep). By default: the
+test split of the run's dataset or ``--data`` file (its seed's split, read as ``jbp
+train`` read it). Writes
 ``--to`` (default ``DIR/predictions.csv``):
 
 - ``.csv``: a header, then one row per example. Classification: ``prediction`` (the
@@ -15,6 +19,7 @@ or by default the built-in test split of the run's dataset (its seed's split). W
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -26,14 +31,16 @@ from jbp.cli.common import UsageError, say
 def add_parser(commands) -> None:
     p = commands.add_parser("predict", help="write the predictions of a run saved by jbp train --out DIR")
     p.add_argument("--out", required=True, help="the run's folder (its checkpoint.npz is read, nothing else)")
-    p.add_argument("--data", help="inputs: .npy (n, features) or .npz with x [and y] "
-                                  "(default: the built-in test split of the run's dataset)")
+    p.add_argument("--data", help="inputs: .npy (n, features) or .npz with x [and y], fed to the network as "
+                                  "given, so preprocessed as the run's training inputs were (standardised); "
+                                  "images may be given flat (default: the run's own test split)")
     p.add_argument("--to", help="where to write: .csv or .npy (default DIR/predictions.csv)")
     common.cache_option(p)
 
 
-def read_inputs(path: str, n_features: int):
-    """``(x, y or None)`` from a ``.npy`` or ``.npz`` file."""
+def read_inputs(path: str, shape: tuple):
+    """``(x, y or None)`` from a ``.npy`` or ``.npz`` file: ``x`` ``(n, *shape)``, or
+    ``(n, prod(shape))`` rows made into that shape (images given flat)."""
     if not os.path.isfile(path):
         raise UsageError(f"--data must be a .npy or .npz file, got {path!r}, which does not exist")
     try:
@@ -43,8 +50,12 @@ def read_inputs(path: str, n_features: int):
         x, y = np.load(path, allow_pickle=False), None
     except (KeyError, ValueError, OSError, EOFError) as e:
         raise UsageError(f"--data {path} is not a .npy array or an .npz archive with x: {e}") from None
-    if x.ndim != 2 or x.shape[1] != n_features or not np.issubdtype(x.dtype, np.number):
-        raise UsageError(f"--data {path} must hold numbers of shape (n, {n_features}), got {x.dtype} {x.shape}")
+    size = math.prod(shape)
+    if x.ndim == 2 and x.shape[1] == size:
+        x = x.reshape(len(x), *shape)
+    if tuple(x.shape[1:]) != tuple(shape) or not np.issubdtype(x.dtype, np.number):
+        want = ", ".join(map(str, ("n", *shape))) + (f") or (n, {size}" if len(shape) > 1 else "")
+        raise UsageError(f"--data {path} must hold numbers of shape ({want}), got {x.dtype} {x.shape}")
     return x.astype(np.float32), y
 
 
@@ -54,7 +65,7 @@ def run(args) -> int:
     r = saved.load(args.out, cache=runtime.cache_wanted(args.no_cache))
     net, params, data = r.checkpoint.net, r.checkpoint.params, r.data
     if args.data:
-        x, y = read_inputs(args.data, net.sizes[0])
+        x, y = read_inputs(args.data, saved.input_shape(net))
         source = args.data
     else:
         x, y, source = data.x_test, data.y_test, f"the {data.name} test split (seed {r.settings['seed']})"

@@ -6,8 +6,9 @@ import os
 from typing import NamedTuple
 
 from jbp import datasets
-from jbp.cli import common, datacache
+from jbp.cli import common, datacache, datafiles, layers_spec
 from jbp.cli.common import CHECKPOINT, UsageError
+from jbp.model.network import MLP
 from jbp.training.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -18,7 +19,9 @@ class SavedRun(NamedTuple):
 
 
 def load(out: str, *, cache: bool) -> SavedRun:
-    """The checkpoint in ``out``, its settings and its dataset (the split of its seed)."""
+    """The checkpoint in ``out``, its settings and its dataset, read as ``jbp train`` read
+    it: a built-in dataset or ``--data FILE`` (the split of its seed, standardised alike,
+    without the ``--val-fraction`` rows), as images for a network of layers."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out must be the folder of a run, got {out!r}, which is a file")
     path = os.path.join(out, CHECKPOINT)
@@ -28,5 +31,20 @@ def load(out: str, *, cache: bool) -> SavedRun:
     if "settings" not in ckpt.extra:
         raise UsageError(f"{path} holds no run settings: it was not written by jbp train")
     s = common.with_lr(dict(ckpt.extra["settings"]))
-    data = datacache.load(s["dataset"], s["seed"], cache=cache)
+    if s.get("mmap"):
+        raise UsageError(f"{out} is a --mmap run (streamed from {s['data']}); predict and evaluate "
+                         "read runs trained on data in memory")
+    data, _ = datafiles.load(s, builtin=lambda name, seed: datacache.load(name, seed, cache=cache))
+    if not isinstance(ckpt.net, MLP):
+        data = layers_spec.shaped_data(ckpt.net, data)
     return SavedRun(ckpt, s, data)
+
+
+def input_shape(net) -> tuple:
+    """One example's input shape: ``(sizes[0],)`` for an MLP, else ``net.input_shape``."""
+    return (net.sizes[0],) if isinstance(net, MLP) else tuple(net.input_shape)
+
+
+def network_text(run: SavedRun) -> str:
+    """The network as ``jbp train`` was told it: its sizes, or its ``--layers`` spec."""
+    return run.settings.get("layers") or "-".join(map(str, run.checkpoint.net.sizes))
