@@ -139,10 +139,6 @@ def network(value: Any):
     return value
 
 
-def _is_mlp(net) -> bool:
-    return hasattr(net, "sizes")
-
-
 def shape(arg: str, value: Any) -> tuple:
     """Checks one example's shape: a sequence of positive ints (no batch axis)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or np.ndim(value) != 1:
@@ -223,9 +219,14 @@ def _one_dtype(arg: str, dtypes: list) -> np.dtype:
 
 
 def params(net, value: Any) -> np.dtype:
-    """Checks that ``value`` has the network's structure and shapes; returns its dtype."""
-    if not _is_mlp(net):
-        return layer_params(net, value)
+    """Checks that ``value`` has the network's structure and shapes; returns its dtype
+    (the network's ``check_params``)."""
+    return net.check_params(value)
+
+
+def mlp_params(net, value: Any) -> np.dtype:
+    """:class:`jbp.MLP`'s params, in the seed's names: a tuple of :class:`jbp.Layer` of the
+    sizes' shapes; returns their dtype."""
     if not isinstance(value, tuple):  # a list would not match the tuple of gradients
         raise TypeError(
             f"params must be a tuple of jbp.Layer (from net.init), got {type(value).__name__}"
@@ -354,19 +355,27 @@ def _same_float(arg: str, a, dtype, like: str = "params"):
 
 
 def inputs(net, params_, x):
-    """Checks params and ``x`` ``(batch, sizes[0])``; returns ``x`` in the params' dtype."""
+    """Checks params and ``x`` ``(batch, *input_shape)``; returns ``x`` in the params' dtype."""
     dtype = params(net, params_)
     x = _array("x", x)
-    if not _is_mlp(net):
-        want = ("batch", *net.input_shape)
-        if x.ndim != len(want) or tuple(x.shape[1:]) != net.input_shape:
-            raise ValueError(
-                f"x has shape {tuple(x.shape)} but the network expects "
-                f"({', '.join(map(str, want))}) (input_shape={net.input_shape})"
-            )
-        if x.shape[0] == 0:
-            raise ValueError("x is empty: it has 0 rows")
-        return _same_float("x", x, dtype)
+    net.check_input_shape(x)
+    if x.shape[0] == 0:
+        raise ValueError("x is empty: it has 0 rows")
+    return _same_float("x", x, dtype)
+
+
+def input_shape(net, x) -> None:
+    """A network of layers' ``x``: ``(batch, *input_shape)``."""
+    want = ("batch", *net.input_shape)
+    if x.ndim != len(want) or tuple(x.shape[1:]) != net.input_shape:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} but the network expects "
+            f"({', '.join(map(str, want))}) (input_shape={net.input_shape})"
+        )
+
+
+def mlp_input_shape(net, x) -> None:
+    """:class:`jbp.MLP`'s ``x``: ``(batch, sizes[0])``."""
     if x.ndim != 2:
         raise ValueError(
             f"x must be 2-D (batch, features) with {net.sizes[0]} features, got shape "
@@ -376,9 +385,6 @@ def inputs(net, params_, x):
         raise ValueError(
             f"x has {x.shape[1]} features but the network expects {net.sizes[0]} (sizes[0])"
         )
-    if x.shape[0] == 0:
-        raise ValueError("x is empty: it has 0 rows")
-    return _same_float("x", x, dtype)
 
 
 def inputs_and_targets(net, params_, x, y):
@@ -394,7 +400,7 @@ def targets(net, y, batch: int, dtype, like: tuple = ("x", "params")):
     """Checks targets ``y`` for ``batch`` outputs of the network's loss, in ``dtype``;
     ``like`` names where the batch and the dtype come from."""
     y = _array("y", y)
-    n_out = net.sizes[-1] if _is_mlp(net) else net.output_shape[0]
+    n_out = net.output_shape[0]
     if y.ndim == 0 or y.shape[0] != batch:
         raise ValueError(
             f"y has shape {tuple(y.shape)} but {like[0]} has {batch} rows; "
@@ -406,7 +412,7 @@ def targets(net, y, batch: int, dtype, like: tuple = ("x", "params")):
         hint = " (use y.reshape(-1, 1))" if y.shape == (batch,) and n_out == 1 else ""
         raise ValueError(
             f"y has shape {tuple(y.shape)} but the network's output is ({batch}, {n_out})"
-            f" (batch, {'sizes[-1]' if _is_mlp(net) else 'output_shape'}){hint}"
+            f" (batch, {net.output_name}){hint}"
         )
     y = _same_float("y", y, dtype, like[1])
     if net.loss_name == "binary_cross_entropy":
@@ -553,6 +559,15 @@ def sequential_cache(net, cache):
 def cache_and_targets(net, cache, y) -> tuple:
     """For :meth:`jbp.MLP.output_delta`: a cache of ``net.forward`` and targets for it;
     returns ``(cache, y)``, the cache as JAX arrays and ``y`` as for :func:`inputs_and_targets`."""
+    cache = mlp_cache(net, cache)
+    z = cache.zs[-1]
+    y = targets(net, y, z.shape[0], z.dtype, like=("the cache (cache.zs[-1])", "the cache's arrays"))
+    return cache, y
+
+
+def mlp_cache(net, cache):
+    """For :meth:`jbp.MLP.output_delta` and ``backward``: the :class:`jbp.Cache` of
+    ``net.forward``, as JAX arrays."""
     zs, xs = _cache_arrays(cache)
     if len(zs) != net.n_layers or len(xs) != net.n_layers + 1:
         raise ValueError(
@@ -567,8 +582,7 @@ def cache_and_targets(net, cache, y) -> tuple:
         )
     if not jnp.issubdtype(z.dtype, jnp.floating) or out.dtype != z.dtype:
         raise TypeError(f"cache must hold arrays of one floating dtype, got {z.dtype} and {out.dtype}")
-    y = targets(net, y, z.shape[0], z.dtype, like=("the cache (cache.zs[-1])", "the cache's arrays"))
-    return _as_jax(cache), y
+    return _as_jax(cache)
 
 
 def same_tree(arg: str, value: Any, like_arg: str, like: Any) -> None:
@@ -635,13 +649,7 @@ def train_step_args(net, optimizer_, params_, opt_state_, loss_and_grad, key=Non
     """:func:`jbp.train_step`'s own checks (``x`` and ``y`` are checked by the loss)."""
     network(net)
     optimizer(optimizer_)
-    if key is not None:
-        if not net.takes_key:
-            raise ValueError(
-                f"key is for networks with stochastic layers (jbp.Sequential); "
-                f"{type(net).__name__} takes none, leave key=None"
-            )
-        prng_key("key", key)
+    net.check_key(key)
     params(net, params_)
     opt_state(optimizer_, params_, opt_state_)
     function("loss_and_grad", loss_and_grad, "(params, x, y) -> (loss, grads)")

@@ -9,7 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jbp
-from jbp.model import backward_pass
+from jbp.layers import dense
 from helpers import RTOL, assert_grads_close, problem, to_float64
 
 _manual = jax.jit(lambda net, params, x, y: net.loss_and_grad(params, x, y)[1], static_argnums=0)
@@ -67,18 +67,18 @@ def test_the_backward_rule_is_jbps_backward_pass(plant):
     params, x, y = problem(net, 6, np.float64)
     grad = lambda: jax.jit(jax.grad(jbp.custom_vjp_loss(net), argnums=(0, 1)))(params, x, y)
     good, good_dx = grad()
-    weight_grad, input_grad = backward_pass.weight_grad, backward_pass.input_grad
+    weight_grad, input_grad = dense.weight_grad, dense.input_grad
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12)
 
-    plant(backward_pass, "weight_grad", lambda delta, x_prev: 2 * weight_grad(delta, x_prev))
+    plant(dense, "weight_grad", lambda delta, x_prev: 2 * weight_grad(delta, x_prev))
     bad, bad_dx = grad()
     for l in range(2):
         close(bad[l].W, 2 * good[l].W)
         close(bad[l].b, good[l].b)
     close(bad_dx, good_dx)
 
-    plant(backward_pass, "weight_grad", weight_grad)
-    plant(backward_pass, "input_grad", lambda delta, W: 3 * input_grad(delta, W))
+    plant(dense, "weight_grad", weight_grad)
+    plant(dense, "input_grad", lambda delta, W: 3 * input_grad(delta, W))
     bad, bad_dx = grad()
     close(bad[1].W, good[1].W)  # the output layer's gradient needs no BP3
     close(bad[0].W, 3 * good[0].W)  # delta^(1) = BP4(BP3(delta^(2)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jbp
-import jbp.model.backward_pass as backward_pass
+from jbp.layers import dense
 from helpers import problem
 from jbp.verify.grads import FD_RTOL, STRESS, Equations, _loss_and_grad, stress_point
 
@@ -85,7 +85,7 @@ def test_a_planted_equation_is_localised_without_patching_jbp():
 def test_equations_default_to_jbp_own_backward_exactly():
     """The backward assembled from Equations() parts is jbp.backward, bit for bit."""
     params, x, y = problem(NET, 7, np.float64)
-    same = Equations(bias_grad=backward_pass.bias_grad)  # a non-default Equations: assembled
+    same = Equations(bias_grad=dense.bias_grad)  # a non-default Equations: assembled
     assembled = jax.jit(_loss_and_grad, static_argnums=(0, 1))(NET, same, params, x, y)[1]
     manual = jax.jit(NET.loss_and_grad)(params, x, y)[1]
     for a, m in zip(jax.tree.leaves(assembled), jax.tree.leaves(manual)):
@@ -126,7 +126,7 @@ def test_stress_points_are_adversarial():
 def test_catches_a_planted_bug_and_names_the_leaves(plant):
     """Bias gradient averaged instead of summed in jbp's own module: the default check
     reads the real code. (Last in this file: planting clears the compilation caches.)"""
-    plant(backward_pass, "bias_grad", lambda delta: delta.mean(axis=0))
+    plant(dense, "bias_grad", lambda delta: delta.mean(axis=0))
     params, x, y = problem(NET, 7, np.float64)
     report = jbp.check_grads(NET, params, x, y)
     assert report.ok is False

@@ -192,7 +192,7 @@ def test_clipping_bad_inputs_are_clear_errors():
 
 
 # ----------------------------------------------------------------------------- networks of layers
-# Each layer kind's rule (jbp/model/per_example_layers.py) in two small float64 networks (few,
+# Each layer kind's rule (jbp/layers/per_example.py) in two small float64 networks (few,
 # as each costs a compilation): (net, one-hot targets). The image net's convolution (2x2
 # positions, 8 inputs per window, 12 features) takes the ghost norm; Dropout is the identity in
 # evaluation mode. The signal net's strided convolution takes the direct per-example BP5, then

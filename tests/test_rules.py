@@ -251,9 +251,9 @@ def test_dropout_flatten_and_dense_after_dense_carry_the_rules_delta():
 def test_a_network_of_other_layers_is_refused_naming_the_layer():
     with_norm = jbp.Sequential((3,), [Dense(5), "tanh", jbp.layers.LayerNorm(), Dense(2)], loss="cross_entropy")
     params = with_norm.init(jax.random.key(0))
-    with pytest.raises(TypeError, match=r"rule 'ss' needs a network of dense layers with elementwise layers between "
-                                        r"them \(a jbp.MLP, or a jbp.Sequential of Dense, activation, Flatten and "
-                                        r"Dropout layers\), but its layers\[2\] is a LayerNorm"):
+    with pytest.raises(TypeError, match=r"rule 'ss' needs every layer with parameters to have weights \(a weights "
+                                        r"attribute, as Dense, Perceptron, Conv1D and Conv2D have\), but its "
+                                        r"layers\[2\] is a LayerNorm"):
         rules.sign_symmetry().init(with_norm, params)
     with pytest.raises(TypeError, match=r"rule 'fa' needs .* but its layers\[2\] is a LayerNorm"):
         jbp.make_train_step(with_norm, optax.sgd(0.1), rule=ALL_RULES["fa"])
@@ -262,5 +262,5 @@ def test_a_network_of_other_layers_is_refused_naming_the_layer():
         jbp.fit(with_norm, params, x, y, optimizer=optax.sgd(0.1), epochs=1, rule=ALL_RULES["dfa"])
     jbp.rules.backprop().init(with_norm, params)  # backprop trains any network
     activations_only = jbp.Sequential((3,), ["tanh"])
-    with pytest.raises(TypeError, match="rule 'fa' needs .* but it has no Dense layer"):
+    with pytest.raises(TypeError, match="rule 'fa' needs .* but it has no layer with weights"):
         ALL_RULES["fa"].init(activations_only, ())

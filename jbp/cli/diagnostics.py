@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from jbp.cli.common import UsageError
-from jbp.model import dense_stack, rules
+from jbp.model import rules
+from jbp.training import monitor
 from jbp.training.monitor import LAYER_STATS
 
 #: What the run's seed is folded with to make the feedback weights' key.
@@ -40,20 +41,20 @@ def check(rule: rules.Rule, net, spec: Optional[str]) -> None:
     try:
         rules.check_network(rule, net)
     except TypeError as e:
-        i = dense_stack.first_other(net)
+        i = rules.first_unweighted(net)
         if spec is None or i is None:
             raise UsageError(f"--rule {rule.name}: {e}") from None
         raise UsageError(
-            f"--rule {rule.name} needs dense layers with elementwise layers between them (--hidden, or --layers "
-            f"of dense, activation, flatten and dropout items), but --layers item {spec.split(',')[i].strip()!r} "
-            f"is a {type(net.layers[i]).__name__}"
+            f"--rule {rule.name} needs every layer with parameters to have weights (--hidden, or --layers "
+            f"of dense and conv items with parameter-free items between them), but --layers item "
+            f"{spec.split(',')[i].strip()!r} is a {type(net.layers[i]).__name__}"
         ) from None
 
 
 def recordable(net) -> bool:
     """Whether ``fit(..., monitor=True)`` can record ``net``'s per-layer statistics."""
     try:
-        dense_stack.of(net, "monitor=True")
+        monitor.layers_of(net)
     except TypeError:
         return False
     return True

@@ -72,7 +72,7 @@ def random_batch(net, data, n: int, seed: int):
     rng = np.random.default_rng(seed)
     # one example's shape: (n_features,), or a network of layers' input_shape (images)
     x = rng.normal(size=(n, *np.shape(data.x_train)[1:])).astype(data.x_train.dtype)
-    n_out = net.sizes[-1] if hasattr(net, "sizes") else net.output_shape[0]
+    n_out = net.output_shape[0]
     if net.loss_name == "cross_entropy":
         y = rng.integers(0, n_out, size=n).astype(data.y_train.dtype)
     elif net.loss_name == "binary_cross_entropy":

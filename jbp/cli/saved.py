@@ -8,7 +8,6 @@ from typing import NamedTuple
 from jbp import datasets
 from jbp.cli import common, datacache, datafiles, layers_spec
 from jbp.cli.common import CHECKPOINT, UsageError
-from jbp.model.network import MLP
 from jbp.training.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -35,14 +34,13 @@ def load(out: str, *, cache: bool) -> SavedRun:
         raise UsageError(f"{out} is a --mmap run (streamed from {s['data']}); predict and evaluate "
                          "read runs trained on data in memory")
     data, _ = datafiles.load(s, builtin=lambda name, seed: datacache.load(name, seed, cache=cache))
-    if not isinstance(ckpt.net, MLP):
-        data = layers_spec.shaped_data(ckpt.net, data)
+    data = layers_spec.shaped_data(ckpt.net, data)
     return SavedRun(ckpt, s, data)
 
 
 def input_shape(net) -> tuple:
-    """One example's input shape: ``(sizes[0],)`` for an MLP, else ``net.input_shape``."""
-    return (net.sizes[0],) if isinstance(net, MLP) else tuple(net.input_shape)
+    """One example's input shape, ``net.input_shape`` (``(sizes[0],)`` for an MLP)."""
+    return tuple(net.input_shape)
 
 
 def network_text(run: SavedRun) -> str:

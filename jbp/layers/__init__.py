@@ -20,7 +20,7 @@ Check a layer of your own with :func:`jbp.check_layer`.
 
 from jbp.layers.activation import ActivationLayer, as_layer
 from jbp.layers.conv import Conv1D, Conv2D
-from jbp.layers.dense import Dense
+from jbp.layers.dense import Dense, Perceptron
 from jbp.layers.dropout import Dropout
 from jbp.layers.norm import LayerNorm, LayerNormParams
 from jbp.layers.pool import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
@@ -35,6 +35,7 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Dense",
+    "Perceptron",
     "Dropout",
     "Flatten",
     "LayerNorm",

@@ -16,7 +16,7 @@ import jax
 from jbp import _validate
 from jbp.layers import args
 from jbp.layers.protocol import check_layer_object
-from jbp.model.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, get_activation
+from jbp.model.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, Activation, get_activation
 
 Array = jax.Array
 
@@ -36,13 +36,23 @@ class ActivationLayer:
     leaky_relu, elu and softmax; the input for softplus and gelu. ``dparams`` is ``()``.
 
     Args:
-      name: one of :data:`jbp.ACTIVATIONS` (``"relu"``, ``"tanh"``, ...).
+      name: one of :data:`jbp.ACTIVATIONS` (``"relu"``, ``"tanh"``, ...), or an
+        :class:`jbp.Activation`.
     """
 
     name: str
 
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = False
+
     def __post_init__(self):
-        _validate.name("ActivationLayer's name", self.name, tuple(ACTIVATIONS))
+        if not isinstance(self.name, Activation):  # an Activation of one's own passes as is
+            _validate.name("ActivationLayer's name", self.name, tuple(ACTIVATIONS))
+
+    @property
+    def activation(self) -> str:
+        """The activation's name (what the monitor reads, as a :class:`jbp.layers.Perceptron`'s)."""
+        return get_activation(self.name).name
 
     def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[tuple, tuple]:
         """``((), input_shape)``: no parameters; the output has the input's shape."""

@@ -239,6 +239,12 @@ class _Conv:
     """What Conv1D and Conv2D share; each sets ``features``, ``kernel``, ``steps``,
     ``padding`` and ``init_name``."""
 
+    #: The field of the params that BP3 multiplies by: what a learning rule replaces.
+    weights = "W"
+
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = False
+
     def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[Layer, tuple]:
         """``(Layer(W, b), output_shape)``; ``W`` by the init scheme with ``fan_in = C ·
         prod(k)``, ``fan_out = F · prod(k)``, ``b = 0``."""

@@ -14,12 +14,14 @@ example alone, squared, for per-example clipping (:mod:`jbp.model.per_example`).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jbp import _validate
 from jbp.layers import args
+from jbp.model.activations import ACTIVATIONS, get_activation
 from jbp.model.initializers import INITIALIZERS, init_weight
 from jbp.model.params import Layer
 
@@ -157,6 +159,12 @@ class Dense:
     features: int
     init_name: str
 
+    #: The field of the params that BP3 multiplies by: what a learning rule replaces.
+    weights = "W"
+
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = False
+
     def __init__(self, features: int, init: str = "glorot_uniform"):
         object.__setattr__(self, "features", _validate.positive_int("Dense's features", features))
         object.__setattr__(self, "init_name", _validate.name("Dense's init", init, tuple(INITIALIZERS)))
@@ -179,3 +187,78 @@ class Dense:
         """``‖dW_i‖² + ‖db_i‖² = ‖delta_i‖² (‖x_i‖² + 1)`` per example, ``(B,)``: BP5 and BP6
         of row ``i`` alone, by the outer-product identity, never forming ``dW_i``."""
         return weight_grad_sq_norms(dy, x) + bias_grad_sq_norms(dy)
+
+
+class PerceptronResiduals(NamedTuple):
+    """What :class:`Perceptron`'s forward keeps: the seed's ``x^(l-1)``, ``z^(l)`` and ``x^(l)``."""
+
+    x_prev: Array  # (batch, n_in), for BP5
+    z: Array  # (batch, n_out), for BP4
+    x: Array  # (batch, n_out), for BP4
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Perceptron:
+    """The seed's layer ``l``: a dense layer and its activation, ``x = f(W x_prev + b)``.
+
+    Forward, BP1 then BP2::
+
+        z = x_prev @ W.T + b                 BP1
+        x = f(z)                             BP2
+
+    Backward from ``dy = dL/dx``, BP4 then the dense layer's BP5, BP6 and BP3::
+
+        delta = dy · f'(z)                   BP4  dL/dz_j  = dL/dx_j f'(z_j)
+        dW = delta.T @ x_prev                BP5
+        db = delta.sum(0)                    BP6
+        dx_prev = delta @ W                  BP3
+
+    It is :class:`Dense` followed by :class:`jbp.layers.ActivationLayer`, as one layer whose
+    parameters are one :class:`jbp.Layer`: :class:`jbp.MLP` is a chain of them.
+
+    Args:
+      features: ``n_out``.
+      activation: one of :data:`jbp.ACTIVATIONS` (softmax too: it is the output layer's
+        when :func:`jbp.forward` runs the seed's layers with it).
+      init: the weight initialisation scheme, as :class:`Dense`'s. Stored as :attr:`init_name`.
+    """
+
+    features: int
+    activation: str
+    init_name: str
+
+    #: The field of the params that BP3 multiplies by: what a learning rule replaces.
+    weights = "W"
+
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = False
+
+    def __init__(self, features: int, activation: str, init: str = "glorot_uniform"):
+        object.__setattr__(self, "features", _validate.positive_int("Perceptron's features", features))
+        object.__setattr__(self, "activation", _validate.name("Perceptron's activation", activation,
+                                                              tuple(ACTIVATIONS)))
+        object.__setattr__(self, "init_name", _validate.name("Perceptron's init", init, tuple(INITIALIZERS)))
+
+    def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[Layer, tuple]:
+        """``(Layer(W, b), (features,))``, drawn as :class:`Dense` draws them."""
+        return Dense(self.features, self.init_name).init(key, input_shape, dtype)
+
+    def forward(self, params: Layer, x: Array, *, key=None, train: bool = False):
+        """``(x^(l), residuals)``: BP1, BP2."""
+        z = dense(params, x)  # BP1
+        out = get_activation(self.activation).f(z)  # BP2: x = f(z)
+        return out, PerceptronResiduals(x, z, out)
+
+    def delta(self, r: PerceptronResiduals, dy: Array) -> Array:
+        """BP4: ``delta = dL/dz = dy · f'(z)``."""
+        return get_activation(self.activation).delta(r.z, r.x, dy)  # BP4
+
+    def backward(self, params: Layer, r: PerceptronResiduals, dy: Array) -> tuple[Layer, Array]:
+        """``(Layer(dW, db), dx_prev)``: BP4, then BP5, BP6 and BP3."""
+        delta = self.delta(r, dy)  # BP4
+        return Layer(W=weight_grad(delta, r.x_prev), b=bias_grad(delta)), input_grad(delta, params.W)
+
+    def per_example_sq_norms(self, params: Layer, r: PerceptronResiduals, dy: Array) -> Array:
+        """``‖delta_i‖² (‖x_prev_i‖² + 1)`` per example, as :meth:`Dense.per_example_sq_norms`."""
+        delta = self.delta(r, dy)  # BP4
+        return weight_grad_sq_norms(delta, r.x_prev) + bias_grad_sq_norms(delta)

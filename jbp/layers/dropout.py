@@ -37,6 +37,9 @@ class Dropout:
 
     rate: float
 
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = True
+
     def __post_init__(self):
         rate = float(_validate.real("Dropout's rate", self.rate))
         if not 0 <= rate < 1:

@@ -54,6 +54,9 @@ class LayerNorm:
 
     epsilon: float = 1e-5
 
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = False
+
     def __post_init__(self):
         object.__setattr__(self, "epsilon", float(_validate.real("LayerNorm's epsilon", self.epsilon, positive=True, finite=True)))
 

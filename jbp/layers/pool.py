@@ -87,6 +87,9 @@ def unpatch(dP: Array, in_spatial: tuple, window: tuple, strides: tuple) -> Arra
 class _Pool:
     """What the pools share; each sets ``window`` and ``strides`` (tuples)."""
 
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = False
+
     def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[tuple, tuple]:
         """``((), output_shape)``: no parameters."""
         n = len(self.window)

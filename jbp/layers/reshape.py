@@ -22,6 +22,9 @@ class Flatten:
     back: ``dx[b, *p] = dy[b, ravel(p)]``. Residuals: the input's shape.
     """
 
+    #: Whether the forward pass draws from its key in training mode.
+    stochastic = False
+
     def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[tuple, tuple]:
         """``((), (prod(input_shape),))``."""
         _, shape, _ = args.init_args(self, key, input_shape, dtype, None, "the input's shape")

@@ -9,7 +9,7 @@ import jax
 
 from jbp import _validate
 from jbp._validate import describe
-from jbp.layers import args
+from jbp.layers import args, chain, per_example
 from jbp.layers.activation import as_layer
 
 Array = jax.Array
@@ -43,6 +43,11 @@ class Residual:
             raise ValueError("Residual's layers must hold at least one layer, got an empty sequence")
         object.__setattr__(self, "layers", tuple(as_layer(l, f"Residual's layers[{i}]") for i, l in enumerate(layers)))
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether an inner layer draws from its key (a layer that does not say is assumed to)."""
+        return any(getattr(layer, "stochastic", True) for layer in self.layers)
+
     def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[tuple, tuple]:
         """``(params, input_shape)``: each inner layer's init with its own key
         (``jax.random.split``); the block must give back the input's shape."""
@@ -60,17 +65,17 @@ class Residual:
         return tuple(params), input_shape
 
     def forward(self, params: tuple, x: Array, *, key: Optional[Array] = None, train: bool = False):
-        """``(x + block(x), residuals)``."""
-        h, residuals = x, []
-        for i, (layer, p) in enumerate(zip(self.layers, params)):
-            h, r = layer.forward(p, h, key=None if key is None else jax.random.fold_in(key, i), train=train)
-            residuals.append(r)
-        return x + h, tuple(residuals)
+        """``(x + block(x), residuals)``: the block by the one forward loop (:mod:`jbp.layers.chain`)."""
+        outputs, residuals = chain.forward(self.layers, params, x, key=key, train=train)
+        return x + outputs[-1], residuals
+
+    def per_example_sq_norms(self, params: tuple, residuals: tuple, dy: Array) -> Array:
+        """``‖dparams_i‖²`` per example, ``(B,)``: the inner layers' shares, each from the
+        ``dy`` it receives in the block's backward (:mod:`jbp.layers.per_example`)."""
+        _, _, dys = chain.backward(self.layers, params, residuals, dy)
+        return per_example.sq_norms(self.layers, params, residuals, dys, "Residual's layers")
 
     def backward(self, params: tuple, residuals: tuple, dy: Array) -> tuple[tuple, Array]:
-        """``(dparams, dy + dh_0)``: both paths summed."""
-        dh, dparams = dy, []
-        for layer, p, r in reversed(list(zip(self.layers, params, residuals))):
-            dp, dh = layer.backward(p, r, dh)
-            dparams.append(dp)
-        return tuple(reversed(dparams)), dy + dh
+        """``(dparams, dy + dh_0)``: both paths summed; the block by the one backward loop."""
+        dparams, dh, _ = chain.backward(self.layers, params, residuals, dy)
+        return dparams, dy + dh

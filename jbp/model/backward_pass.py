@@ -14,6 +14,10 @@ with the dense layer, in :mod:`jbp.layers.dense`; they are imported here, so
 ``jbp.model.backward_pass.input_grad`` (and ``weight_grad``, ``bias_grad``) still name
 them and this module's passes look them up here.
 
+Both are views of the one backward loop (:func:`jbp.layers.chain.backward`) over the
+seed's layers (:func:`jbp.model.forward_pass.seed_layers`), whose residuals are read off
+the :class:`Cache`: the deltas are what each dense layer receives.
+
 BP3's transport is a parameter: ``feedback`` replaces the matrices ``W^(2..L)`` that it
 multiplies by, and ``direct`` makes every hidden layer's BP3 take the output delta.
 That is how a learning rule other than backprop (:mod:`jbp.rules`) changes the
@@ -28,10 +32,12 @@ from typing import Optional, Sequence
 import jax
 
 from jbp import _validate
+from jbp.layers import chain
 from jbp.layers.dense import bias_grad, input_grad, weight_grad  # BP6, BP3, BP5
+from jbp.model import rules
 from jbp.model.activations import Activation, get_activation
-from jbp.model.forward_pass import Cache
-from jbp.model.params import Layer, Params
+from jbp.model.forward_pass import Cache, seed_layers, seed_params
+from jbp.model.params import Params
 
 Array = jax.Array
 
@@ -68,38 +74,25 @@ def deltas(
     return _deltas(params, cache, delta_out, activations, feedback, direct)
 
 
-def transport(delta: Array, W: Array, B: Optional[Array] = None, delta_out: Optional[Array] = None) -> Array:
-    """BP3 under a learning rule: ``dL/dx^(l-1)`` as the rule carries it down from layer ``l``.
-
-    ``delta @ W`` (backprop), ``delta @ B`` (``B`` in place of ``W``: feedback
-    alignment, sign symmetry), or ``delta_out @ B`` (direct: the output delta, as direct
-    feedback alignment sends it). The one place where a rule changes the backward pass,
-    for :class:`jbp.MLP` (:func:`deltas`) and :class:`jbp.Sequential`
-    (:func:`jbp.model.dense_stack.backward`) alike.
-
-    Args:
-      delta: ``delta^(l) = dL/dz^(l)``, ``(batch, n_l)``.
-      W: ``W^(l)``, ``(n_l, n_(l-1))``.
-      B: the matrix BP3 multiplies by in place of ``W`` (``None``: ``W``).
-      delta_out: the output layer's delta ``delta^(L)``, sent in place of ``delta``
-        (``B`` is then ``(n_L, n_(l-1))``); ``None`` sends ``delta``.
-
-    Returns:
-      ``dL/dx^(l-1)`` (under a rule other than backprop, the rule's stand-in for it),
-      ``(batch, n_(l-1))``.
-    """
-    return input_grad(delta if delta_out is None else delta_out, W if B is None else B)  # BP3
+def _chain(params, cache, delta_out, activations, feedback, direct):
+    """The one backward loop over the seed's layers below the output activation, from
+    ``delta_out``: ``(grads, dys)`` (a dense layer's ``dy`` is its delta)."""
+    layers = seed_layers(params, activations)[:-1]  # delta_out is dL/dz^(L): past the output's f
+    residuals = tuple(
+        r
+        for l, activation in enumerate(activations)
+        for r in (cache.xs[l], cache.xs[l + 1] if get_activation(activation).reads == "x" else cache.zs[l])
+    )[:-1]
+    rule = None if feedback is None else rules.Rule("dfa" if direct else "fa")
+    send = None if rule is None else rules.transport(
+        rule, layers, seed_params(params)[:-1], residuals, feedback, tuple(range(0, len(layers), 2)))
+    grads, _, dys = chain.backward(layers, seed_params(params)[:-1], residuals, delta_out, transport=send)
+    return grads[0::2], dys[0::2]
 
 
 def _deltas(params, cache, delta_out, activations, feedback=None, direct=False) -> tuple:
     """:func:`deltas` on arguments already checked."""
-    ds = [delta_out]
-    for l in range(len(params) - 1, 0, -1):
-        B = None if feedback is None else feedback[l - 1]
-        dL_dx = transport(ds[-1], params[l].W, B, delta_out if direct else None)  # BP3, through the rule's B
-        activation = get_activation(activations[l - 1])
-        ds.append(activation.delta(cache.zs[l - 1], cache.xs[l], dL_dx))  # BP4
-    return tuple(reversed(ds))
+    return _chain(params, cache, delta_out, activations, feedback, direct)[1]
 
 
 def _validate_transport(params, feedback, direct) -> Optional[tuple]:
@@ -166,9 +159,5 @@ def backward(
 
 
 def backward_unchecked(params, cache, delta_out, activations, feedback=None, direct=False) -> Params:
-    """:func:`backward` on arguments already checked (by it, or by :class:`jbp.MLP`)."""
-    ds = _deltas(params, cache, delta_out, activations, feedback, direct)
-    return tuple(
-        Layer(W=weight_grad(delta, x_prev), b=bias_grad(delta))  # BP5, BP6
-        for delta, x_prev in zip(ds, cache.xs)
-    )
+    """:func:`backward` on arguments already checked."""
+    return _chain(params, cache, delta_out, activations, feedback, direct)[0]

@@ -9,9 +9,8 @@ arrays) whose pure methods take the parameters pytree explicitly:
 - ``output_delta(cache, y) -> dL/dz^(L)``
 - ``loss_and_grad(params, x, y) -> (loss, grads)``: the hand-derived gradient.
 
-A network whose ``takes_key`` is true (a network of layers, which may hold dropout)
-also takes ``key=`` and ``train=`` in ``forward``, ``loss`` and ``loss_and_grad``;
-training passes ``train=True`` and a fresh key per step.
+``forward``, ``loss`` and ``loss_and_grad`` also take ``key=`` and ``train=`` (stochastic
+layers such as dropout); training passes ``train=True`` and a fresh key per step.
 
 It imports nothing from jbp, so the argument checks can recognise a network without an
 import cycle.
@@ -24,9 +23,6 @@ class Network:
     """Base class of jbp's networks (see the module docstring for the contract)."""
 
     __slots__ = ()
-
-    #: Whether ``forward``, ``loss`` and ``loss_and_grad`` take ``key=`` and ``train=``.
-    takes_key = False
 
 
 #: ``net.init_unchecked(key, dtype)`` as one compiled program for all the layers' draws

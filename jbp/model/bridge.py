@@ -3,8 +3,9 @@ differentiate, through the hand-derived backward pass.
 
 :func:`custom_vjp_loss` wraps ``net``'s loss in ``jax.custom_vjp``. Its forward rule is
 the forward pass (BP1, BP2) and the loss; its backward rule is jbp's backward pass
-(BP3-BP6) started from the output delta times the incoming cotangent, plus BP3 once more
-at the first layer for the gradient w.r.t. the inputs, ``dL/dx^(0) = delta^(1) @ W^(1)``.
+(BP3-BP6, the one loop of :mod:`jbp.layers.chain`) started from the output delta times
+the incoming cotangent, down to the first layer's ``dx``, the gradient w.r.t. the inputs
+(for an MLP ``dL/dx^(0) = delta^(1) @ W^(1)``, BP3 at the first layer).
 JAX's autodiff only chains this rule into the surrounding code; it never transposes the
 network's own operations. This is the one module besides :mod:`jbp.verify.grads` that uses
 JAX's differentiation API, and it does so only to register the hand-derived rule.
@@ -18,16 +19,12 @@ from typing import Callable
 import jax
 
 from jbp import _validate
-from jbp.model import backward_pass
-from jbp.model.forward_pass import forward
-from jbp.model.losses import get_loss
-from jbp.model.network import MLP
-from jbp.model.params import Layer, Params
+from jbp.model.params import Params
 
 Array = jax.Array
 
 
-def custom_vjp_loss(net: MLP) -> Callable[[Params, Array, Array], Array]:
+def custom_vjp_loss(net) -> Callable[[Params, Array, Array], Array]:
     """``f(params, x, y) -> loss`` whose reverse-mode derivative is the hand-derived one.
 
     JAX's reverse mode (``grad(f)``, ``value_and_grad``, ``vjp``) and anything built on it
@@ -38,9 +35,9 @@ def custom_vjp_loss(net: MLP) -> Callable[[Params, Array, Array], Array]:
     differentiated code). Forward mode (JAX's ``jvp``, ``jacfwd``) is not defined for a
     ``custom_vjp`` function and raises JAX's ``TypeError``; use ``jacrev``.
 
-    For a :class:`jbp.Sequential` the backward rule is the chain of its layers'
-    backward methods from the output delta (evaluation mode: dropout off), and the
-    gradient w.r.t. ``x`` is the first layer's ``dx``.
+    The backward rule is the chain of the layers' backward methods from the output
+    delta (evaluation mode: dropout off), and the gradient w.r.t. ``x`` is the first
+    layer's ``dx``.
 
     Args:
       net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`).
@@ -49,82 +46,41 @@ def custom_vjp_loss(net: MLP) -> Callable[[Params, Array, Array], Array]:
       ``f(params, x, y)``: the scalar loss, as :meth:`jbp.MLP.loss`.
     """
     _validate.network(net)
-    loss = _loss if isinstance(net, MLP) else _layers_loss
 
     def f(params: Params, x: Array, y: Array) -> Array:
         x, y = _validate.inputs_and_targets(net, params, x, y)
-        return loss(net, tuple(params), x, y)
+        return _loss(net, tuple(params), x, y)
 
     return f
 
 
-def _loss_and_cache(net, params, x, y):
-    _, cache = forward(params, x, net.activations)  # BP1, BP2
-    return get_loss(net.loss_name).value(cache.zs[-1], cache.xs[-1], y), cache
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _loss(net, params, x, y):
-    return _loss_and_cache(net, params, x, y)[0]
-
-
-def _loss_fwd(net, params, x, y):
+def _no_targets_gradient(y) -> None:
     # With symbolic_zeros, each argument arrives wrapped, saying whether it is perturbed.
     if y.perturbed:
         raise ValueError(
             "custom_vjp_loss differentiates the loss w.r.t. params and x, not the targets y; "
             "pass y as a constant (jax.lax.stop_gradient(y) if it comes from differentiated code)"
         )
-    params, x, y = jax.tree.map(lambda a: a.value, (params, x, y))
-    loss, cache = _loss_and_cache(net, params, x, y)
-    return loss, (params, cache, y)
-
-
-def _loss_bwd(net, residuals, g):
-    params, cache, y = residuals
-    # The chain rule starts at the output delta, scaled by the cotangent of the loss.
-    delta_out = g * net.output_delta(cache, y)
-    ds = backward_pass.deltas(params, cache, delta_out, net.activations)  # BP3, BP4
-    grads = tuple(
-        Layer(W=backward_pass.weight_grad(delta, x_prev), b=backward_pass.bias_grad(delta))  # BP5, BP6
-        for delta, x_prev in zip(ds, cache.xs)
-    )
-    dx = backward_pass.input_grad(ds[0], params[0].W)  # BP3 at the first layer: dL/dx^(0)
-    return grads, dx, None
-
-
-_loss.defvjp(_loss_fwd, _loss_bwd, symbolic_zeros=True)
-
-
-# --- A network of layers (jbp.Sequential). ----------------------------------------------
-
-
-def _no_targets_gradient(y) -> None:
-    if y.perturbed:
-        raise ValueError(
-            "custom_vjp_loss differentiates the loss w.r.t. params and x, not the targets y; "
-            "pass y as a constant (jax.lax.stop_gradient(y) if it comes from differentiated code)"
-        )
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _layers_loss(net, params, x, y):
-    _, cache = net.forward_unchecked(params, x)
+def _loss(net, params, x, y):
+    _, cache = net.forward_unchecked(params, x)  # BP1, BP2
     return net.loss_value(cache, y)
 
 
-def _layers_loss_fwd(net, params, x, y):
+def _loss_fwd(net, params, x, y):
     _no_targets_gradient(y)
     params, x, y = jax.tree.map(lambda a: a.value, (params, x, y))
     _, cache = net.forward_unchecked(params, x)
     return net.loss_value(cache, y), (params, cache, y)
 
 
-def _layers_loss_bwd(net, residuals, g):
+def _loss_bwd(net, residuals, g):
     params, cache, y = residuals
     # The chain rule starts at the output delta, scaled by the cotangent of the loss.
-    grads, dx = net.backward_unchecked(params, cache, g * net.output_delta_unchecked(cache, y))
+    grads, dx = net.backward_unchecked(params, cache, g * net.output_delta_unchecked(cache, y))  # BP3-BP6
     return grads, dx, None
 
 
-_layers_loss.defvjp(_layers_loss_fwd, _layers_loss_bwd, symbolic_zeros=True)
+_loss.defvjp(_loss_fwd, _loss_bwd, symbolic_zeros=True)

@@ -1,8 +1,12 @@
-"""The network description :class:`MLP` and its pure methods.
+"""The multi-layer perceptron :class:`MLP`: a :class:`jbp.Sequential` of the seed's layers.
 
-An ``MLP`` holds no arrays: it is a frozen, hashable description (sizes, activation
-names, loss name, init scheme) that ``jax.jit`` treats as static. Parameters are a
-separate pytree made by :meth:`MLP.init` and passed to every method.
+An ``MLP`` is a network of layers like any other, built here: hidden layer ``l`` is a
+:class:`jbp.layers.Perceptron` (``z = W x + b`` and ``x = f(z)``, BP1 and BP2; its
+backward BP4, BP5, BP6 and BP3), the output layer a :class:`jbp.layers.Dense` whose
+activation is the network's output head. Every capability runs on it through the one
+loop of :mod:`jbp.layers.chain`. What is the MLP's own is only its description
+(``sizes``, ``activations``), the seed's draw of the initial weights, and the seed's
+view of the forward cache, :class:`jbp.Cache` (``zs``, ``xs``), in its public methods.
 """
 
 from __future__ import annotations
@@ -14,19 +18,19 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
-from jbp.model.activations import HIDDEN_ACTIVATIONS, get_activation
-from jbp.model.backward_pass import backward_unchecked
-from jbp.model.base import Network, init_compiled
-from jbp.model.forward_pass import Cache, forward_unchecked
-from jbp.model.initializers import INITIALIZERS, init_weight
-from jbp.model.losses import get_loss, output_head
-from jbp.model.params import Layer, Params
+from jbp.layers.dense import Dense, Perceptron, PerceptronResiduals
+from jbp.model.activations import HIDDEN_ACTIVATIONS
+from jbp.model.forward_pass import Cache
+from jbp.model.initializers import INITIALIZERS
+from jbp.model.losses import output_head
+from jbp.model.params import Params
+from jbp.model.sequential import Sequential, SequentialCache
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class MLP(Network):
+class MLP(Sequential):
     """A multi-layer perceptron trained by hand-derived backpropagation.
 
     Example::
@@ -54,9 +58,6 @@ class MLP(Network):
 
     sizes: tuple
     hidden_activations: tuple
-    output_activation: str
-    loss_name: str
-    init_name: str
 
     def __init__(
         self,
@@ -85,92 +86,90 @@ class MLP(Network):
             )
         output_activation = output_head(loss, output_activation, sizes[-1], "sizes[-1]")
         _validate.name("init", init, tuple(INITIALIZERS))
+        layers = tuple(Perceptron(n, a, init) for n, a in zip(sizes[1:-1], hidden)) + (Dense(sizes[-1], init),)
+        super().__init__((sizes[0],), layers, loss, output_activation, init)
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "hidden_activations", hidden)
-        object.__setattr__(self, "output_activation", output_activation)
-        object.__setattr__(self, "loss_name", loss)
-        object.__setattr__(self, "init_name", init)
+
+    def __repr__(self) -> str:
+        return (f"MLP(sizes={self.sizes}, hidden_activations={self.hidden_activations}, "
+                f"output_activation={self.output_activation!r}, loss_name={self.loss_name!r}, "
+                f"init_name={self.init_name!r})")
 
     @property
     def activations(self) -> tuple:
         """One activation name per layer, the output layer's last."""
         return self.hidden_activations + (self.output_activation,)
 
-    @property
-    def n_layers(self) -> int:
-        return len(self.sizes) - 1
-
-    def init(self, key: Array, dtype=None) -> Params:
-        """Draws parameters: ``W^(l)`` by the init scheme, ``b^(l) = 0``.
-
-        Args:
-          key: a PRNG key (``jax.random.key``).
-          dtype: floating dtype; default float32, or float64 when x64 is enabled.
-
-        Returns:
-          A tuple of :class:`jbp.Layer`, ``W`` ``(n_out, n_in)`` and ``b`` ``(n_out,)``.
-        """
-        _validate.prng_key("key", key)
-        return init_compiled(self, key, _validate.float_dtype("dtype", dtype))
+    #: How errors name the output's width.
+    output_name = "sizes[-1]"
 
     def init_unchecked(self, key: Array, dtype) -> Params:
+        """The seed's draw: layer ``l``'s ``W`` from the ``l``-th of ``split(key, L)``, ``b = 0``."""
         keys = jax.random.split(key, self.n_layers)
-        return tuple(
-            Layer(
-                W=init_weight(self.init_name, k, n_in, n_out, dtype),
-                b=jnp.zeros((n_out,), dtype),
-            )
-            for k, n_in, n_out in zip(keys, self.sizes[:-1], self.sizes[1:])
-        )
+        return tuple(layer.init(k, (n_in,), dtype)[0] for layer, k, n_in in zip(self.layers, keys, self.sizes))
 
-    def forward(self, params: Params, x: Array) -> tuple[Array, Cache]:
+    # --- The seed's view of the forward cache, jbp.Cache. ------------------------------
+
+    def cache_view(self, cache: SequentialCache) -> Cache:
+        """The :class:`jbp.Cache` (``zs``, ``xs``) of a forward pass's cache."""
+        hidden = cache.residuals[:-1]
+        x = hidden[0].x_prev if hidden else cache.residuals[0]  # the input x^(0)
+        return Cache(tuple(r.z for r in hidden) + (cache.z,), (x,) + tuple(r.x for r in hidden) + (cache.out,))
+
+    def layers_cache(self, cache: Cache) -> SequentialCache:
+        """The layers' cache of a :class:`jbp.Cache`: each layer's residuals from it."""
+        zs, xs = cache.zs, cache.xs
+        hidden = tuple(PerceptronResiduals(xs[l], zs[l], xs[l + 1]) for l in range(self.n_layers - 1))
+        return SequentialCache(hidden + (xs[-2],), zs[-1], xs[-1])
+
+    def forward(self, params: Params, x: Array, *, key: Optional[Array] = None,
+                train: bool = False) -> tuple[Array, Cache]:
         """The forward pass (BP1, BP2): ``(output, cache)``; see :func:`jbp.forward`."""
-        x = _validate.inputs(self, params, x)
-        return forward_unchecked(params, x, self.activations)
+        out, cache = super().forward(params, x, key=key, train=train)
+        return out, self.cache_view(cache)
 
-    def predict(self, params: Params, x: Array) -> Array:
-        """The network's output after the output activation, ``(batch, n_L)``."""
-        return self.forward(params, x)[0]
-
-    def loss(self, params: Params, x: Array, y: Array) -> Array:
-        """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`)."""
-        x, y = _validate.inputs_and_targets(self, params, x, y)
-        _, cache = forward_unchecked(params, x, self.activations)
-        return get_loss(self.loss_name).value(cache.zs[-1], cache.xs[-1], y)
+    def backward(self, params: Params, cache: Cache, delta_out: Array) -> tuple:
+        """The backward pass from ``delta_out = dL/dz^(L)``: ``(grads, dL/dx^(0))``; see
+        :meth:`jbp.Sequential.backward`. ``cache`` is :meth:`forward`'s :class:`jbp.Cache`."""
+        _validate.params(self, params)
+        cache = _validate.mlp_cache(self, cache)
+        _validate.same_tree("delta_out", delta_out, "cache.zs[-1]", cache.zs[-1])
+        return self.backward_unchecked(params, self.layers_cache(cache), delta_out)
 
     def output_delta(self, cache: Cache, y: Array) -> Array:
         """``dL/dz^(L)``, the output layer's delta that starts the backward pass."""
-        return self._output_delta(*_validate.cache_and_targets(self, cache, y))
+        cache, y = _validate.cache_and_targets(self, cache, y)
+        return self.output_delta_unchecked(SequentialCache((), cache.zs[-1], cache.xs[-1]), y)
 
-    def _output_delta(self, cache: Cache, y: Array) -> Array:
-        return get_loss(self.loss_name).delta(
-            get_activation(self.output_activation), cache.zs[-1], cache.xs[-1], y
-        )
+    # --- The MLP's own argument checks, in the seed's names. ---------------------------
 
-    def loss_and_grad(self, params: Params, x: Array, y: Array) -> tuple[Array, Params]:
-        """The loss and its hand-derived gradient (no autodiff).
+    def leaf_names(self, params) -> tuple:
+        """The checkpoint's name of each leaf: ``params/{l}/W``, ``params/{l}/b``."""
+        return tuple(f"params/{l}/{leaf}" for l in range(self.n_layers) for leaf in ("W", "b"))
 
-        Returns:
-          ``(loss, grads)``; ``grads`` has exactly the structure, shapes and dtypes of
-          ``params``.
-        """
-        x, y = _validate.inputs_and_targets(self, params, x, y)
-        _, cache = forward_unchecked(params, x, self.activations)
-        loss = get_loss(self.loss_name).value(cache.zs[-1], cache.xs[-1], y)
-        grads = backward_unchecked(params, cache, self._output_delta(cache, y), self.activations)
-        return loss, grads
+    def description(self, layer_description=None) -> dict:
+        """The JSON-ready description a checkpoint keeps: the MLP's constructor arguments."""
+        return {
+            "sizes": list(self.sizes),
+            "activation": list(self.hidden_activations),
+            "output_activation": self.output_activation,
+            "loss": self.loss_name,
+            "init": self.init_name,
+        }
 
-    def accuracy(self, params: Params, x: Array, y: Array) -> Array:
-        """Fraction of correct predictions, for classification losses.
+    def check_key(self, key) -> None:
+        """An MLP has no stochastic layers: it takes no key."""
+        if key is not None:
+            raise ValueError(
+                "key is for networks with stochastic layers (jbp.Sequential); "
+                "MLP takes none, leave key=None"
+            )
 
-        ``cross_entropy``: argmax of the output vs the label (or the one-hot row's
-        argmax). ``binary_cross_entropy``: output > 0.5 vs target > 0.5.
-        """
-        if self.loss_name == "mse":
-            raise ValueError("accuracy needs a classification loss, but this network's loss is 'mse'")
-        x, y = _validate.inputs_and_targets(self, params, x, y)
-        p = forward_unchecked(params, x, self.activations)[0]
-        if self.loss_name == "cross_entropy":
-            labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
-            return jnp.mean(jnp.argmax(p, axis=-1) == labels)
-        return jnp.mean((p > 0.5) == (y > 0.5))
+    def check_params(self, value) -> object:
+        """Checks a tuple of :class:`jbp.Layer` of the sizes' shapes; returns its dtype."""
+        return _validate.mlp_params(self, value)
+
+    def check_input_shape(self, x: Array) -> None:
+        """Checks ``x`` ``(batch, sizes[0])``."""
+        _validate.mlp_input_shape(self, x)

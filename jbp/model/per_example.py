@@ -6,21 +6,16 @@ them over the rows instead gives every example's own gradient. The output delta 
 mean loss carries a ``1/B``; scaling it by ``B`` makes row ``i`` the delta of example
 ``i``'s own loss, so the mean of the per-example gradients is the batch gradient.
 
-This direct batched form and ``jax.vmap`` of the whole backward pass over single
-examples compile to the same matrix products; ``scripts/bench_per_example.py`` times
-both and finds them equally fast on CPU, within the noise of the measurement. The
-batched form is used: its compiled program has fewer operations (no layout copies).
-
-For a :class:`jbp.Sequential`, whose layers may sum over more than the batch
-(convolutions over positions too), :func:`per_example_grads` runs the hand-derived
-``loss_and_grad`` on each example alone, under ``jax.vmap`` (evaluation mode: dropout
-off).
+As layers may sum over more than the batch (convolutions over positions too),
+:func:`per_example_grads` runs the hand-derived ``loss_and_grad`` on each example alone,
+under ``jax.vmap`` (evaluation mode: dropout off).
 
 The norms and the clipped sum never form the per-example gradients:
 :func:`per_example_norms` takes them from each layer's input and delta (BP5 and BP6 per
-example: :func:`weight_grad_sq_norms`, :func:`bias_grad_sq_norms`; for a network of
-layers each layer's rule in :mod:`jbp.model.per_example_layers`), and
-:func:`clipped_grad` is BP5 and BP6 again on the deltas rescaled by the clip factors.
+example: :func:`jbp.layers.dense.weight_grad_sq_norms`,
+:func:`jbp.layers.dense.bias_grad_sq_norms` for dense layers; each layer's rule in
+:mod:`jbp.layers.per_example`), and :func:`clipped_grad` is BP5 and BP6 again on the
+deltas rescaled by the clip factors.
 """
 
 from __future__ import annotations
@@ -30,23 +25,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
-from jbp.layers.dense import bias_grad_sq_norms, weight_grad_sq_norms  # BP5, BP6 per example, squared
-from jbp.model import backward_pass, per_example_layers
-from jbp.model.forward_pass import forward
+from jbp.layers import chain, per_example as layers_per_example
 from jbp.model.losses import get_loss
-from jbp.model.network import MLP
-from jbp.model.params import Layer, Params
+from jbp.model.params import Params
 
 Array = jax.Array
 
 
-def per_example_grads(net: MLP, params: Params, x: Array, y: Array) -> Params:
+def per_example_grads(net, params: Params, x: Array, y: Array) -> Params:
     """Each example's gradient of its own loss, by the hand-derived backward pass.
 
     Args:
       net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`).
       params: its parameters.
-      x: inputs ``(B, sizes[0])`` (``(B, *input_shape)`` for a Sequential).
+      x: inputs ``(B, *input_shape)`` (``(B, sizes[0])`` for an MLP).
       y: targets for ``net``'s loss, one row per example.
 
     Returns:
@@ -57,18 +49,8 @@ def per_example_grads(net: MLP, params: Params, x: Array, y: Array) -> Params:
     """
     _validate.network(net)
     x, y = _validate.inputs_and_targets(net, params, x, y)
-    if not isinstance(net, MLP):  # a network of layers: each example's own backward pass
-        one = lambda xi, yi: net.loss_and_grad_unchecked(params, xi[None], yi[None])[1]
-        return jax.vmap(one)(x, y)
-    cache, ds = _example_deltas(net, params, x, y)  # BP1-BP4, row by row
-    one_row_each = lambda a: a[:, None, :]  # (B, n) -> (B, 1, n): a batch of one per example
-    return tuple(
-        Layer(
-            W=jax.vmap(backward_pass.weight_grad)(one_row_each(delta), one_row_each(x_prev)),  # BP5
-            b=jax.vmap(backward_pass.bias_grad)(one_row_each(delta)),  # BP6
-        )
-        for delta, x_prev in zip(ds, cache.xs)
-    )
+    one = lambda xi, yi: net.loss_and_grad_unchecked(params, xi[None], yi[None])[1]  # each example's own pass
+    return jax.vmap(one)(x, y)
 
 
 def clip_factors(norms: Array, clip_norm) -> Array:
@@ -85,55 +67,28 @@ def clip_factors(norms: Array, clip_norm) -> Array:
     return jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > clip_norm, norms, 1), 1)
 
 
-def _example_deltas(net: MLP, params: Params, x: Array, y: Array):
-    """The cache and every layer's deltas of each example's own loss (row ``i`` is
-    ``dL_i/dz``): BP1-BP4 once for the batch, the output delta scaled by ``B``."""
-    _, cache = forward(params, x, net.activations)  # BP1, BP2
-    # The mean loss's output delta has a 1/B; times B, row i is example i's own delta.
-    delta_out = x.shape[0] * net.output_delta(cache, y)
-    return cache, backward_pass.deltas(params, cache, delta_out, net.activations)  # BP3, BP4
-
-
-def _sq_norms(ds: tuple, xs: tuple) -> Array:
-    """``‖g_i‖²`` of the whole gradient: the sum over layers of BP5's and BP6's norms."""
-    return sum(
-        weight_grad_sq_norms(delta, x_prev) + bias_grad_sq_norms(delta)
-        for delta, x_prev in zip(ds, xs)
-    )
-
-
 def _norms_and_deltas(net, params, x, y, key=None, train=False):
     """``(‖g_i‖² (B,), z^(L), x^(L), clipped)``: one forward and one backward pass of
     each example's own loss; ``clipped(c)`` is ``Σ_i c_i g_i`` from what they kept."""
-    if isinstance(net, MLP):
-        cache, ds = _example_deltas(net, params, x, y)
-        clipped = lambda c: tuple(
-            Layer(
-                W=backward_pass.weight_grad(c[:, None] * delta, x_prev),  # BP5: (c ⊙ delta)ᵀ x
-                b=backward_pass.bias_grad(c[:, None] * delta),  # BP6: Σ_i c_i delta_i
-            )
-            for delta, x_prev in zip(ds, cache.xs)
-        )
-        return _sq_norms(ds, cache.xs), cache.zs[-1], cache.xs[-1], clipped
-    sq, cache, dys = per_example_layers.example_deltas(net, params, x, y, key, train)
-    return sq, cache.z, cache.out, lambda c: per_example_layers.clipped_grads(net, params, cache, dys, c)
+    _, cache = net.forward_unchecked(params, x, key, train)
+    # The mean loss's output delta has a 1/B; times B, row i is example i's own delta.
+    delta_out = x.shape[0] * net.output_delta_unchecked(cache, y)
+    _, _, dys = chain.backward(net.layers, params, cache.residuals, delta_out)  # the one backward loop
+    sq = layers_per_example.sq_norms(net.layers, params, cache.residuals, dys)
+    return sq, cache.z, cache.out, lambda c: layers_per_example.clipped(net.layers, params, cache.residuals, dys, c)
 
 
 def per_example_norms(net, params: Params, x: Array, y: Array) -> Array:
     """The norm of each example's whole gradient, from the deltas, without forming it.
 
-    For a :class:`jbp.MLP`, ``‖g_i‖ = sqrt(Σ_l ‖delta_i^(l)‖² (‖x_i^(l-1)‖² + 1))``,
-    ``g_i`` being the gradient of example ``i``'s own loss over every layer's ``W`` and
-    ``b`` (as in :func:`per_example_grads`). One forward and one backward pass (BP1-BP4),
-    then :func:`weight_grad_sq_norms` and :func:`bias_grad_sq_norms` per layer: no
-    ``(B, n_out, n_in)`` array is ever made.
-
-    For a :class:`jbp.Sequential` (evaluation mode: dropout off), one forward and one
-    backward pass too, and each layer's share from its input and output delta: the
-    outer-product identity for ``Dense``, the ghost norm or a direct per-example BP5
-    for convolutions (whichever takes fewer flops), exact per-example ``dγ``, ``dβ``
-    for ``LayerNorm``, a layer's own ``per_example_sq_norms`` method, else ``jax.vmap``
-    of that layer's backward over the batch (see :mod:`jbp.model.per_example_layers`).
+    One forward and one backward pass (evaluation mode: dropout off), and each layer's
+    share from its input and output delta: for the seed's dense layers
+    ``‖delta_i^(l)‖² (‖x_i^(l-1)‖² + 1)`` (BP5 and BP6 per example, so
+    ``‖g_i‖ = sqrt(Σ_l ‖delta_i^(l)‖² (‖x_i^(l-1)‖² + 1))`` for an MLP: no
+    ``(B, n_out, n_in)`` array is ever made), the ghost norm or a direct per-example BP5
+    for convolutions (whichever takes fewer flops), exact per-example ``dγ``, ``dβ`` for
+    ``LayerNorm``, a layer's own ``per_example_sq_norms`` method, else ``jax.vmap`` of
+    that layer's backward over the batch (see :mod:`jbp.layers.per_example`).
 
     Args:
       net: the network (:class:`jbp.MLP` or :class:`jbp.Sequential`).

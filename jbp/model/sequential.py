@@ -16,14 +16,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jbp import _validate
 from jbp.model.activations import get_activation
-from jbp.layers import as_layer
+from jbp.layers import as_layer, chain
 from jbp.model.base import Network, init_compiled
 from jbp.model.initializers import INITIALIZERS
 from jbp.model.losses import get_loss, output_head
@@ -38,11 +38,14 @@ class SequentialCache(NamedTuple):
       residuals: one entry per layer, what its ``forward`` returned for its ``backward``.
       z: the output layer's pre-activations ``z^(L)``, ``(batch, n_L)`` (the last layer's output).
       out: the network's output ``x^(L) = f(z^(L))``, ``(batch, n_L)``.
+      outputs: every layer's output, one entry per layer (what the monitor reads; under
+        ``jit`` what nothing reads costs nothing).
     """
 
     residuals: tuple
     z: Array
     out: Array
+    outputs: tuple = ()
 
 
 def _with_init(layer, init: Optional[str]):
@@ -110,8 +113,8 @@ class Sequential(Network):
     init_name: Optional[str]
     output_shapes: tuple = dataclasses.field(repr=False, compare=False)
 
-    #: The methods take ``key=`` and ``train=`` (stochastic layers such as dropout).
-    takes_key = True
+    #: How errors name the output's width.
+    output_name = "output_shape"
 
     def __init__(
         self,
@@ -163,15 +166,20 @@ class Sequential(Network):
     def n_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether a layer draws from its key in training mode (dropout): training then
+        passes a fresh key per step. A layer that does not say (no ``stochastic``
+        attribute) is assumed to."""
+        return any(getattr(layer, "stochastic", True) for layer in self.layers)
+
     def param_shapes(self, dtype) -> tuple:
         """``jax.ShapeDtypeStruct`` s of ``init(key, dtype)``, one entry per layer."""
         return _param_shapes(self, jax.dtypes.canonicalize_dtype(dtype))
 
     def layer_keys(self, key: Optional[Array]) -> tuple:
         """The key each layer's forward gets: ``fold_in(key, i)`` for layer ``i``."""
-        if key is None:
-            return (None,) * self.n_layers
-        return tuple(jax.random.fold_in(key, i) for i in range(self.n_layers))
+        return chain.layer_keys(key, self.n_layers)
 
     def init(self, key: Array, dtype=None) -> tuple:
         """Draws parameters, layer by layer (each layer's ``init``).
@@ -196,20 +204,14 @@ class Sequential(Network):
     # --- The forward and backward pass, on checked arguments. -------------------------
 
     def forward_unchecked(self, params, x, key=None, train=False) -> tuple[Array, SequentialCache]:
-        residuals, h = [], x
-        for layer, p, k in zip(self.layers, params, self.layer_keys(key), strict=True):
-            h, r = layer.forward(p, h, key=k, train=train)
-            residuals.append(r)
-        out = get_activation(self.output_activation).f(h)  # BP2 at the output layer
-        return out, SequentialCache(tuple(residuals), h, out)
+        outputs, residuals = chain.forward(self.layers, params, x, key=key, train=train)
+        out = get_activation(self.output_activation).f(outputs[-1])  # BP2 at the output layer
+        return out, SequentialCache(residuals, outputs[-1], out, outputs)
 
     def backward_unchecked(self, params, cache: SequentialCache, delta_out: Array) -> tuple:
         """The chain rule from ``delta_out = dL/dz^(L)`` down: ``(grads, dL/dx^(0))``."""
-        grads, dy = [], delta_out
-        for layer, p, r in reversed(tuple(zip(self.layers, params, cache.residuals, strict=True))):
-            dp, dy = layer.backward(p, r, dy)  # this layer's BP3-BP6
-            grads.append(dp)
-        return tuple(reversed(grads)), dy
+        grads, dx, _ = chain.backward(self.layers, params, cache.residuals, delta_out)
+        return grads, dx
 
     def output_delta_unchecked(self, cache: SequentialCache, y: Array) -> Array:
         return get_loss(self.loss_name).delta(
@@ -221,13 +223,41 @@ class Sequential(Network):
 
     # --- The public methods, checked at the boundary. ---------------------------------
 
+    def leaf_names(self, params) -> tuple:
+        """The checkpoint's name of each leaf of ``params``, in ``jax.tree.leaves`` order."""
+        return tuple(f"params/leaf/{i}" for i in range(len(jax.tree.leaves(params))))
+
+    def description(self, layer_description: Callable[[Any], dict]) -> dict:
+        """The JSON-ready description a checkpoint keeps (:mod:`jbp.training.description`),
+        each layer written by ``layer_description``."""
+        return {
+            "kind": "Sequential",
+            "input_shape": list(self.input_shape),
+            "layers": [layer_description(layer) for layer in self.layers],
+            "loss": self.loss_name,
+            "output_activation": self.output_activation,
+            "init": self.init_name,
+        }
+
+    def check_key(self, key) -> None:
+        """Checks a PRNG key for the stochastic layers (``None``: evaluation mode)."""
+        if key is not None:
+            _validate.prng_key("key", key)
+
+    def check_params(self, value) -> object:
+        """Checks that ``value`` has ``init``'s structure, shapes and dtype; returns the dtype."""
+        return _validate.layer_params(self, value)
+
+    def check_input_shape(self, x: Array) -> None:
+        """Checks ``x`` ``(batch, *input_shape)``."""
+        _validate.input_shape(self, x)
+
     def _checked(self, params, x, y=None, key=None, train=False):
         if y is None:
             x = _validate.inputs(self, params, x)
         else:
             x, y = _validate.inputs_and_targets(self, params, x, y)
-        if key is not None:
-            _validate.prng_key("key", key)
+        self.check_key(key)
         _validate.flag("train", train)
         return x, y
 

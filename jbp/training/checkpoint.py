@@ -25,7 +25,6 @@ import numpy as np
 
 from jbp import _validate
 from jbp.model.base import Network
-from jbp.model.network import MLP
 from jbp.training import description
 from jbp.model.params import Layer, Params
 
@@ -109,13 +108,9 @@ def save_checkpoint(
     def put(name, a):
         arrays[name], decode[name] = _encode(name, a)
 
-    if isinstance(net, MLP):
-        for l, layer in enumerate(params):
-            put(f"params/{l}/W", layer.W)
-            put(f"params/{l}/b", layer.b)
-    else:  # a network of layers: its leaves in order; the structure comes from the network
-        for i, a in enumerate(jax.tree.leaves(params)):
-            put(f"params/leaf/{i}", a)
+    # the leaves in order, named by the network; the structure comes from the network
+    for name, a in zip(net.leaf_names(params), jax.tree.leaves(params), strict=True):
+        put(name, a)
     opt_leaves = jax.tree.leaves(opt_state)
     for i, a in enumerate(opt_leaves):
         put(f"opt_state/{i}", a)
@@ -242,15 +237,9 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
         decode = meta["decode"]
         get = lambda name: _decode(arrays[name], decode.get(name, {}))
         net = description.rebuild(meta["net"], net)
-        if isinstance(net, MLP):
-            params = tuple(
-                Layer(W=get(f"params/{l}/W"), b=get(f"params/{l}/b")) for l in range(net.n_layers)
-            )
-        else:
-            leaves = [get(name) for name in sorted(
-                (n for n in arrays if n.startswith("params/leaf/")), key=lambda n: int(n.split("/")[-1]))]
-            dtype = leaves[0].dtype if leaves else np.dtype(np.float32)
-            params = jax.tree.unflatten(jax.tree.structure(net.param_shapes(dtype)), leaves)
+        structure = jax.tree.structure(net.param_shapes(np.float32))
+        leaves = [get(name) for name in net.leaf_names(jax.tree.unflatten(structure, range(structure.num_leaves)))]
+        params = jax.tree.unflatten(structure, leaves)
         opt_leaves = [get(f"opt_state/{i}") for i in range(meta["n_opt_state"])]
         feedback = tuple(get(f"feedback/{i}") for i in range(meta.get("n_feedback", 0)))
         _validate.params(net, params)  # the arrays must fit the network saved with them

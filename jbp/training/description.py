@@ -66,23 +66,8 @@ def layer_description(layer: Any) -> dict:
 
 
 def describe(net: Network) -> dict:
-    """The JSON-ready description of ``net``."""
-    if isinstance(net, MLP):
-        return {
-            "sizes": list(net.sizes),
-            "activation": list(net.hidden_activations),
-            "output_activation": net.output_activation,
-            "loss": net.loss_name,
-            "init": net.init_name,
-        }
-    return {
-        "kind": "Sequential",
-        "input_shape": list(net.input_shape),
-        "layers": [layer_description(layer) for layer in net.layers],
-        "loss": net.loss_name,
-        "output_activation": net.output_activation,
-        "init": net.init_name,
-    }
+    """The JSON-ready description of ``net`` (its ``description``, layers by :func:`layer_description`)."""
+    return net.description(layer_description)
 
 
 def _tuples(value: Any) -> Any:

@@ -41,7 +41,8 @@ from jax.sharding import PartitionSpec as P
 from jbp.model.base import Network
 from jbp.model.params import Params
 from jbp.training import parallel, stochastic
-from jbp.training.update import train_step
+from jbp.model import rules
+from jbp.training.update import step as one_step
 
 Array = jax.Array
 
@@ -250,8 +251,9 @@ def _epoch(net, optimizer, loss_and_grad, params, opt_state, xs, ys, key, epoch)
         params, opt_state = carry
         x, y, i = batch
         # a fresh key per step for stochastic layers, from (key, epoch, step), as in fit
-        k = stochastic.step_key(key, epoch, i) if net.takes_key and key is not None else None
-        params, opt_state, loss = train_step(net, optimizer, params, opt_state, x, y, loss_and_grad, key=k)
+        k = None if key is None else stochastic.step_key(key, epoch, i)
+        params, opt_state, loss, _ = one_step(net, optimizer, rules.backprop(), params, opt_state, (), x, y, k,
+                                              loss_and_grad=loss_and_grad)
         return (params, opt_state), loss
 
     steps = jnp.arange(xs.shape[0])

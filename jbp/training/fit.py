@@ -19,10 +19,11 @@ import optax
 from jbp import _validate
 from jbp.training import distributed, early_stopping, parallel, privacy as dp, stochastic
 from jbp.model.base import Network
+from jbp.model import rules
 from jbp.model.rules import Rule
 from jbp.training import monitor as monitoring
 from jbp.model.params import Params
-from jbp.training.update import train_step
+from jbp.training.update import step as one_step
 
 Array = jax.Array
 
@@ -183,8 +184,8 @@ def fit(
         dp.fit_args(privacy, net, params, x, y, batch_size, key, tol, loss_and_grad, mesh)
     validation, patience, best = early_stopping.check_args(net, params, validation, patience, best, start_epoch)
     rule, feedback, monitor = monitoring.fit_args(net, params, rule, feedback, monitor, loss_and_grad, mesh)
-    if privacy is not None and (monitor or not rule.is_backprop):
-        raise ValueError(f"privacy cannot be combined with {'monitor=True' if monitor else f'rule {rule.name!r}'}; "
+    if privacy is not None and (monitor or not rules.is_backprop(rule)):
+        raise ValueError(f"privacy cannot be combined with {'monitor=True' if monitor else f'rule {rules.rule_name(rule)!r}'}; "
                          "DP-SGD clips backprop's per-example gradients")
     if opt_state is None:
         opt_state = optimizer.init(params)
@@ -217,16 +218,12 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
     steps = n // batch_size
 
     def step(carry, batch, epoch, i, last=False):
-        params, opt_state, sums = carry
+        params, opt_state, watch = carry
         # a fresh key per step for stochastic layers, from (key, epoch, step) alone
-        k = stochastic.step_key(key, epoch, i) if net.takes_key and key is not None else None
-        if monitor:  # the same step, adding its per-layer statistics to the epoch's (the last: all)
-            params, opt_state, loss, sums = monitoring.train_step(
-                net, optimizer, rule, params, opt_state, feedback, *batch, sums, key=k, last=last)
-        else:
-            params, opt_state, loss = train_step(net, optimizer, params, opt_state, *batch, loss_and_grad,
-                                                 key=k, rule=rule, feedback=feedback)
-        return (params, opt_state, sums), loss
+        k = None if key is None else stochastic.step_key(key, epoch, i)
+        params, opt_state, loss, watch = one_step(net, optimizer, rule, params, opt_state, feedback, *batch, k,
+                                                  loss_and_grad=loss_and_grad, watch=watch, last=last)
+        return (params, opt_state, watch), loss
 
     def run_epoch(start_params, opt_state, epoch):
         if privacy is not None:  # DP-SGD: Poisson samples, clipped, noisy

@@ -3,19 +3,20 @@
 The backward pass computes, at every step, what is plotted to diagnose training: each
 layer's delta, its weight gradient (or, under a learning rule, its update direction)
 and the optimizer's update. With ``monitor=True`` :func:`jbp.fit` stores one row per
-epoch in ``history.layer_stats``: a dict of arrays ``(epochs, layers)``, layer ``l`` in
-column ``l - 1`` (the output layer last). The layers are the network's dense layers
-(:mod:`jbp.model.dense_stack`): a :class:`jbp.MLP`'s, or the ``Dense`` layers of a
-:class:`jbp.Sequential` of dense, activation, ``Flatten`` and ``Dropout`` layers, which
-records what the same network written as an MLP records. No Python runs per step and it
-compiles once.
+epoch in ``history.layer_stats``: a dict of arrays ``(epochs, layers)``, one column per
+layer with weights (:func:`jbp.rules.weighted`: ``Dense``, ``Perceptron``, the
+convolutions), first to last; on a :class:`jbp.MLP` layer ``l`` is column ``l - 1``.
+Every network whose layers with parameters all have weights is monitored, and the same
+network written as an MLP or as a Sequential of dense and activation layers records
+the same. No Python runs per step and it compiles once.
 
 Every step notes which units fired. The norms and angles are those of the epoch's last
 step: :func:`jbp.fit` runs the epoch's other steps in its ``lax.scan`` and the last one
 apart (:func:`epoch_steps`), so that only it computes them. The weights are read once
 per epoch.
 
-- ``"delta_norm"``: ``‖dL/db^(l)‖ = ‖Σ_batch delta^(l)‖`` (BP6), the layer's "speed of
+- ``"delta_norm"``: ``‖dL/db^(l)‖ = ‖Σ_batch delta^(l)‖`` (BP6; the norm of every
+  parameter gradient but the weights'), the layer's "speed of
   learning" (Nielsen, ch. 5), at the epoch's last step (its last mini-batch, at the
   parameters before that step's update). Under a rule other than backprop it is the
   norm of the rule's bias update direction.
@@ -28,9 +29,10 @@ per epoch.
   agree it is about ``S`` times the per-step ratio, less where they cancel.
 - ``"dead_fraction"``: the fraction of the layer's units whose output is exactly 0 on
   every example of the epoch (every step's batch). Measured where a ReLU follows the
-  layer, the only activation here with a flat zero region (:data:`DEAD_ACTIVATIONS`; in
-  a Sequential, the last ReLU layer before the next ``Dense``, or the output
-  activation); NaN for the others.
+  layer, the only activation here with a flat zero region (:data:`DEAD_ACTIVATIONS`: a
+  layer's own activation, as a ``Perceptron``'s, else the last ReLU layer before the
+  next layer with weights; a unit is one entry of that output, per position for a
+  convolution); NaN for the others.
 - ``"alignment"``: the angle in degrees between the rule's update direction for ``W``
   and the true gradient (Lillicrap et al.'s alignment), at the epoch's last step. It is
   0 under backprop and in the output layer under every rule (their directions are the
@@ -53,6 +55,8 @@ at the cost of one product per ReLU layer and step (:func:`_fired`).
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -60,10 +64,9 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.model import dense_stack, rules
+from jbp.layers import chain
+from jbp.model import rules
 from jbp.model.params import Params
-from jbp.training import stochastic
-from jbp.training.update import rule_args
 
 Array = jax.Array
 
@@ -83,6 +86,36 @@ class Watch(NamedTuple):
     alignment: Array
 
 
+class Layers(NamedTuple):
+    """The monitored layers of a network (static: from the network alone).
+
+    Attributes:
+      positions: the indices of its layers with weights (:func:`jbp.rules.weighted`).
+      watched: per monitored layer, the index of the layer whose output is its units'
+        (a ReLU, :data:`DEAD_ACTIVATIONS`), or ``None`` where no ReLU follows it.
+      units: per monitored layer, the number of those units (1 where none).
+    """
+
+    positions: tuple
+    watched: tuple
+    units: tuple
+
+
+@functools.lru_cache(maxsize=256)
+def layers_of(net) -> Layers:
+    """``net``'s :class:`Layers`; a ``TypeError`` naming a layer that has parameters but
+    no weights."""
+    positions = rules.weighted(net, "monitor=True")
+    ends = positions[1:] + (net.n_layers,)
+    watched = tuple(
+        next((j for j in reversed(range(i, end)) if getattr(net.layers[j], "activation", None) in DEAD_ACTIVATIONS),
+             None)
+        for i, end in zip(positions, ends)
+    )
+    units = tuple(1 if j is None else math.prod(net.output_shapes[j]) for j in watched)
+    return Layers(positions, watched, units)
+
+
 def fit_args(net, params: Params, rule, feedback, monitor, loss_and_grad, mesh) -> tuple:
     """:func:`jbp.fit`'s checks of ``rule``, ``feedback`` and ``monitor``; draws the
     feedback weights when they are not given. Returns ``(rule, feedback, monitor)``."""
@@ -90,18 +123,18 @@ def fit_args(net, params: Params, rule, feedback, monitor, loss_and_grad, mesh) 
     rules.check_network(rule, net)
     if feedback is None:
         feedback = rule.init(net, params)
-    rule, feedback = rule_args(net, params, rule, feedback, loss_and_grad)
+    feedback = rules.check_args(rule, net, params, feedback, loss_and_grad)
     monitor = _validate.flag("monitor", monitor)
     if monitor:
-        dense_stack.of(net, "monitor=True")  # the statistics are the dense layers'
+        layers_of(net)  # the statistics are the layers with weights'
     if monitor and loss_and_grad is not None:
         raise ValueError(
             "monitor=True reads the hand-derived backward pass's deltas, so it cannot be "
             "combined with loss_and_grad; pass one or the other"
         )
-    if mesh is not None and (monitor or not rule.is_backprop):
+    if mesh is not None and (monitor or not rules.is_backprop(rule)):
         raise ValueError(
-            f"mesh cannot be combined with {'monitor=True' if monitor else f'rule {rule.name!r}'} "
+            f"mesh cannot be combined with {'monitor=True' if monitor else f'rule {rules.rule_name(rule)!r}'} "
             "yet; train data parallel with backprop and monitor=False"
         )
     return rule, feedback, monitor
@@ -115,8 +148,14 @@ def _norm(a: Array, dtype) -> Array:
     return jnp.sqrt(jnp.sum(jnp.square(a.astype(dtype))))
 
 
-def _stack(net) -> dense_stack.DenseStack:
-    return dense_stack.of(net, "monitor=True")
+def _weights(net, i: int, p) -> Array:
+    return getattr(p, net.layers[i].weights)
+
+
+def _others_norm(net, i: int, p, dtype) -> Array:
+    """The norm of every leaf of layer ``i``'s ``p`` but its weights (a bias: BP6's ``db``)."""
+    others = p._replace(**{net.layers[i].weights: jnp.zeros((0,), dtype)})
+    return jnp.sqrt(sum((jnp.sum(jnp.square(a.astype(dtype))) for a in jax.tree.leaves(others)), jnp.zeros((), dtype)))
 
 
 def angle(a: Array, b: Array) -> Array:
@@ -130,9 +169,9 @@ def angle(a: Array, b: Array) -> Array:
 
 def start(net, params: Params) -> Watch:
     """An epoch's :class:`Watch` before its first step."""
-    sizes = _stack(net).sizes[1:]
-    zeros = jnp.zeros((len(sizes),), _stats_dtype(params))
-    return Watch(tuple(jnp.zeros((n,), bool) for n in sizes), zeros, zeros, zeros)
+    units = layers_of(net).units
+    zeros = jnp.zeros((len(units),), _stats_dtype(params))
+    return Watch(tuple(jnp.zeros((n,), bool) for n in units), zeros, zeros, zeros)
 
 
 def epoch_steps(step: Callable, carry: tuple, batches: Any, steps: int, epoch: Array) -> tuple:
@@ -155,25 +194,21 @@ def epoch_steps(step: Callable, carry: tuple, batches: Any, steps: int, epoch: A
     return carry, jnp.append(losses, loss)
 
 
-def train_step(net, optimizer: optax.GradientTransformation, rule: rules.Rule, params: Params,
-               opt_state: Any, feedback: tuple, x: Array, y: Array, watch: Watch, *,
-               key: Optional[Array] = None, last: bool = False):
-    """:func:`jbp.train_step` under ``rule``, adding what this step shows to ``watch``:
-    which units fired, and for the epoch's ``last`` step its norms and angles.
-
-    Returns:
-      ``(params, opt_state, loss, watch)``.
-    """
-    stack = _stack(net)
-    p = rules.forward_backward(net, rule, params, feedback, x, y, **stochastic.training(net, key))
-    updates, opt_state = optimizer.update(p.update, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    outputs = dense_stack.unit_outputs(net, stack, p.cache, DEAD_ACTIVATIONS)
-    watch = watch._replace(alive=tuple(  # only where units can die
-        alive if out is None else alive | _fired(out) for alive, out in zip(watch.alive, outputs)))
+def observe(net, rule, params: Params, p: rules.Pass, watch: Watch, last: bool) -> Watch:
+    """``watch`` with what one step's pass ``p`` shows: which units fired, and for the
+    epoch's ``last`` step its norms and angles."""
+    monitored = layers_of(net)
+    alive = []
+    for seen, j in zip(watch.alive, monitored.watched):
+        if j is None:  # only where units can die
+            alive.append(seen)
+        else:
+            out = p.cache.outputs[j]
+            alive.append(seen | _fired(out.reshape(out.shape[0], -1)))
+    watch = watch._replace(alive=tuple(alive))
     if last:
-        watch = _norms_and_angles(net, stack, rule, params, p, watch)
-    return new_params, opt_state, p.loss, watch
+        watch = _norms_and_angles(net, monitored, rule, params, p, watch)
+    return watch
 
 
 def _fired(out: Array) -> Array:
@@ -187,19 +222,20 @@ def _fired(out: Array) -> Array:
     return jnp.ones((out.shape[0],), out.dtype) @ out > 0
 
 
-def _norms_and_angles(net, stack, rule, params, p: rules.Pass, watch: Watch) -> Watch:
+def _norms_and_angles(net, monitored: Layers, rule, params, p: rules.Pass, watch: Watch) -> Watch:
     """``watch`` with this step's ``‖db‖``, ``‖dW‖`` and, under a rule other than
-    backprop, each hidden layer's angle to the true gradient (one more backward pass)."""
+    backprop, each layer's angle to the true gradient (one more backward pass)."""
     dtype = _stats_dtype(params)
-    update = stack.dense(p.update)
-    alignment = jnp.zeros((len(update),), dtype)  # backprop's update is the gradient
-    if not rule.is_backprop:
-        true = stack.dense(dense_stack.backward(net, stack, params, p.cache, p.delta_out))
-        hidden = [angle(u.W.astype(dtype), g.W.astype(dtype)) for u, g in zip(update[:-1], true[:-1])]
-        alignment = jnp.stack(hidden + [jnp.zeros((), dtype)])  # the output layer's is the gradient
+    positions = monitored.positions
+    alignment = jnp.zeros((len(positions),), dtype)  # backprop's update is the gradient
+    if not rules.is_backprop(rule):
+        true, _, _ = chain.backward(net.layers, params, p.cache.residuals, p.delta_out)
+        hidden = [angle(_weights(net, i, p.update[i]).astype(dtype), _weights(net, i, true[i]).astype(dtype))
+                  for i in positions[:-1]]
+        alignment = jnp.stack(hidden + [jnp.zeros((), dtype)])  # the last layer's is the gradient
     return watch._replace(
-        delta_norm=jnp.stack([_norm(u.b, dtype) for u in update]),
-        grad_norm=jnp.stack([_norm(u.W, dtype) for u in update]),
+        delta_norm=jnp.stack([_others_norm(net, i, p.update[i], dtype) for i in positions]),
+        grad_norm=jnp.stack([_norm(_weights(net, i, p.update[i]), dtype) for i in positions]),
         alignment=alignment,
     )
 
@@ -207,20 +243,20 @@ def _norms_and_angles(net, stack, rule, params, p: rules.Pass, watch: Watch) -> 
 def finish(net, watch: Watch, start: Params, params: Params) -> dict:
     """The epoch's row of every statistic, ``(layers,)`` each, from its :class:`Watch`
     and the parameters at its ``start`` and end."""
-    stack = _stack(net)
+    monitored = layers_of(net)
     dtype = _stats_dtype(params)
-    before, after = stack.dense(start), stack.dense(params)
-    W_norm = jnp.stack([_norm(layer.W, dtype) for layer in before])
-    measured = [any(name in DEAD_ACTIVATIONS for _, name in pairs) for pairs in stack.activations]
+    before = [_weights(net, i, start[i]) for i in monitored.positions]
+    after = [_weights(net, i, params[i]) for i in monitored.positions]
+    W_norm = jnp.stack([_norm(W, dtype) for W in before])
     dead = [
-        jnp.sum(~alive).astype(dtype) / alive.size if m else jnp.full((), jnp.nan, dtype)
-        for m, alive in zip(measured, watch.alive)
+        jnp.sum(~alive).astype(dtype) / alive.size if j is not None else jnp.full((), jnp.nan, dtype)
+        for j, alive in zip(monitored.watched, watch.alive)
     ]
     return {
         "delta_norm": watch.delta_norm,
         "grad_norm": watch.grad_norm,
-        "weight_norm": jnp.stack([_norm(layer.W, dtype) for layer in after]),
-        "update_ratio": jnp.stack([_norm(b.W - a.W, dtype) for a, b in zip(before, after)]) / W_norm,
+        "weight_norm": jnp.stack([_norm(W, dtype) for W in after]),
+        "update_ratio": jnp.stack([_norm(b - a, dtype) for a, b in zip(before, after)]) / W_norm,
         "dead_fraction": jnp.stack(dead),
         "alignment": watch.alignment,
     }
@@ -228,7 +264,7 @@ def finish(net, watch: Watch, start: Params, params: Params) -> dict:
 
 def empty_history(net, params: Params, epochs: int) -> dict:
     """``History.layer_stats`` before any epoch: NaN ``(epochs, layers)`` arrays."""
-    layers = len(_stack(net).positions)
+    layers = len(layers_of(net).positions)
     return {name: jnp.full((epochs, layers), jnp.nan, _stats_dtype(params)) for name in LAYER_STATS}
 
 

@@ -42,13 +42,13 @@ class DataParallel(NamedTuple):
 
     def __call__(self, params: Params, x: Array, y: Array, *, key: Optional[Array] = None,
                  train: bool = False) -> tuple[Array, Params]:
-        """For a network that takes a key (dropout), each device draws its masks from
-        ``fold_in(key, device index)``: the slices get independent masks."""
+        """For a network with stochastic layers (dropout), each device draws its masks
+        from ``fold_in(key, device index)``: the slices get independent masks."""
         batch = NamedSharding(self.mesh, P(DATA_AXIS))
         if dict(zip(self.mesh.axis_names, self.mesh.axis_types))[DATA_AXIS] == AxisType.Explicit:
             # shard_map does not reshard its inputs on an explicit axis; on an Auto one it does
             x, y = jax.sharding.reshard(x, batch), jax.sharding.reshard(y, batch)
-        if not self.net.takes_key:
+        if not self.net.stochastic:
             return jax.shard_map(
                 self._per_device,
                 mesh=self.mesh,

@@ -52,7 +52,6 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
-from jbp.model.network import MLP
 from jbp.model.per_example import clipped_grad_sum
 from jbp.training import stochastic
 
@@ -191,22 +190,22 @@ def fit_args(privacy, net, params, x, y, batch_size, key, tol, loss_and_grad, me
         raise ValueError("loss_and_grad cannot be used with privacy: DP-SGD clips jbp's own per-example gradients")
     if mesh is not None:
         raise ValueError("mesh cannot be used with privacy: DP-SGD runs on one device")
-    if not isinstance(net, MLP):
-        # Traces the step's per-example norms once, outside the compiled loop: a layer
-        # they cannot handle is refused here, with its name (jbp.model.per_example_layers).
-        b_max = privacy.max_batch(x.shape[0], batch_size)
-        batch = lambda a: jax.ShapeDtypeStruct((b_max, *a.shape[1:]), a.dtype)
-        jax.eval_shape(
-            lambda p, xb, yb: clipped_grad_sum(net, p, xb, yb, jnp.ones((), x.dtype), jnp.ones(b_max, x.dtype),
-                                               _layer_key(net, key), train=True),
-            params, batch(x), batch(y),
-        )
+    # Traces the step's per-example norms once, outside the compiled loop: a layer
+    # they cannot handle is refused here, with its name (jbp.layers.per_example).
+    b_max = privacy.max_batch(x.shape[0], batch_size)
+    batch = lambda a: jax.ShapeDtypeStruct((b_max, *a.shape[1:]), a.dtype)
+    jax.eval_shape(
+        lambda p, xb, yb: clipped_grad_sum(net, p, xb, yb, jnp.ones((), x.dtype), jnp.ones(b_max, x.dtype),
+                                           _layer_key(net, key), train=True),
+        params, batch(x), batch(y),
+    )
 
 
 def _layer_key(net, key: Array):
-    """The key of a network of layers' forward pass in a step with key ``key`` (a stream
-    apart from the sampling's and the noise's, which split ``key``); ``None`` for an MLP."""
-    return jax.random.fold_in(key, stochastic.STREAM) if net.takes_key else None
+    """The key of the forward pass's stochastic layers in a step with key ``key`` (a
+    stream apart from the sampling's and the noise's, which split ``key``); ``None`` for a
+    network without them."""
+    return jax.random.fold_in(key, stochastic.STREAM) if net.stochastic else None
 
 
 def sample(key: Array, n: int, batch_size: int, max_batch: int) -> tuple[Array, Array]:
@@ -240,7 +239,7 @@ def noisy_clipped_grad(net, dp: DPSGD, batch_size: int, params, x: Array, y: Arr
     weights = mask.astype(x.dtype)
     clip_norm = jnp.asarray(dp.clip_norm, x.dtype)
     loss_sum, grad_sum = clipped_grad_sum(net, params, x[idx], y[idx], clip_norm, weights,
-                                          _layer_key(net, key), train=net.takes_key)
+                                          _layer_key(net, key), train=True)
     leaves, tree = jax.tree.flatten(grad_sum)
     noise_keys = jax.random.split(noise_key, len(leaves))
     scale = dp.noise_multiplier * dp.clip_norm

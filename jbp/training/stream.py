@@ -41,9 +41,9 @@ import optax
 
 from jbp import _validate
 from jbp.model.params import Params
-from jbp.training import early_stopping
+from jbp.training import early_stopping, monitor as monitoring, stochastic
 from jbp.training.fit import DIVERGED, EARLY_STOPPED, RAN_ALL_EPOCHS, REACHED_TOL, History
-from jbp.training.update import train_step
+from jbp.training.update import step as one_step
 
 
 def fit_stream(
@@ -64,6 +64,8 @@ def fit_stream(
     patience: Optional[int] = None,
     best: Optional[early_stopping.Best] = None,
     loss_and_grad: Optional[Callable] = None,
+    rule=None,
+    feedback: Optional[tuple] = None,
 ) -> tuple[Params, History]:
     """Trains ``net`` on data read a chunk at a time (see the module for the order).
 
@@ -76,10 +78,18 @@ def fit_stream(
         Floating chunks are cast to the parameters' dtype.
       epochs: the most epochs to run in this call.
       batch_size: examples per step; for an iterator, that of its first batch by default.
-      key: PRNG key of the shuffles (arrays only; required for them).
+      key: PRNG key of the shuffles (arrays: required) and of the stochastic layers'
+        masks (dropout): step ``i`` of epoch ``e`` draws from
+        :func:`jbp.training.stochastic.step_key` ``(key, e, i)``, as in :func:`jbp.fit`, so a
+        resumed run stays exact.
       steps_per_chunk: mini-batches per compiled chunk (K of the ``lax.scan``).
       block_size: rows read as one contiguous slice (arrays); default ``batch_size``.
       validation, patience, best: as for :func:`jbp.fit`, evaluated after every epoch.
+      rule, feedback: a learning rule and its state, as for :func:`jbp.fit`.
+
+    Each step is :func:`jbp.training.update.step`, the one training step of
+    :func:`jbp.fit`. DP-SGD (Poisson samples of the whole data set) and ``monitor`` are
+    :func:`jbp.fit`'s only.
 
     Returns:
       ``(params, history)`` as :func:`jbp.fit` returns them.
@@ -99,6 +109,9 @@ def fit_stream(
     else:
         _validate.opt_state(optimizer, params, opt_state)
     validation, patience, best = early_stopping.check_args(net, params, validation, patience, best, start_epoch)
+    rule, feedback, _ = monitoring.fit_args(net, params, rule, feedback, False, loss_and_grad, None)
+    if key is not None:
+        _validate.prng_key("key", key)
     source = _source(data, epochs, batch_size, key, block_size, steps_per_chunk)
 
     losses = np.full(epochs, np.nan)
@@ -107,7 +120,7 @@ def fit_stream(
     while i < epochs and reason == RAN_ALL_EPOCHS:
         epoch = start_epoch + i
         new_params, new_opt_state, loss = _run_epoch(
-            net, optimizer, loss_and_grad, params, opt_state, source(epoch), net_dtype=dtype)
+            net, optimizer, loss_and_grad, rule, feedback, key, epoch, params, opt_state, source(epoch), net_dtype=dtype)
         losses[i] = loss
         if not (np.isfinite(loss) and bool(_all_finite(new_params))):
             reason = DIVERGED
@@ -131,15 +144,17 @@ def fit_stream(
                                     best_epoch=best.epoch, best=best)
 
 
-def _run_epoch(net, optimizer, loss_and_grad, params, opt_state, chunks, net_dtype):
+def _run_epoch(net, optimizer, loss_and_grad, rule, feedback, key, epoch, params, opt_state, chunks, net_dtype):
     """Runs one epoch's chunks; the next chunk is read while the current one trains."""
-    chunk_losses, pending = [], None
+    chunk_losses, pending, first = [], None, 0
     chunks = iter(chunks)
     ready = next(chunks, None)
     while ready is not None:
         x, y, shuffle_key = ready
         x, y = _on_device(net, params, x, y, net_dtype)
-        params, opt_state, l = _chunk(net, optimizer, loss_and_grad, params, opt_state, x, y, shuffle_key)
+        params, opt_state, l = _chunk(net, optimizer, loss_and_grad, rule, params, opt_state, feedback, x, y,
+                                      shuffle_key, key, jnp.int32(epoch), jnp.int32(first))
+        first += x.shape[0]
         ready = next(chunks, None)  # host work, while the device runs the chunk just dispatched
         if pending is not None:
             jax.block_until_ready(pending)  # at most this chunk and the next one wait on the device
@@ -163,20 +178,25 @@ def _on_device(net, params, x, y, dtype):
     return flat_x.reshape(x.shape), flat_y.reshape(y.shape)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _chunk(net, optimizer, loss_and_grad, params, opt_state, x, y, shuffle_key):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _chunk(net, optimizer, loss_and_grad, rule, params, opt_state, feedback, x, y, shuffle_key, key, epoch, first):
     """K steps on a chunk ``x`` ``(K, B, ...)``, ``y`` ``(K, B, ...)``, its rows first shuffled
-    among themselves if ``shuffle_key`` is given."""
+    among themselves if ``shuffle_key`` is given; the chunk's steps are the epoch's
+    ``first, first + 1, ...``."""
     K, B = x.shape[:2]
     if shuffle_key is not None:
         order = jax.random.permutation(shuffle_key, K * B)
         x, y = (a.reshape(K * B, *a.shape[2:])[order].reshape(a.shape) for a in (x, y))
 
     def step(carry, batch):
-        params, opt_state, loss = train_step(net, optimizer, *carry, *batch, loss_and_grad)
+        params, opt_state = carry
+        x, y, i = batch
+        k = None if key is None else stochastic.step_key(key, epoch, first + i)
+        params, opt_state, loss, _ = one_step(net, optimizer, rule, params, opt_state, feedback, x, y, k,
+                                              loss_and_grad=loss_and_grad)
         return (params, opt_state), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (x, y))
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (x, y, jnp.arange(K)))
     return params, opt_state, losses
 
 

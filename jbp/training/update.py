@@ -18,7 +18,7 @@ import optax
 from jbp import _validate
 from jbp.model import rules
 from jbp.model.params import Params
-from jbp.training import stochastic
+from jbp.training import monitor as monitoring
 
 Array = jax.Array
 
@@ -50,51 +50,65 @@ def train_step(
     loss_and_grad: Optional[Callable] = None,
     *,
     key: Optional[Array] = None,
-    rule: Optional[rules.Rule] = None,
+    rule=None,
     feedback: tuple = (),
 ) -> tuple[Params, Any, Array]:
     """One iteration: forward pass, hand-derived backward pass, optimizer update.
 
     Pure; ``jax.jit`` it with ``net``, ``optimizer`` (and ``rule``) static, e.g.
-    ``jax.jit(train_step, static_argnums=(0, 1), static_argnames="rule")``.
+    ``jax.jit(train_step, static_argnums=(0, 1), static_argnames="rule")``. It checks its
+    arguments and runs :func:`step`, the one training step of :func:`jbp.fit`,
+    :func:`jbp.fit_stream` and multi-process training.
 
     Args:
       loss_and_grad: ``(params, x, y) -> (loss, grads)`` in place of the hand-derived
         ``net.loss_and_grad``, e.g. JAX's ``value_and_grad(net.loss)`` to train the same
-        network with autodiff for comparison. For a network that takes a key
-        (:class:`jbp.Sequential`) it is called with ``key=`` and ``train=True``.
-      key: for a :class:`jbp.Sequential`: the PRNG key of this step's stochastic
-        layers (dropout masks); the step runs in training mode. :func:`jbp.fit` derives
-        a fresh one per step (:func:`jbp.training.stochastic.step_key`).
+        network with autodiff for comparison. For a network with stochastic layers it is
+        called with ``key=`` and ``train=True``.
+      key: the PRNG key of this step's stochastic layers (dropout masks); the step runs
+        in training mode. :func:`jbp.fit` derives a fresh one per step
+        (:func:`jbp.training.stochastic.step_key`).
       rule: a learning rule of :mod:`jbp.rules` (default backprop): the optimizer then
         gets the rule's update direction in place of the gradient.
-      feedback: the rule's fixed feedback weights, ``rule.init(net, params)``.
+      feedback: the rule's state, ``rule.init(net, params)``.
 
     Returns:
       ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
     """
     _validate.train_step_args(net, optimizer, params, opt_state, loss_and_grad, key)
-    rule, feedback = rule_args(net, params, rule, feedback, loss_and_grad)
-    if rule.is_backprop:
-        loss, grads = stochastic.loss_and_grad(net, loss_and_grad, params, x, y, key)
-    else:
-        loss, grads = rules.loss_and_update(net, rule, params, feedback, x, y, **stochastic.training(net, key))
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-
-def rule_args(net, params: Params, rule, feedback, loss_and_grad=None) -> tuple[rules.Rule, tuple]:
-    """Checks ``rule`` (default backprop) and its ``feedback`` for ``net`` and ``params``;
-    returns them. A rule other than backprop brings its own backward pass, so it
-    cannot be combined with ``loss_and_grad``."""
     rule = rules.backprop() if rule is None else rule
-    feedback = rules.check_feedback(rule, net, params, feedback)
-    if loss_and_grad is not None and not rule.is_backprop:
-        raise ValueError(
-            f"rule {rule.name!r} replaces the backward pass, so it cannot be combined with "
-            "loss_and_grad; pass one or the other"
-        )
-    return rule, feedback
+    feedback = rules.check_args(rule, net, params, feedback, loss_and_grad)
+    x, y = _validate.inputs_and_targets(net, params, x, y)
+    params, opt_state, loss, _ = step(net, optimizer, rule, params, opt_state, feedback, x, y, key,
+                                      loss_and_grad=loss_and_grad)
+    return params, opt_state, loss
+
+
+def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt_state: Any, feedback: tuple,
+         x: Array, y: Array, key: Optional[Array] = None, *, loss_and_grad: Optional[Callable] = None,
+         watch: Optional[monitoring.Watch] = None, last: bool = False):
+    """The one training step, on checked arguments: BP1-BP6 under ``rule`` (or
+    ``loss_and_grad``), the optimizer's update (BP7), and with a ``watch`` the monitor's
+    statistics of the step (:func:`jbp.training.monitor.observe`; ``last``: the epoch's
+    last step, which takes the norms and angles).
+
+    ``key`` is the step's key for stochastic layers (unused by a network without them);
+    the step runs in training mode.
+
+    Returns:
+      ``(params, opt_state, loss, watch)``.
+    """
+    key = key if net.stochastic else None
+    if loss_and_grad is not None:
+        mode = {"key": key, "train": True} if net.stochastic else {}
+        loss, grads = loss_and_grad(params, x, y, **mode)
+    else:
+        p = rules.forward_backward_unchecked(net, rule, params, feedback, x, y, key, True)
+        loss, grads = p.loss, p.update
+        if watch is not None:
+            watch = monitoring.observe(net, rule, params, p, watch, last)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, watch
 
 
 def make_train_step(
@@ -140,11 +154,11 @@ def make_train_step(
     _validate.network(net)
     _validate.optimizer(optimizer)
     if rule is None:
-        step = functools.partial(train_step, net, optimizer)
+        one = functools.partial(train_step, net, optimizer)
     else:
         rules.check_network(rule, net)
 
-        def step(params, opt_state, x, y, feedback=(), key=None):
+        def one(params, opt_state, x, y, feedback=(), key=None):
             return train_step(net, optimizer, params, opt_state, x, y, key=key, rule=rule, feedback=feedback)
 
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    return jax.jit(one, donate_argnums=(0, 1) if donate else ())

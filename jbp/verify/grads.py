@@ -16,23 +16,34 @@ the only place jbp uses it), down to the layer and the equation that is wrong.
 3. **Worst examples**: per-example gradients (the backward on each row alone) against
    autodiff, the rows that diverge most first.
 
+Views 2 and 3 and ``equations=``/``stress=`` need the seed's layers: a network whose
+layers are :class:`jbp.layers.Perceptron` s and a last :class:`jbp.layers.Dense` (a
+:class:`jbp.MLP`) gets the equations view by default; a network of ``Dense`` layers each
+followed by at most one activation layer is read as the same MLP for ``equations=`` and
+``stress=``; any other network gets one check per layer (:mod:`jbp.verify.layerwise`),
+and ``equations=`` or ``stress=`` on it is refused naming the layer.
+
 ``equations=`` swaps any of the backward's parts for another function (see
-:class:`Equations`): :func:`jbp.mutation_test` plants mistakes that way, without
-touching jbp's modules.
+:class:`Equations`): the seed's layers are then run by the one backward loop
+(:mod:`jbp.layers.chain`) with those parts planted in them; :func:`jbp.mutation_test`
+plants mistakes that way, without touching jbp's modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
-from jbp.model import backward_pass
+from jbp.layers import chain
+from jbp.layers import dense as dense_layer
+from jbp.layers.activation import ActivationLayer
+from jbp.layers.dense import Dense, Perceptron
 from jbp.model.activations import Activation, get_activation
 from jbp.verify.oracles import (
     FD_RTOL,
@@ -59,6 +70,7 @@ from jbp.model.forward_pass import Cache, dense, forward
 from jbp.model.losses import get_loss
 from jbp.model.network import MLP
 from jbp.model.params import Layer, Params
+from jbp.model.sequential import SequentialCache
 
 Array = jax.Array
 
@@ -95,40 +107,125 @@ def _layer_input(cache: Cache, l: int) -> Array:
     return cache.xs[l]
 
 
+def _output_delta(net, cache: Cache, y: Array) -> Array:
+    return net.output_delta_unchecked(SequentialCache((), cache.zs[-1], cache.xs[-1]), y)
+
+
 def _resolve(equations: Equations) -> Equations:
     """Fills the ``None`` parts with jbp's own, looked up now (so a patched module is seen)."""
     return Equations(
-        output_delta=equations.output_delta or MLP.output_delta,
-        input_grad=equations.input_grad or backward_pass.input_grad,
+        output_delta=equations.output_delta or _output_delta,
+        input_grad=equations.input_grad or dense_layer.input_grad,
         delta=equations.delta or Activation.delta,
-        weight_grad=equations.weight_grad or backward_pass.weight_grad,
-        bias_grad=equations.bias_grad or backward_pass.bias_grad,
+        weight_grad=equations.weight_grad or dense_layer.weight_grad,
+        bias_grad=equations.bias_grad or dense_layer.bias_grad,
         layer_input=equations.layer_input or _layer_input,
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _PlantedDense:
+    """The seed's dense layer ``l`` with the backward's parts of ``equations`` (BP3, BP5,
+    BP6; BP5 reads ``layer_input`` of the cache ``cache_of`` rebuilds)."""
+
+    layer: Dense
+    l: int
+    equations: Equations
+
+    def forward(self, params, x, *, key=None, train=False):
+        return self.layer.forward(params, x)  # BP1
+
+    def backward(self, params, r, delta):
+        eq = self.equations
+        x_prev = eq.layer_input(r.cache, self.l)
+        return Layer(W=eq.weight_grad(delta, x_prev), b=eq.bias_grad(delta)), eq.input_grad(delta, params.W)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlantedActivation:
+    """The seed's activation of layer ``l`` with ``equations``' BP4."""
+
+    activation: Any
+    l: int
+    equations: Equations
+
+    def forward(self, params, z, *, key=None, train=False):
+        return get_activation(self.activation).f(z), ()  # BP2
+
+    def backward(self, params, r, dL_dx):
+        cache = r.cache
+        return (), self.equations.delta(get_activation(self.activation), cache.zs[self.l], cache.xs[self.l + 1], dL_dx)
+
+
+class _Residual(NamedTuple):
+    cache: Cache
+
+
 def _loss_and_grad(net: MLP, equations: Equations, params: Params, x: Array, y: Array):
-    """``net.loss_and_grad`` itself, or the seed's backward assembled from ``equations``."""
+    """``net.loss_and_grad`` itself, or the seed's backward with ``equations``' parts
+    planted in its layers, run by the one backward loop."""
     if equations == Equations():
         return net.loss_and_grad(params, x, y)
     eq = _resolve(equations)
     _, cache = forward(params, x, net.activations)
     loss = get_loss(net.loss_name).value(cache.zs[-1], cache.xs[-1], y)
-    deltas = [eq.output_delta(net, cache, y)]
-    for l in range(net.n_layers - 1, 0, -1):
-        dL_dx = eq.input_grad(deltas[-1], params[l].W)  # BP3
-        activation = get_activation(net.activations[l - 1])
-        deltas.append(eq.delta(activation, cache.zs[l - 1], cache.xs[l], dL_dx))  # BP4
-    grads = tuple(
-        Layer(W=eq.weight_grad(delta, eq.layer_input(cache, l)), b=eq.bias_grad(delta))  # BP5, BP6
-        for l, delta in enumerate(reversed(deltas))
+    layers, chained = [], []
+    for l, (p, activation) in enumerate(zip(params, net.activations)):
+        layers += [_PlantedDense(Dense(p.W.shape[0]), l, eq), _PlantedActivation(activation, l, eq)]
+        chained += [p, ()]
+    residuals = (_Residual(cache),) * len(layers)
+    grads, _, _ = chain.backward(tuple(layers[:-1]), tuple(chained[:-1]), residuals[:-1],
+                                 eq.output_delta(net, cache, y))  # BP3-BP6, from the output delta down
+    return loss, grads[0::2]
+
+
+def seed_network(net, needed_by: str):
+    """``(mlp, positions)``: the :class:`jbp.MLP` that ``net``'s layers are (its
+    ``Perceptron`` s, or ``Dense`` layers each followed by at most one activation layer,
+    the last a ``Dense``), and the index of each of its layers in ``net``.
+
+    Raises:
+      ValueError: a layer that is not one of the seed's, named, with ``needed_by``.
+    """
+    layers, sizes, hidden, positions, i = net.layers, [int(math.prod(net.input_shape))], [], [], 0
+    while i < len(layers):
+        layer = layers[i]
+        if type(layer) is Perceptron and i < len(layers) - 1:
+            sizes.append(layer.features)
+            hidden.append(layer.activation)
+            positions.append(i)
+            i += 1
+            continue
+        if type(layer) is not Dense or len(net.input_shape) != 1:
+            break
+        follows = layers[i + 1] if i + 1 < len(layers) else None
+        sizes.append(layer.features)
+        positions.append(i)
+        if follows is None:
+            mlp = MLP(sizes, tuple(hidden), net.output_activation, net.loss_name, net.init_name or "glorot_uniform")
+            return (net if mlp == net else mlp), tuple(positions)
+        if type(follows) is ActivationLayer and i + 2 < len(layers):
+            hidden.append(follows.activation)
+            i += 2
+        else:
+            hidden.append("identity")
+            i += 1
+    raise ValueError(
+        f"{needed_by} needs a network of the seed's layers (jbp.MLP, or Dense layers each followed "
+        f"by at most one activation layer, the last a Dense, on vector inputs), but its layers[{i}] "
+        f"is a {type(layers[i]).__name__ if i < len(layers) else 'missing'}"
     )
-    return loss, grads
+
+
+def seed_layers_only(net) -> bool:
+    """Whether ``net`` is made of the seed's layer objects (``Perceptron`` s, a last ``Dense``)."""
+    return (type(net.layers[-1]) is Dense and len(net.input_shape) == 1
+            and all(type(layer) is Perceptron for layer in net.layers[:-1]))
 
 
 def _mode(net, train: bool, key_data: list) -> dict:
-    """``key=``/``train=`` for a network that takes them; ``aux`` carries the key's data."""
-    if not net.takes_key:
+    """``key=``/``train=`` for a network with stochastic layers; ``aux`` carries the key's data."""
+    if not net.stochastic:
         return {}
     return {"key": jax.random.wrap_key_data(key_data[0]) if key_data else None, "train": train}
 
@@ -155,7 +252,7 @@ class _NetGrad:
 
     def __call__(self, params, aux, cot):
         x, y, *key_data = aux
-        if key_data or self.net.takes_key:
+        if key_data or self.net.stochastic:
             grads = self.net.loss_and_grad(params, x, y, **_mode(self.net, self.train, key_data))[1]
         else:
             grads = _loss_and_grad(self.net, self.equations, params, x, y)[1]
@@ -401,15 +498,17 @@ def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, st
               train=False, check_equations=True):
     """:func:`check_grads`, also returning the gradients under test re-run in float64."""
     x, y = _validate.inputs_and_targets(net, params, x, y)
-    if not isinstance(net, MLP):
+    if equations is not None and not isinstance(equations, Equations):
+        raise TypeError(f"equations must be a jbp.verify.grads.Equations, got {type(equations).__name__}")
+    if not seed_layers_only(net) and equations is None and stress is None:
         return _run_layers_check(net, params, x, y, rtol=rtol, finite_differences=finite_differences,
-                                 key=key, equations=equations, stress=stress,
-                                 worst_examples=worst_examples, train=train)
+                                 key=key, worst_examples=worst_examples, train=train)
+    # read as the MLP its layers are (the report then speaks of that MLP's params[l])
+    net, positions = seed_network(net, "equations= and stress=")
+    params = tuple(params[i] for i in positions)
     if stress is not None:
         params = stress_point(net, params, x, _validate.name("stress", stress, STRESS))
     equations = Equations() if equations is None else equations
-    if not isinstance(equations, Equations):
-        raise TypeError(f"equations must be a jbp.verify.grads.Equations, got {type(equations).__name__}")
     dtype = np.dtype(x.dtype)
     names = _leaf_names(params)
     leaves, mine64 = _leaf_checks(_NetLoss(net), _NetGrad(net, equations), params, (x, y), names, dtype, rtol,
@@ -431,16 +530,8 @@ def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, st
     return report, mine64
 
 
-def _run_layers_check(net, params, x, y, *, rtol, finite_differences, key, equations, stress,
-                      worst_examples, train):
-    """:func:`run_check` for a network of layers: leaves, then layer by layer, then rows."""
-    if equations is not None:
-        raise ValueError(
-            "equations= plants mistakes in jbp.MLP's backward; for a jbp.Sequential, put the "
-            "mistake in a layer's backward"
-        )
-    if stress is not None:
-        raise ValueError("stress= is for jbp.MLP; a jbp.Sequential is checked at the point given")
+def _run_layers_check(net, params, x, y, *, rtol, finite_differences, key, worst_examples, train):
+    """:func:`run_check` for a network of other layers: leaves, then layer by layer, then rows."""
     key = jax.random.key(0) if key is None else key
     forward_key = jax.random.fold_in(key, 1) if train else None
     aux = (x, y) if forward_key is None else (x, y, jax.random.key_data(forward_key))

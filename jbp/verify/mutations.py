@@ -21,10 +21,9 @@ import numpy as np
 
 from jbp import _validate
 from jbp.verify import layer_mutations
-from jbp.verify.grads import STRESS, Equations, run_check, stress_point
+from jbp.verify.grads import STRESS, Equations, run_check, seed_layers_only, seed_network, stress_point
 from jbp.verify.oracles import host_cast
 from jbp.verify.report import jsonable, markdown_table, text_table
-from jbp.model.network import MLP
 from jbp.model.params import Params
 
 Array = jax.Array
@@ -229,8 +228,10 @@ def mutation_test(
     """
     _validate.network(net)
     x, y = _validate.inputs_and_targets(net, params, x, y)
-    if not isinstance(net, MLP):
+    if not seed_layers_only(net) and stress is None:  # other layers: the mistakes are planted in them
         return _layers_mutation_test(net, params, x, y, rtol=rtol, key=key)
+    net, positions = seed_network(net, "mutation_test's equations and stress")
+    params = tuple(params[i] for i in positions)
     if stress is not None:
         params = stress_point(net, params, x, _validate.name("stress", stress, STRESS))
     results = []
