@@ -1,7 +1,9 @@
 """Learning rules beyond backprop: ``jbp.rules.feedback_alignment(key)`` and the others.
 
-The public face of :mod:`jbp.model.rules` (read its docstring for the math). Pass a
-rule to :func:`jbp.fit`, :func:`jbp.train_step`, :func:`jbp.make_train_step` or
+The public face of :mod:`jbp.model.rules` (read its docstring for the math and the
+protocol a rule of your own follows: ``init(net, params)`` and ``input_grad(layer,
+params, residuals, dy, feedback, delta_out)``; :func:`weighted` and :func:`through` help
+write one). Pass a rule to :func:`jbp.fit`, :func:`jbp.train_step`, :func:`jbp.make_train_step` or
 :func:`jbp.sweep` as ``rule=``; its fixed feedback weights, ``rule.init(net, params)``,
 travel with the training state.
 """
@@ -16,7 +18,10 @@ from jbp.model.rules import (
     feedback_alignment,
     forward_backward,
     loss_and_update,
+    project,
     sign_symmetry,
+    through,
+    weighted,
 )
 
 __all__ = [
@@ -29,5 +34,8 @@ __all__ = [
     "feedback_alignment",
     "forward_backward",
     "loss_and_update",
+    "project",
     "sign_symmetry",
+    "through",
+    "weighted",
 ]

@@ -12,7 +12,7 @@ import jbp
 from jbp import rules
 from jbp.layers import Dense, LayerNorm
 from jbp.training.monitor import LAYER_STATS, angle
-from helpers import problem
+from helpers import layers_problem, problem
 
 NET = jbp.MLP((3, 4, 3, 2), activation="relu", loss="cross_entropy")
 SGD = optax.sgd(0.1)
@@ -151,5 +151,25 @@ def test_bad_monitor_arguments_are_refused():
     with pytest.raises(ValueError, match="monitor=True reads the hand-derived backward.*loss_and_grad"):
         jbp.fit(NET, params, x, y, optimizer=SGD, epochs=1, monitor=True, loss_and_grad=NET.loss_and_grad)
     normed = jbp.Sequential((3,), [Dense(4), LayerNorm(), Dense(2)], loss="cross_entropy")
-    with pytest.raises(TypeError, match=r"monitor=True needs a network of dense .* but its layers\[1\] is a LayerNorm"):
+    with pytest.raises(TypeError, match=r"monitor=True needs every layer with parameters to have weights .* but its "
+                                        r"layers\[1\] is a LayerNorm"):
         jbp.fit(normed, normed.init(jax.random.key(0), jnp.float64), x, y, optimizer=SGD, epochs=1, monitor=True)
+
+
+def test_a_cnn_records_every_layer_with_weights():
+    """Two full-batch SGD epochs of a CNN: one column per layer with weights, each the
+    direct computation; the units of the ReLU after the first convolution are counted."""
+    cnn = jbp.Sequential((5, 5, 1), [jbp.layers.Conv2D(2, (3, 3)), "relu", jbp.layers.Flatten(), Dense(2)],
+                         loss="cross_entropy")
+    params, x, y = layers_problem(cnn, 6, np.float64)
+    _, h = jbp.fit(cnn, params, x, y, optimizer=SGD, epochs=2, monitor=True)
+    assert all(h.layer_stats[name].shape == (2, 2) for name in LAYER_STATS)
+    _, g = cnn.loss_and_grad(params, x, y)
+    new = jbp.gradient_descent(params, g, 0.1)
+    for column, i in enumerate((0, 3)):
+        np.testing.assert_allclose(h.layer_stats["grad_norm"][0, column], _norm(g[i].W), rtol=1e-10)
+        np.testing.assert_allclose(h.layer_stats["delta_norm"][0, column], _norm(g[i].b), rtol=1e-10)
+        np.testing.assert_allclose(h.layer_stats["weight_norm"][0, column], _norm(new[i].W), rtol=1e-10)
+    relu_out = np.asarray(cnn.forward(params, x)[1].outputs[1]).reshape(6, -1)
+    np.testing.assert_allclose(h.layer_stats["dead_fraction"][0, 0], np.mean(np.all(relu_out == 0, axis=0)))
+    assert np.isnan(h.layer_stats["dead_fraction"][0, 1])

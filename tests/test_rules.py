@@ -1,6 +1,8 @@
 """Learning rules: where each equals backprop exactly, where it differs, and how it trains
 (train_step, make_train_step, fit, sweep, jit, vmap)."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ import pytest
 import jbp
 from jbp import rules
 from jbp.layers import Dense, Dropout, Flatten
-from helpers import RTOL, problem
+from helpers import RTOL, layers_problem, problem
 
 # Two hidden layers, so that a rule's transport runs twice (and DFA skips a layer).
 NET = jbp.MLP((3, 5, 4, 2), activation="tanh", loss="cross_entropy")
@@ -264,3 +266,90 @@ def test_a_network_of_other_layers_is_refused_naming_the_layer():
     activations_only = jbp.Sequential((3,), ["tanh"])
     with pytest.raises(TypeError, match="rule 'fa' needs .* but it has no layer with weights"):
         ALL_RULES["fa"].init(activations_only, ())
+
+
+# --- Rules on convolutions, and a rule written outside jbp. -------------------------------
+
+CNN = jbp.Sequential((6, 6, 1), [jbp.layers.Conv2D(3, (3, 3)), "relu", jbp.layers.MaxPool2D((2, 2)),
+                                 jbp.layers.Conv2D(4, (3, 3)), "tanh", Flatten(), Dense(2)], loss="cross_entropy")
+
+
+def test_fa_and_ss_on_convolutions_are_backprop_where_their_feedback_is_the_kernel():
+    """BP3 of a convolution under FA is the transposed convolution with B: B = W is backprop;
+    sign symmetry on a kernel of ±1 is backprop."""
+    params, x, y = layers_problem(CNN, 5, np.float64)
+    want = CNN.loss_and_grad(params, x, y)
+    fa = rules.feedback_alignment(KEY)
+    assert [B.shape for B in fa.init(CNN, params)] == [params[3].W.shape, params[6].W.shape]
+    _close(rules.loss_and_update(CNN, fa, params, (params[3].W, params[6].W), x, y), want, np.float64)
+    signs = tuple(p._replace(W=jnp.where(p.W >= 0, 1.0, -1.0)) if p else p for p in params)
+    _close(rules.loss_and_update(CNN, ALL_RULES["ss"], signs, (), x, y), CNN.loss_and_grad(signs, x, y), np.float64)
+    for name in ("fa", "ss", "dfa"):
+        update = rules.loss_and_update(CNN, ALL_RULES[name], params, ALL_RULES[name].init(CNN, params), x, y)[1]
+        _close(update[6], want[1][6], np.float64)  # the last layer's update is backprop's
+        assert _rel_diff(update[0].W, want[1][0].W) > 0.1, name
+
+
+def test_dfa_projects_the_output_delta_to_each_layers_input_shape():
+    params, x, y = layers_problem(CNN, 5, np.float64)
+    dfa = ALL_RULES["dfa"]
+    feedback = dfa.init(CNN, params)
+    assert CNN.output_shapes[2] == (3, 3, 3) and CNN.output_shapes[5] == (36,)
+    assert [B.shape for B in feedback] == [(2, 3 * 3 * 3), (2, 36)]  # (n_L, size of the layer's input)
+    p = rules.forward_backward(CNN, dfa, params, feedback, x, y)
+    # the second convolution's delta: the output delta projected to its input, then through
+    # the max pool and the ReLU by their own backward
+    dy_pool = (p.delta_out @ feedback[0]).reshape(5, 3, 3, 3)
+    _, dx = CNN.layers[2].backward(params[2], p.cache.residuals[2], dy_pool)
+    _, delta = CNN.layers[1].backward(params[1], p.cache.residuals[1], dx)
+    _close(p.update[0], CNN.layers[0].backward(params[0], p.cache.residuals[0], delta)[0], np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomSigns:
+    """Fixed random ±1 feedback, written as a user would, outside jbp: BP3 of every layer
+    with weights above the first goes through fixed random signs, scaled like W."""
+
+    seed: int = 0
+    name = "random signs"
+
+    def init(self, net, params):
+        key = jax.random.key(self.seed)
+        draws = []
+        for l, i in enumerate(jbp.rules.weighted(net, "random signs")[1:]):
+            W = params[i].W
+            signs = jnp.where(jax.random.bernoulli(jax.random.fold_in(key, l), shape=W.shape), 1.0, -1.0)
+            draws.append((signs * jnp.std(W)).astype(W.dtype))
+        return tuple(draws)
+
+    def input_grad(self, layer, params, residuals, dy, B, delta_out):
+        return jbp.rules.through(layer, params, B, residuals, dy)
+
+
+def _bars(n, seed=0):
+    """6x6 images: class 1 has a bright vertical bar, class 0 a horizontal one, with noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    x = 0.3 * rng.normal(size=(n, 6, 6, 1))
+    where = rng.integers(0, 6, size=n)
+    for k in range(n):
+        if y[k]:
+            x[k, :, where[k], 0] += 2.0
+        else:
+            x[k, where[k], :, 0] += 2.0
+    return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+
+
+def test_a_rule_written_outside_jbp_trains_an_mlp_and_a_cnn():
+    rule = RandomSigns()
+    mlp_params, x, y = problem(NET, 6, np.float64)
+    # its BP3 is exactly the feedback given: B = W is backprop
+    _close(rules.loss_and_update(NET, rule, mlp_params, tuple(l.W for l in mlp_params[1:]), x, y),
+           NET.loss_and_grad(mlp_params, x, y), np.float64)
+    x, y = _bars(64)
+    flat = jbp.MLP((36, 16, 2), activation="tanh", loss="cross_entropy")
+    for net, data in ((flat, (x.reshape(64, 36), y)), (CNN, (x, y))):
+        params = net.init(jax.random.key(1), jnp.float32)
+        trained, history = jbp.fit(net, params, *data, optimizer=optax.adam(3e-2), epochs=40, rule=rule)
+        assert float(net.accuracy(trained, *data)) >= 0.9, type(net).__name__
+        assert history.reason == "ran all epochs"

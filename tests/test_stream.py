@@ -125,3 +125,31 @@ def test_bad_streams_are_refused(data, kwargs, error, message):
     kw = {**KW, "epochs": 1, **kwargs}
     with pytest.raises(error, match=message):
         jbp.fit_stream(NET, params0(), data, **kw)
+
+
+DROPOUT_NET = jbp.Sequential((3,), [jbp.layers.Dense(8), "relu", jbp.layers.Dropout(0.5), jbp.layers.Dense(2)],
+                             loss="cross_entropy")
+
+
+def test_a_network_with_dropout_streams_with_a_fresh_key_per_step():
+    """Step i of epoch e draws its masks from step_key(key, e, i), as fit does: the stream
+    is the loop of train_steps with those keys, and a resumed run is exact."""
+    x, y = problem(16)
+    params = DROPOUT_NET.init(jax.random.key(0), jnp.float32)
+    key = jax.random.key(4)
+    batches = [(x[i:i + 4], y[i:i + 4]) for i in range(0, 16, 4)]
+    kw = dict(optimizer=OPT, key=key, steps_per_chunk=3)
+    got, _ = jbp.fit_stream(DROPOUT_NET, params, lambda epoch: batches, epochs=2, **kw)
+    want, state = params, OPT.init(params)
+    for epoch in range(2):
+        for i, (xb, yb) in enumerate(batches):
+            k = jbp.training.stochastic.step_key(key, epoch, i)
+            want, state, _ = jbp.train_step(DROPOUT_NET, OPT, want, state, xb, yb, key=k)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+    other, _ = jbp.fit_stream(DROPOUT_NET, params, lambda epoch: batches, epochs=2, **{**kw, "key": jax.random.key(5)})
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(got))) > 1e-4
+    whole, hw = jbp.fit_stream(DROPOUT_NET, params, (x, y), epochs=2, batch_size=4, **kw)
+    half, h1 = jbp.fit_stream(DROPOUT_NET, params, (x, y), epochs=1, batch_size=4, **kw)
+    rest, _ = jbp.fit_stream(DROPOUT_NET, half, (x, y), epochs=1, batch_size=4, opt_state=h1.opt_state,
+                             start_epoch=h1.epoch, **kw)
+    jax.tree.map(np.testing.assert_array_equal, rest, whole)

@@ -49,11 +49,12 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jbp import _validate
 from jbp.model.per_example import clipped_grad_sum
+from jbp.model import rules
 from jbp.training import stochastic
+from jbp.training.update import step as one_step
 
 Array = jax.Array
 
@@ -251,7 +252,9 @@ def noisy_clipped_grad(net, dp: DPSGD, batch_size: int, params, x: Array, y: Arr
 
 
 def private_epoch(net, optimizer, dp: DPSGD, batch_size: int, params, opt_state, x, y, key):
-    """One epoch of DP-SGD: ``n // batch_size`` noisy steps, keys split from ``key``.
+    """One epoch of DP-SGD: ``n // batch_size`` noisy steps, keys split from ``key``; each
+    is the one training step (:func:`jbp.training.update.step`) with the noisy clipped
+    gradient of :func:`noisy_clipped_grad` in place of the backward pass's.
 
     Returns:
       ``(params, opt_state, loss)``, ``loss`` the mean of the steps' losses.
@@ -259,9 +262,10 @@ def private_epoch(net, optimizer, dp: DPSGD, batch_size: int, params, opt_state,
 
     def step(carry, step_key):
         params, opt_state = carry
-        loss, grads = noisy_clipped_grad(net, dp, batch_size, params, x, y, step_key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        noisy = lambda p, xs, ys, **mode: noisy_clipped_grad(net, dp, batch_size, p, xs, ys, step_key)
+        params, opt_state, loss, _ = one_step(net, optimizer, rules.backprop(), params, opt_state, (), x, y,
+                                              loss_and_grad=noisy)
+        return (params, opt_state), loss
 
     steps = x.shape[0] // batch_size
     (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))
