@@ -35,7 +35,8 @@ class LayerNorm:
         y = γ x̂ + β
 
     Backward, from ``dy``: ``γ`` and ``β`` are shared by all rows, so (BP5 and BP6 of a
-    diagonal layer) ``dγ = Σ_rows dy x̂`` and ``dβ = Σ_rows dy``. Through ``x̂`` with
+    diagonal layer) ``dγ = Σ_rows dy x̂`` and ``dβ = Σ_rows dy``; for a sequence
+    ``(batch, T, d)`` the rows are every batch entry and position. Through ``x̂`` with
     ``g = dy γ``: ``∂x̂_i/∂x_j = r (δ_ij - 1/d - x̂_i x̂_j / d)`` (from ``∂μ/∂x_j = 1/d``
     and ``∂r/∂x_j = -r³ (x_j - μ) / d``), hence::
 
