@@ -14,36 +14,56 @@ docstring, beside its forward, one small module per family:
 - :mod:`~jbp.layers.dropout`: :class:`Dropout`.
 - :mod:`~jbp.layers.norm`: :class:`LayerNorm`.
 - :mod:`~jbp.layers.residual`: :class:`Residual`, ``y = x + block(x)``.
+- :mod:`~jbp.layers.norm`: :class:`RMSNorm`.
+- :mod:`~jbp.layers.embedding`: :class:`Embedding` (token ids), :class:`PositionEmbedding`.
+- :mod:`~jbp.layers.attention`: :class:`CausalSelfAttention` (kept ``P``, or
+  FlashAttention-2's log-sum-exp with memory linear in ``T``).
+- :mod:`~jbp.layers.lm_head`: :class:`FusedLMHead`, the last linear layer and the
+  cross-entropy in one, chunk by chunk.
+- :mod:`~jbp.layers.transformer`: :func:`transformer_block`, pre-LayerNorm.
 
 Check a layer of your own with :func:`jbp.check_layer`.
 """
 
 from jbp.layers.activation import ActivationLayer, as_layer
+from jbp.layers.attention import AttentionParams, CausalSelfAttention
 from jbp.layers.conv import Conv1D, Conv2D
 from jbp.layers.dense import Dense
 from jbp.layers.dropout import Dropout
-from jbp.layers.norm import LayerNorm, LayerNormParams
+from jbp.layers.embedding import Embedding, EmbeddingParams, PositionEmbedding
+from jbp.layers.lm_head import FusedLMHead
+from jbp.layers.norm import LayerNorm, LayerNormParams, RMSNorm, RMSNormParams
 from jbp.layers.pool import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from jbp.layers.protocol import LayerProtocol, StaticShape, check_layer_object
 from jbp.layers.reshape import Flatten
 from jbp.layers.residual import Residual
+from jbp.layers.transformer import transformer_block
 
 __all__ = [
     "ActivationLayer",
+    "AttentionParams",
     "AvgPool1D",
     "AvgPool2D",
     "Conv1D",
+    "CausalSelfAttention",
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
+    "EmbeddingParams",
     "Flatten",
+    "FusedLMHead",
     "LayerNorm",
     "LayerNormParams",
     "LayerProtocol",
     "MaxPool1D",
     "MaxPool2D",
+    "PositionEmbedding",
+    "RMSNorm",
+    "RMSNormParams",
     "Residual",
     "StaticShape",
     "as_layer",
     "check_layer_object",
+    "transformer_block",
 ]

@@ -1,0 +1,50 @@
+"""A GPT (Radford et al. 2019) as a :class:`jbp.Sequential`: :func:`gpt`."""
+
+from __future__ import annotations
+
+from jbp import _validate
+from jbp.layers.dropout import Dropout
+from jbp.layers.embedding import Embedding, PositionEmbedding
+from jbp.layers.lm_head import FusedLMHead
+from jbp.layers.norm import LayerNorm
+from jbp.layers.transformer import transformer_block
+from jbp.model.sequential import Sequential
+
+
+def gpt(vocab: int, context: int, blocks: int, heads: int, features: int, dropout: float = 0.0, *,
+        keep: str = "lse", block: int = 128, chunk: int = 1024) -> Sequential:
+    """A decoder-only transformer language model over token ids.
+
+    The layers, in order::
+
+        Embedding(vocab, features), PositionEmbedding(context), [Dropout(dropout)],
+        blocks x transformer_block(features, heads)   (two Residual layers each)
+        LayerNorm(), FusedLMHead(vocab)
+
+    ``x`` is ``(batch, context)`` integer ids, the output ``(batch, context, vocab)``
+    (the softmax of the logits), the targets ``(batch, context)`` ids (usually ``x``
+    shifted by one; ``-1`` for padding). The loss is the cross-entropy averaged over the
+    positions, computed by the fused head without forming the logits.
+
+    Args:
+      vocab: the number of token ids.
+      context: ``T``, the sequence length.
+      blocks: transformer blocks.
+      heads: attention heads per block; must divide ``features``.
+      features: the model width.
+      dropout: dropout rate after the embeddings and at the end of each residual branch.
+      keep, block: the attention's memory mode (``"lse"``: memory linear in ``T``;
+        ``"probs"``: keep ``P``) and key block, see :class:`jbp.layers.CausalSelfAttention`.
+      chunk: token positions per chunk of the fused head.
+
+    Returns:
+      A :class:`jbp.Sequential` that :func:`jbp.fit` and :func:`jbp.check_grads` take.
+    """
+    blocks = _validate.integer("gpt's blocks", blocks, low=0)
+    layers = [Embedding(vocab, features), PositionEmbedding(context)]
+    if dropout:
+        layers.append(Dropout(dropout))
+    for _ in range(blocks):
+        layers += transformer_block(features, heads, dropout=dropout, keep=keep, block=block)
+    layers += [LayerNorm(), FusedLMHead(vocab, chunk)]
+    return Sequential((_validate.positive_int("gpt's context", context),), layers, loss="cross_entropy")
