@@ -130,9 +130,13 @@ def checkpointed_head_loss(W, b, h, t, chunk):
 
 
 def head_steps(chunk):
-    """``{method: step(W, b, h, t) -> (loss, (dW, db, dh))}``."""
+    """``{method: step(W, b, h, t) -> (loss, (dW, db, dh))}``; ``chunk`` token positions
+    per chunk, by default the fused head's own (2²⁰ logits' worth), for both jbp and
+    the checkpointed autodiff."""
+    rows = lambda W, h: min(head_eqs.chunk_rows(W.shape[0], chunk), h.shape[0])
+
     def jbp_fused(W, b, h, t):
-        c = min(chunk, h.shape[0])
+        c = rows(W, h)
         head = jbp.Layer(W=W, b=b)
         loss, lse, count = head_eqs.fused_cross_entropy(head, h, t, c)
         grads, dh = head_eqs.fused_cross_entropy_backward(head, h, t, lse, count, c)
@@ -142,7 +146,7 @@ def head_steps(chunk):
     return {
         "jbp": jbp_fused,
         "autodiff": autodiff(naive_head_loss),
-        "checkpoint": autodiff(lambda W, b, h, t: checkpointed_head_loss(W, b, h, t, min(chunk, h.shape[0]))),
+        "checkpoint": autodiff(lambda W, b, h, t: checkpointed_head_loss(W, b, h, t, rows(W, h))),
     }
 
 
@@ -155,7 +159,7 @@ def head_args(N, V):
 
 
 def gpt_net(T):
-    return gpt(vocab=256, context=T, blocks=2, heads=4, features=256, block=128, chunk=1024)
+    return gpt(vocab=256, context=T, blocks=2, heads=4, features=256, block=128)
 
 
 def gpt_steps():
@@ -202,26 +206,26 @@ def best_s(step, args, repeats, static=()):
     return min(times)
 
 
-def measure(kind, method, size, block, chunk, timing, repeats):
+def measure(kind, method, size, block, chunk, head_chunk, timing, repeats):
     """One measurement: ``{"temp_mib", "step_s"?}``."""
     if kind == "attention":
         step, args, static = attention_steps(block, chunk)[method], attention_args(*size), ()
     elif kind == "head":
-        step, args, static = head_steps(chunk)[method], head_args(*size), ()
+        step, args, static = head_steps(head_chunk)[method], head_args(*size), ()
     else:
         net, args = gpt_args(*size)
         step, args, static = gpt_steps()[method], (net, *args), (0,)
     out = {"temp_mib": temp_mib(step, args, static)}
     if timing:
-        values = args if kind != "gpt" else (net, *args[1:])
         values = (net, *concrete(args[1:])) if kind == "gpt" else concrete(args)
         out["step_s"] = best_s(step, values, repeats, static)
     return out
 
 
-def measure_in_subprocess(kind, method, size, block, chunk, timing, repeats):
+def measure_in_subprocess(kind, method, size, block, chunk, head_chunk, timing, repeats):
     """:func:`measure` in a fresh process, with its peak resident memory."""
-    cmd = [sys.executable, __file__, "--one", json.dumps([kind, method, list(size), block, chunk, timing, repeats])]
+    one = [kind, method, list(size), block, chunk, head_chunk, timing, repeats]
+    cmd = [sys.executable, __file__, "--one", json.dumps(one)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -274,13 +278,15 @@ def main(argv=None):
     parser.add_argument("--rss", action="store_true", help="each measurement in its own process, with peak RSS")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--block", type=int, default=128, help="attention's key block (jbp)")
-    parser.add_argument("--chunk", type=int, default=256, help="query chunk (checkpoint) and token chunk (head)")
+    parser.add_argument("--chunk", type=int, default=256, help="query chunk of checkpointed attention")
+    parser.add_argument("--head-chunk", type=int, default=None,
+                        help="token positions per chunk of the head (jbp and checkpoint); default 2^20 logits' worth")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:  # a subprocess of --rss
-        kind, method, size, block, chunk, timing, repeats = json.loads(args.one)
-        out = measure(kind, method, tuple(size), block, chunk, timing, repeats)
+        kind, method, size, block, chunk, head_chunk, timing, repeats = json.loads(args.one)
+        out = measure(kind, method, tuple(size), block, chunk, head_chunk, timing, repeats)
         out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))
         return out
@@ -290,14 +296,15 @@ def main(argv=None):
         "machine": {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "jax": jax.__version__,
                     "python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
         "command": " ".join(["scripts/bench_memory.py", *(argv if argv is not None else sys.argv[1:])]),
-        "block": args.block, "chunk": args.chunk, "results": {}, "tables": {},
+        "block": args.block, "chunk": args.chunk, "head_chunk": args.head_chunk, "results": {}, "tables": {},
     }
     for kind, sizes in sweeps(args.quick).items():
         if args.only and kind not in args.only:
             continue
         rows = []
         for size in sizes:
-            r = {m: run(kind, m, size, args.block, args.chunk, args.time, args.repeats) for m in METHODS[kind]}
+            r = {m: run(kind, m, size, args.block, args.chunk, args.head_chunk, args.time, args.repeats)
+                 for m in METHODS[kind]}
             rows.append((size, r))
             print(kind, size, {m: round(v["temp_mib"], 1) for m, v in r.items()}, file=sys.stderr, flush=True)
         report["results"][kind] = [{"size": list(s), **r} for s, r in rows]

@@ -21,6 +21,8 @@ docstring, beside its forward, one small module per family:
 - :mod:`~jbp.layers.lm_head`: :class:`FusedLMHead`, the last linear layer and the
   cross-entropy in one, chunk by chunk.
 - :mod:`~jbp.layers.transformer`: :func:`transformer_block`, pre-LayerNorm.
+- :mod:`~jbp.layers.tied`: :class:`TiedLM`, embedding, body and fused head sharing the
+  embedding's table.
 
 Check a layer of your own with :func:`jbp.check_layer`.
 """
@@ -37,6 +39,7 @@ from jbp.layers.pool import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from jbp.layers.protocol import LayerProtocol, StaticShape, check_layer_object
 from jbp.layers.reshape import Flatten
 from jbp.layers.residual import Residual
+from jbp.layers.tied import TiedLM, TiedLMParams
 from jbp.layers.transformer import transformer_block
 
 __all__ = [
@@ -63,6 +66,8 @@ __all__ = [
     "RMSNormParams",
     "Residual",
     "StaticShape",
+    "TiedLM",
+    "TiedLMParams",
     "as_layer",
     "check_layer_object",
     "transformer_block",

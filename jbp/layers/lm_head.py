@@ -40,6 +40,15 @@ from jbp.model.params import Layer
 
 Array = jax.Array
 
+#: Logits per chunk by default (4 MiB in float32): a chunk is ``max(1, CHUNK_LOGITS // vocab)``
+#: token positions, so that the head's memory is the same whatever the vocabulary.
+CHUNK_LOGITS = 2**20
+
+
+def chunk_rows(vocab: int, chunk) -> int:
+    """Token positions per chunk: ``chunk``, or by default ``max(1, CHUNK_LOGITS // vocab)``."""
+    return max(1, CHUNK_LOGITS // vocab) if chunk is None else chunk
+
 
 def _chunked(h: Array, t: Array, chunk: int) -> tuple[Array, Array]:
     """Rows of ``h`` ``(N, D)`` and targets ``t`` ``(N,)`` as ``(n, chunk, D)`` and
@@ -113,17 +122,18 @@ class FusedLMHead:
 
     Args:
       vocab: ``V``, the number of classes (tokens).
-      chunk: token positions per chunk.
+      chunk: token positions per chunk; by default :data:`CHUNK_LOGITS` logits' worth
+        (:func:`chunk_rows`), so that the memory does not grow with ``V``.
       init: the weight init scheme; biases start at zero. Stored as :attr:`init_name`.
     """
 
     vocab: int
-    chunk: int
+    chunk: int | None
     init_name: str
 
-    def __init__(self, vocab: int, chunk: int = 1024, init: str = "glorot_uniform"):
+    def __init__(self, vocab: int, chunk: int | None = None, init: str = "glorot_uniform"):
         object.__setattr__(self, "vocab", _validate.positive_int("FusedLMHead's vocab", vocab))
-        object.__setattr__(self, "chunk", _validate.positive_int("FusedLMHead's chunk", chunk))
+        object.__setattr__(self, "chunk", None if chunk is None else _validate.positive_int("FusedLMHead's chunk", chunk))
         object.__setattr__(self, "init_name", _validate.name("FusedLMHead's init", init, tuple(INITIALIZERS)))
 
     def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[Layer, tuple]:
@@ -141,11 +151,11 @@ class FusedLMHead:
         delta, rows = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
         return Layer(W=weight_grad(delta, rows), b=bias_grad(delta)), input_grad(dy, params.W)
 
-    def fused_loss(self, params: Layer, x: Array, y: Array) -> tuple[Array, tuple]:
+    def fused_loss(self, params: Layer, x: Array, y: Array, *, key=None, train: bool = False) -> tuple[Array, tuple]:
         """``(L, residuals)``: the mean cross-entropy of ``softmax(x Wᵀ + b)`` against
         integer targets ``y`` (``x.shape[:-1]``, ``IGNORE`` for padding), chunk by chunk."""
         h, t = x.reshape(-1, x.shape[-1]), y.reshape(-1)
-        loss, lse, count = fused_cross_entropy(params, h, t, min(self.chunk, h.shape[0]))
+        loss, lse, count = fused_cross_entropy(params, h, t, min(chunk_rows(self.vocab, self.chunk), h.shape[0]))
         return loss, (x, y, lse, count)
 
     def fused_loss_backward(self, params: Layer, residuals: tuple) -> tuple[Layer, Array]:

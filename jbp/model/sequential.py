@@ -245,7 +245,7 @@ class Sequential(Network):
         """With a :attr:`fused_head`: the layers below it, then its loss and gradient from
         its input, then the chain rule down: ``(loss, grads)``, the logits never formed."""
         h, residuals = self._forward_layers(params, x, key, train, self.n_layers - 1)
-        loss, head_residuals = self.fused_head.fused_loss(params[-1], h, y)
+        loss, head_residuals = self.fused_head.fused_loss(params[-1], h, y, key=self.layer_keys(key)[-1], train=train)
         d_head, dh = self.fused_head.fused_loss_backward(params[-1], head_residuals)
         grads, _ = self._backward_layers(params, residuals, dh)
         return loss, (*grads, d_head)
@@ -317,7 +317,7 @@ class Sequential(Network):
         x, y = self._checked(params, x, y, key, train)
         if self.fused_head is not None:
             h, _ = self._forward_layers(params, x, key, train, self.n_layers - 1)
-            return self.fused_head.fused_loss(params[-1], h, y)[0]
+            return self.fused_head.fused_loss(params[-1], h, y, key=self.layer_keys(key)[-1], train=train)[0]
         _, cache = self.forward_unchecked(params, x, key, train)
         return self.loss_value(cache, y)
 

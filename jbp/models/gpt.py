@@ -7,12 +7,13 @@ from jbp.layers.dropout import Dropout
 from jbp.layers.embedding import Embedding, PositionEmbedding
 from jbp.layers.lm_head import FusedLMHead
 from jbp.layers.norm import LayerNorm
+from jbp.layers.tied import TiedLM
 from jbp.layers.transformer import transformer_block
 from jbp.model.sequential import Sequential
 
 
 def gpt(vocab: int, context: int, blocks: int, heads: int, features: int, dropout: float = 0.0, *,
-        keep: str = "lse", block: int = 128, chunk: int = 1024) -> Sequential:
+        keep: str = "lse", block: int = 128, chunk: int | None = None, tied: bool = False) -> Sequential:
     """A decoder-only transformer language model over token ids.
 
     The layers, in order::
@@ -35,16 +36,24 @@ def gpt(vocab: int, context: int, blocks: int, heads: int, features: int, dropou
       dropout: dropout rate after the embeddings and at the end of each residual branch.
       keep, block: the attention's memory mode (``"lse"``: memory linear in ``T``;
         ``"probs"``: keep ``P``) and key block, see :class:`jbp.layers.CausalSelfAttention`.
-      chunk: token positions per chunk of the fused head.
+      chunk: token positions per chunk of the fused head (default: 2²⁰ logits' worth,
+        see :func:`jbp.layers.lm_head.chunk_rows`).
+      tied: the head's weight is the embedding's table (GPT-2's), both gradients summed:
+        the whole model is then one :class:`jbp.layers.TiedLM` layer holding the same
+        layers, ``params[0] = TiedLMParams(table, body, bias)``.
 
     Returns:
       A :class:`jbp.Sequential` that :func:`jbp.fit` and :func:`jbp.check_grads` take.
     """
     blocks = _validate.integer("gpt's blocks", blocks, low=0)
-    layers = [Embedding(vocab, features), PositionEmbedding(context)]
+    body = [PositionEmbedding(context)]
     if dropout:
-        layers.append(Dropout(dropout))
+        body.append(Dropout(dropout))
     for _ in range(blocks):
-        layers += transformer_block(features, heads, dropout=dropout, keep=keep, block=block)
-    layers += [LayerNorm(), FusedLMHead(vocab, chunk)]
+        body += transformer_block(features, heads, dropout=dropout, keep=keep, block=block)
+    body.append(LayerNorm())
+    if _validate.flag("gpt's tied", tied):
+        layers = [TiedLM(vocab, features, body, chunk)]
+    else:
+        layers = [Embedding(vocab, features), *body, FusedLMHead(vocab, chunk)]
     return Sequential((_validate.positive_int("gpt's context", context),), layers, loss="cross_entropy")
