@@ -10,7 +10,7 @@ import pytest
 
 import jbp
 from jbp.layers import attention as attention_module
-from jbp.models import gpt
+from jbp.models import generate, gpt
 
 VOCAB, T = 11, 8
 
@@ -65,6 +65,9 @@ def test_fit_learns_a_cycle_token_by_token():
     params, history = jbp.fit(net, net.init(jax.random.key(0)), x, y, optimizer=optax.adam(3e-2), epochs=60)
     assert np.all(np.isfinite(history.loss)) and history.loss[-1] < 0.1 * history.loss[0]
     assert float(net.accuracy(params, x, y)) == 1.0
+    # sampling continues the cycle, past the context (the window slides)
+    ids = generate(net, params, [2, 3], tokens=12, key=jax.random.key(0), temperature=0.05)
+    np.testing.assert_array_equal(ids, (np.arange(14) + 2) % 5)
 
 
 def test_dropout_is_drawn_per_step_and_off_in_evaluation():
@@ -100,3 +103,17 @@ def test_the_fused_head_gives_the_loss_and_gradient_of_a_plain_dense_last_layer(
     y[2, :5] = -1
     (loss, grads), (want_loss, want_grads) = fused.loss_and_grad(params, x, y), plain.loss_and_grad(params, x, y)
     chex.assert_trees_all_close((loss, grads), (want_loss, want_grads), rtol=1e-10, atol=1e-14)
+
+
+def test_generate_is_deterministic_in_its_key_and_refuses_bad_prompts():
+    net = gpt(VOCAB, T, blocks=0, heads=1, features=4)
+    params = net.init(jax.random.key(0))
+    a, b = (generate(net, params, [1], tokens=5, key=jax.random.key(k)) for k in (7, 7))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (6,) and a[0] == 1 and a.min() >= 0 and a.max() < VOCAB
+    with pytest.raises(ValueError, match=r"prompt holds ids in \[11, 11\] but the vocabulary has 11"):
+        generate(net, params, [11], tokens=1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="prompt must be a non-empty 1-D array of integer ids"):
+        generate(net, params, [], tokens=1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
+        generate(net, params, [1], tokens=1, key=jax.random.key(0), temperature=0.0)
