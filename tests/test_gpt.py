@@ -117,3 +117,13 @@ def test_generate_is_deterministic_in_its_key_and_refuses_bad_prompts():
         generate(net, params, [], tokens=1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
         generate(net, params, [1], tokens=1, key=jax.random.key(0), temperature=0.0)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_checkpoint_rebuilds_the_network_and_its_parameters(tmp_path, tied):
+    net = gpt(VOCAB, T, blocks=1, heads=2, features=8, dropout=0.1, tied=tied)
+    params = net.init(jax.random.key(0))
+    jbp.save_checkpoint(tmp_path / "c.npz", net=net, params=params, epoch=2, extra={"vocab": "abc"})
+    saved = jbp.load_checkpoint(tmp_path / "c.npz")
+    assert saved.net == net and saved.extra == {"vocab": "abc"}
+    chex.assert_trees_all_equal(saved.params, params)

@@ -184,7 +184,7 @@ def _projection_backward(layer: Layer, x: Array, delta: Array) -> tuple[Layer, A
     return Layer(W=weight_grad(_rows(delta), _rows(x)), b=bias_grad(_rows(delta))), input_grad(delta, layer.W)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class CausalSelfAttention:
     """Causal multi-head self-attention over ``(batch, T, features)`` (see the module
     docstring for the forward and the backward's equations).
