@@ -4,7 +4,8 @@ language-model head, and a whole GPT step.
 The same forward under several backwards:
 
 - ``jbp``: jbp's hand-derived backward (attention keeping each row's log-sum-exp and
-  recomputing ``P`` block by block; the fused head recomputing each chunk's logits);
+  recomputing ``P`` block by block; the fused head forming its gradient chunk by chunk
+  in the loss's pass);
   ``jbp-probs``: attention keeping ``P``.
 - ``autodiff``: ``jax.value_and_grad`` of the plain forward.
 - ``checkpoint``: ``jax.value_and_grad`` with ``jax.checkpoint`` around chunks of
@@ -137,9 +138,7 @@ def head_steps(chunk):
 
     def jbp_fused(W, b, h, t):
         c = rows(W, h)
-        head = jbp.Layer(W=W, b=b)
-        loss, lse, count = head_eqs.fused_cross_entropy(head, h, t, c)
-        grads, dh = head_eqs.fused_cross_entropy_backward(head, h, t, lse, count, c)
+        loss, grads, dh = head_eqs.fused_cross_entropy(jbp.Layer(W=W, b=b), h, t, c)
         return loss, (grads.W, grads.b, dh)
 
     autodiff = lambda f: jax.value_and_grad(f, argnums=(0, 1, 2))

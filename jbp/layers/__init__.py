@@ -12,9 +12,8 @@ docstring, beside its forward, one small module per family:
   :class:`AvgPool2D`.
 - :mod:`~jbp.layers.reshape`: :class:`Flatten`.
 - :mod:`~jbp.layers.dropout`: :class:`Dropout`.
-- :mod:`~jbp.layers.norm`: :class:`LayerNorm`.
+- :mod:`~jbp.layers.norm`: :class:`LayerNorm`, :class:`RMSNorm`.
 - :mod:`~jbp.layers.residual`: :class:`Residual`, ``y = x + block(x)``.
-- :mod:`~jbp.layers.norm`: :class:`RMSNorm`.
 - :mod:`~jbp.layers.embedding`: :class:`Embedding` (token ids), :class:`PositionEmbedding`.
 - :mod:`~jbp.layers.attention`: :class:`CausalSelfAttention` (kept ``P``, or
   FlashAttention-2's log-sum-exp with memory linear in ``T``).

@@ -1,6 +1,6 @@
 """The fused language-model head, :class:`FusedLMHead`: the last linear layer and the
 softmax cross-entropy in one, never holding the ``(tokens, vocab)`` logits beyond one
-chunk of tokens.
+chunk of tokens, in the forward or the backward.
 
 As a layer it is a dense layer over the last axis (``z = h Wᵀ + b``, the logits, for
 ``predict``). As a network's last layer it also has the optional methods
@@ -8,19 +8,20 @@ As a layer it is a dense layer over the last axis (``z = h Wᵀ + b``, the logit
 :class:`jbp.Sequential` whose loss is ``"cross_entropy"`` computes its loss and the
 loss's gradient from the head's *input* ``h`` and the targets, chunk by chunk:
 
-Forward, for each chunk ``c`` of ``C`` token positions (rows of ``h``)::
+For each chunk ``c`` of ``C`` token positions (rows of ``h``), with ``N`` the number of
+positions whose target is not :data:`jbp.model.losses.IGNORE` (padding), counted first::
 
-    z_c = h_c Wᵀ + b                  (C, V), BP1
-    ℓ_c = logsumexp(z_c) per row,     L += Σ_{rows, t ≠ -1} (ℓ − z_t)
+    z_c = h_c Wᵀ + b                     (C, V), BP1
+    ℓ_c = logsumexp(z_c) per row,        L += Σ_{rows, t ≠ -1} (ℓ − z_t) / N
+    delta_c = (exp(z_c − ℓ_c) − onehot(t_c)) / N     (0 at padding)
+    dW += delta_cᵀ h_c   (BP5),   db += Σ_rows delta_c   (BP6),   dh_c = delta_c W   (BP3)
 
-and ``L`` is divided by the number ``N`` of positions whose target is not
-:data:`jbp.model.losses.IGNORE` (padding). Only ``ℓ`` ``(tokens,)`` is kept.
-
-Backward: the softmax + cross-entropy delta is ``(p − onehot(t)) / N`` (zero at
-ignored positions), with ``p = exp(z_c − ℓ_c)`` recomputed from the chunk's logits;
-then the dense layer's equations, ``dW = Σ_c delta_cᵀ h_c`` (BP5), ``db = Σ_c Σ_rows
-delta_c`` (BP6), ``dh_c = delta_c W`` (BP3). Peak memory: ``dW`` (the parameter's size)
-and one chunk's ``(C, V)``, whatever the number of tokens.
+The network's loss is the last thing computed, so its cotangent is 1 and ``delta_c``
+is final as soon as the chunk's logits are: the backward's equations run in the same
+pass over the chunks as the loss (as Liger Kernel's fused linear cross-entropy does),
+and the logits are never formed twice. What the backward receives is ``dW``, ``db`` and
+``dh``. Peak memory: ``dW`` (the parameter's size) and one chunk's ``(C, V)``, whatever
+the number of tokens.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def _chunked(h: Array, t: Array, chunk: int) -> tuple[Array, Array]:
     return h, t
 
 
-def fused_cross_entropy(head: Layer, h: Array, t: Array, chunk: int) -> tuple[Array, Array, Array]:
-    """``(L, ℓ, N)``: the mean softmax cross-entropy of ``z = h Wᵀ + b`` over the
-    ``N`` positions whose target is not ``IGNORE``, chunk by chunk.
+def fused_cross_entropy(head: Layer, h: Array, t: Array, chunk: int) -> tuple[Array, Layer, Array]:
+    """``(L, Layer(dW, db), dh)``: the mean softmax cross-entropy of ``z = h Wᵀ + b``
+    over the ``N`` positions whose target is not ``IGNORE``, and its gradient, in one
+    pass over chunks of ``chunk`` rows (see the module docstring).
 
     Args:
       head: ``W`` ``(V, D)`` and ``b`` ``(V,)``.
@@ -71,42 +73,28 @@ def fused_cross_entropy(head: Layer, h: Array, t: Array, chunk: int) -> tuple[Ar
       chunk: rows per chunk.
 
     Returns:
-      The loss, each padded row's log-sum-exp ``ℓ`` ``(n_chunks, chunk)`` and ``N``.
+      The loss, ``dL/dW``, ``dL/db`` and ``dL/dh`` ``(tokens, D)``.
     """
     h_chunks, t_chunks = _chunked(h, t, chunk)
+    V = head.W.shape[0]
+    count = jnp.maximum(jnp.sum(t != IGNORE), 1).astype(h.dtype)  # N
 
-    def step(total, chunk_):
+    def step(carry, chunk_):
+        total, grads = carry
         h_c, t_c = chunk_
         z = dense(head, h_c)  # BP1, (chunk, V)
         lse = jax.nn.logsumexp(z, axis=-1)
         valid = t_c != IGNORE
         z_t = jnp.take_along_axis(z, jnp.where(valid, t_c, 0)[:, None], axis=-1)[:, 0]
-        return total + jnp.sum(jnp.where(valid, lse - z_t, 0)), lse
-
-    total, lse = lax.scan(step, jnp.zeros((), h.dtype), (h_chunks, t_chunks))
-    count = jnp.maximum(jnp.sum(t != IGNORE), 1).astype(h.dtype)
-    return total / count, lse, count
-
-
-def fused_cross_entropy_backward(head: Layer, h: Array, t: Array, lse: Array, count: Array,
-                                 chunk: int) -> tuple[Layer, Array]:
-    """``(Layer(dW, db), dh)`` of :func:`fused_cross_entropy`'s loss, each chunk's logits
-    recomputed: ``delta_c = (exp(z_c − ℓ_c) − onehot(t_c)) / N`` (zero at ignored rows),
-    then BP5, BP6 (summed over the chunks) and BP3."""
-    h_chunks, t_chunks = _chunked(h, t, chunk)
-    V = head.W.shape[0]
-
-    def step(grads, chunk_):
-        h_c, t_c, lse_c = chunk_
-        z = dense(head, h_c)  # the chunk's logits again
-        valid = (t_c != IGNORE)[:, None]
-        delta = jnp.where(valid, jnp.exp(z - lse_c[:, None]) - jax.nn.one_hot(t_c, V, dtype=z.dtype), 0) / count
+        total = total + jnp.sum(jnp.where(valid, lse - z_t, 0))
+        # the fused softmax + cross-entropy delta, (p − y) / N
+        delta = jnp.where(valid[:, None], jnp.exp(z - lse[:, None]) - jax.nn.one_hot(t_c, V, dtype=z.dtype), 0) / count
         grads = Layer(W=grads.W + weight_grad(delta, h_c), b=grads.b + bias_grad(delta))  # BP5, BP6
-        return grads, input_grad(delta, head.W)  # BP3
+        return (total, grads), input_grad(delta, head.W)  # BP3
 
     zeros = Layer(W=jnp.zeros_like(head.W), b=jnp.zeros_like(head.b))
-    grads, dh = lax.scan(step, zeros, (h_chunks, t_chunks, lse))
-    return grads, dh.reshape(-1, h.shape[1])[: h.shape[0]]
+    (total, grads), dh = lax.scan(step, (jnp.zeros((), h.dtype), zeros), (h_chunks, t_chunks))
+    return total / count, grads, dh.reshape(-1, h.shape[1])[: h.shape[0]]
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -117,8 +105,8 @@ class FusedLMHead:
     :class:`jbp.layers.Dense`'s backward. As a network's last layer, ``fused_loss`` and
     ``fused_loss_backward`` give the cross-entropy and its gradient without the logits.
 
-    Params: ``jbp.Layer(W (vocab, D), b (vocab,))``. Residuals of ``fused_loss``: ``h``,
-    the targets, each row's log-sum-exp and ``N``.
+    Params: ``jbp.Layer(W (vocab, D), b (vocab,))``. Residuals of ``fused_loss``: the
+    gradient, ``(Layer(dW, db), dh)``, formed in the same pass as the loss.
 
     Args:
       vocab: ``V``, the number of classes (tokens).
@@ -155,12 +143,10 @@ class FusedLMHead:
         """``(L, residuals)``: the mean cross-entropy of ``softmax(x Wᵀ + b)`` against
         integer targets ``y`` (``x.shape[:-1]``, ``IGNORE`` for padding), chunk by chunk."""
         h, t = x.reshape(-1, x.shape[-1]), y.reshape(-1)
-        loss, lse, count = fused_cross_entropy(params, h, t, min(chunk_rows(self.vocab, self.chunk), h.shape[0]))
-        return loss, (x, y, lse, count)
+        loss, grads, dh = fused_cross_entropy(params, h, t, min(chunk_rows(self.vocab, self.chunk), h.shape[0]))
+        return loss, (grads, dh.reshape(x.shape))
 
     def fused_loss_backward(self, params: Layer, residuals: tuple) -> tuple[Layer, Array]:
-        """``(dparams, dx)``: the gradient of :meth:`fused_loss`'s loss."""
-        x, y, lse, count = residuals
-        h = x.reshape(-1, x.shape[-1])
-        grads, dh = fused_cross_entropy_backward(params, h, y.reshape(-1), lse, count, lse.shape[1])
-        return grads, dh.reshape(x.shape)
+        """``(dparams, dx)``: the gradient of :meth:`fused_loss`'s loss, formed with it."""
+        grads, dx = residuals
+        return grads, dx

@@ -17,8 +17,8 @@ Backward, from ``dz``: the head's BP5/BP6/BP3 (``dE_head = Σ dzᵀ h_n``, ``db 
 adds them: ``dE = dE_head + dE_embed``.
 
 As a network's last layer it also has ``fused_loss``/``fused_loss_backward``: the
-head's cross-entropy is computed chunk by chunk (:mod:`jbp.layers.lm_head`), never
-forming the logits.
+head's cross-entropy and its gradient are computed chunk by chunk
+(:func:`jbp.layers.lm_head.fused_cross_entropy`), never forming the logits.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from jbp.layers import args
 from jbp.layers.activation import as_layer
 from jbp.layers.dense import bias_grad, dense, input_grad, weight_grad
 from jbp.layers.embedding import EMBEDDING_STD, scatter_add_rows
-from jbp.layers.lm_head import chunk_rows, fused_cross_entropy, fused_cross_entropy_backward
+from jbp.layers.lm_head import chunk_rows, fused_cross_entropy
 from jbp.model.params import Layer
 
 Array = jax.Array
@@ -131,13 +131,11 @@ class TiedLM:
         h, body_residuals = self._body_forward(params, x, key, train)
         rows, t = h.reshape(-1, h.shape[-1]), y.reshape(-1)
         head = Layer(W=params.table, b=params.bias)
-        loss, lse, count = fused_cross_entropy(head, rows, t, min(chunk_rows(self.vocab, self.chunk), rows.shape[0]))
-        return loss, (x, y, h, body_residuals, lse, count)
+        loss, d_head, dh = fused_cross_entropy(head, rows, t, min(chunk_rows(self.vocab, self.chunk), rows.shape[0]))
+        return loss, (x, body_residuals, d_head, dh.reshape(h.shape))
 
     def fused_loss_backward(self, params: TiedLMParams, residuals: tuple) -> tuple[TiedLMParams, None]:
-        """``(dparams, None)``: the gradient of :meth:`fused_loss`'s loss."""
-        x, y, h, body_residuals, lse, count = residuals
-        head = Layer(W=params.table, b=params.bias)
-        d_head, dh = fused_cross_entropy_backward(head, h.reshape(-1, h.shape[-1]), y.reshape(-1), lse, count,
-                                                  lse.shape[1])
-        return self._body_backward(params, x, body_residuals, dh.reshape(h.shape), d_head), None
+        """``(dparams, None)``: the gradient of :meth:`fused_loss`'s loss (the head's part
+        formed with it), down the body and the embedding."""
+        x, body_residuals, d_head, dh = residuals
+        return self._body_backward(params, x, body_residuals, dh, d_head), None

@@ -85,9 +85,11 @@ class History(NamedTuple):
         return int(self.stop_reason) == DIVERGED
 
 
-def _loss_dtype(params):
-    """The dtype of losses: the parameters' (inputs may be integer token ids)."""
-    return jax.tree.leaves(params)[0].dtype
+def _loss_dtype(params, x):
+    """The dtype of losses: the parameters' (inputs may be integer token ids), or the
+    inputs' for a network without parameters."""
+    leaves = jax.tree.leaves(params)
+    return leaves[0].dtype if leaves else x.dtype
 
 
 def fit(
@@ -193,7 +195,7 @@ def fit(
                          "DP-SGD clips backprop's per-example gradients")
     if opt_state is None:
         opt_state = optimizer.init(params)
-    tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=_loss_dtype(params))
+    tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=_loss_dtype(params, x))
     if mesh is not None:
         parallel.check_mesh(mesh, batch_size)
         if distributed.spans_processes(mesh):  # several processes: each feeds its slices
@@ -280,7 +282,7 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
             monitoring.record(layer_stats, i, stats),
         )
 
-    losses = jnp.full((epochs,), jnp.nan, _loss_dtype(params))
+    losses = jnp.full((epochs,), jnp.nan, _loss_dtype(params, x))
     val = None if validation is None else (best, losses, losses)
     layer_stats = monitoring.empty_history(net, params, epochs) if monitor else None
     init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val, layer_stats)

@@ -96,7 +96,7 @@ def _references(net, params, x, y, key, train):
         return loss.value(h, activation.f(h), y)
 
     _, cache = net.forward_unchecked(params, x, key, train)
-    dtype = jax.tree.leaves(params)[0].dtype
+    dtype = next(iter(jax.tree.leaves(params)), x).dtype  # x may be integer ids
     offsets = tuple(jnp.zeros((x.shape[0], *s), dtype) for s in net.output_shapes)
     if _integer(x):  # token ids: no dL/dx^(0)
         return (cache, *jax.grad(loss_with_offsets, argnums=(0, 1))(params, offsets, x), None)
