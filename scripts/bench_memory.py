@@ -15,7 +15,8 @@ The same forward under several backwards:
 
 Columns: XLA's temp memory of the compiled step (``compiled.memory_analysis()``, compile
 only, cheap), and with ``--time`` the step's best wall time; with ``--rss`` each
-measurement also runs in a fresh subprocess whose peak resident memory is reported.
+measurement (compiled and run) is made in a fresh subprocess whose peak resident memory
+is reported.
 
 Run from the repository root:
 
@@ -274,7 +275,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="one small size per sweep (a smoke run)")
     parser.add_argument("--only", choices=tuple(METHODS), action="append", help="run only these sweeps")
     parser.add_argument("--time", action="store_true", help="also time each step (best of --repeats)")
-    parser.add_argument("--rss", action="store_true", help="each measurement in its own process, with peak RSS")
+    parser.add_argument("--rss", action="store_true",
+                        help="each measurement in its own process, with peak RSS (implies --time: the steps run)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--block", type=int, default=128, help="attention's key block (jbp)")
     parser.add_argument("--chunk", type=int, default=256, help="query chunk of checkpointed attention")
@@ -289,6 +291,7 @@ def main(argv=None):
         out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))
         return out
+    args.time = args.time or args.rss  # a peak RSS needs the steps run, not only compiled
     run = measure_in_subprocess if args.rss else measure
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
