@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 #: Subpackages imported on first use (``jbp.datasets.load("xor")`` without importing
 #: ``jbp.datasets`` first), so that ``import jbp`` stays as fast as the model needs.
-_LAZY_SUBMODULES = ("datasets", "cli")
+_LAZY_SUBMODULES = ("datasets", "cli", "models")
 
 
 def __getattr__(name: str):

@@ -358,6 +358,8 @@ def inputs(net, params_, x):
     """Checks params and ``x`` ``(batch, *input_shape)``; returns ``x`` in the params' dtype."""
     dtype = params(net, params_)
     x = _array("x", x)
+    if net.input_vocab is not None:
+        return _token_inputs(x, ("batch", *net.input_shape), net.input_vocab)
     net.check_input_shape(x)
     if x.shape[0] == 0:
         raise ValueError("x is empty: it has 0 rows")
@@ -387,6 +389,27 @@ def mlp_input_shape(net, x) -> None:
         )
 
 
+def _token_inputs(x, want: tuple, vocab: int):
+    """Integer token ids ``(batch, T)`` in ``[0, vocab)`` for a network whose first
+    layer takes ids (``layers[0].input_vocab``); returned as a JAX integer array."""
+    shape = f"({', '.join(map(str, want))})"
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"x must be integer token ids {shape} in [0, {vocab}), got {describe(x)}")
+    if x.ndim != len(want) or tuple(x.shape[1:]) != tuple(want[1:]):
+        raise ValueError(f"x has shape {tuple(x.shape)} but the network expects token ids {shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x is empty: it has 0 rows")
+    if is_concrete(x):
+        v = np.asarray(x)  # on the host: jnp ops would be staged under jit
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0 or hi >= vocab:
+            raise ValueError(
+                f"x holds token ids in [{lo}, {hi}] but the network's vocabulary has {vocab} "
+                f"(layers[0].input_vocab); ids must lie in [0, {vocab - 1}]"
+            )
+    return jnp.asarray(x)
+
+
 def inputs_and_targets(net, params_, x, y):
     """Checks params, ``x`` and the targets ``y`` for the network's loss.
 
@@ -400,7 +423,9 @@ def targets(net, y, batch: int, dtype, like: tuple = ("x", "params")):
     """Checks targets ``y`` for ``batch`` outputs of the network's loss, in ``dtype``;
     ``like`` names where the batch and the dtype come from."""
     y = _array("y", y)
-    n_out = net.output_shape[0]
+    n_out = net.output_shape[-1]
+    if len(net.output_shape) > 1:
+        return _sequence_labels(y, batch, net.output_shape, like[0])
     if y.ndim == 0 or y.shape[0] != batch:
         raise ValueError(
             f"y has shape {tuple(y.shape)} but {like[0]} has {batch} rows; "
@@ -428,6 +453,26 @@ def _unit_interval(what: str, y) -> None:
         lo, hi = float(v.min()), float(v.max())
         if not (0.0 <= lo and hi <= 1.0):
             raise ValueError(f"{what} must lie in [0, 1], got values in [{lo}, {hi}]")
+
+
+def _sequence_labels(y, batch: int, output_shape: tuple, like: str):
+    """Integer labels ``(batch, T)`` for outputs ``(batch, T, V)``: each in ``[0, V)`` or
+    ``IGNORE`` (-1, padding)."""
+    want, V = (batch, *output_shape[:-1]), output_shape[-1]
+    if not jnp.issubdtype(y.dtype, jnp.integer) or tuple(y.shape) != want:
+        raise ValueError(
+            f"y must be integer labels {want} (batch, T), one per position of the output "
+            f"{(batch, *output_shape)} ({like} has {batch} rows), got {describe(y)}"
+        )
+    if is_concrete(y):
+        v = np.asarray(y)
+        lo, hi = int(v.min()), int(v.max())
+        if lo < -1 or hi >= V:
+            raise ValueError(
+                f"y holds labels in [{lo}, {hi}] but the network has {V} classes (output_shape[-1]); "
+                f"labels must lie in [0, {V - 1}], or be -1 for padding"
+            )
+    return jnp.asarray(y)
 
 
 def _class_targets(y, n_classes: int, dtype, like: str):
@@ -547,11 +592,11 @@ def sequential_cache(net, cache):
             f"cache holds residuals of {len(residuals)} layers but the network has "
             f"{net.n_layers}; use the cache of net.forward(params, x)"
         )
-    n_out = net.output_shape[0]
-    if z.ndim != 2 or z.shape[1] != n_out or out.shape != z.shape:
+    want = ", ".join(map(str, net.output_shape))
+    if z.ndim != 1 + len(net.output_shape) or tuple(z.shape[1:]) != net.output_shape or out.shape != z.shape:
         raise ValueError(
             f"cache.z has shape {tuple(z.shape)} and cache.out {tuple(out.shape)} but the "
-            f"network's output is (batch, {n_out}) (output_shape)"
+            f"network's output is (batch, {want}) (output_shape)"
         )
     return cache._replace(z=jnp.asarray(z), out=jnp.asarray(out))
 

@@ -16,6 +16,22 @@ def test_backward_matches_vjp():
     assert_backwards_match_vjp([(Dense(1), (1,), 1), (Dense(3), (4,), 5), (Dense(2, init="he_normal"), (7,), 2)])
 
 
+def test_a_sequence_applies_over_the_last_axis_and_bp5_bp6_sum_over_positions():
+    layer = Dense(3)
+    assert_backwards_match_vjp([(layer, (6, 4), 2)])
+    params, x, dy = point(layer, (6, 4), batch=2)
+    assert layer.init(jax.random.key(0), (6, 4), jnp.float32)[1] == (6, 3)
+    grads, dx = layer.backward(params, layer.forward(params, x)[1], dy)
+    rows_x, rows_dy = x.reshape(12, 4), dy.reshape(12, 3)
+    chex.assert_trees_all_close(grads, jbp.Layer(rows_dy.T @ rows_x, rows_dy.sum(0)), rtol=1e-12)
+    assert dx.shape == x.shape
+
+
+def test_per_example_norms_of_a_sequence_are_each_examples_own():
+    report = jbp.check_layer(Dense(3), (5, 4), key=jax.random.key(1), batch=3)
+    assert report.ok and report.per_example is not None and report.per_example.ok, str(report)
+
+
 def test_each_equation_has_one_definition():
     """The MLP's passes and the layer use the same functions (moved, not copied)."""
     assert forward_pass.dense is dense_module.dense
@@ -60,8 +76,8 @@ def test_one_compilation_for_new_values():
     (lambda: Dense(0), ValueError, "Dense's features must be >= 1, got 0"),
     (lambda: Dense(2.5), TypeError, "Dense's features must be an int, got float 2.5"),
     (lambda: Dense(2, init="zeros"), ValueError, "unknown Dense's init 'zeros'; expected one of glorot_uniform"),
-    (lambda: Dense(2).init(jax.random.key(0), (2, 3), jnp.float32), ValueError,
-     r"Dense.init's input_shape must be \(n_in,\), the features \(1 entry, no batch axis\), got \(2, 3\)"),
+    (lambda: Dense(2).init(jax.random.key(0), (), jnp.float32), ValueError,
+     r"Dense.init's input_shape must be \(n_in,\) or \(T, n_in\), the features last \(at least 1 entry, no batch axis\), got \(\)"),
     (lambda: Dense(2).init(jax.random.key(0), 4, jnp.float32), TypeError, "Dense.init's input_shape must be a tuple of ints"),
     (lambda: Dense(2).init(0, (4,), jnp.float32), TypeError, "Dense.init's key must be a PRNG key"),
     (lambda: Dense(2).init(jax.random.key(0), (4,), jnp.int32), TypeError, "Dense.init's dtype must be a floating dtype, got int32"),

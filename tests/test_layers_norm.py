@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jbp
+
 from jbp.layers import LayerNorm, LayerNormParams
 from layer_cases import assert_backwards_match_vjp, point
 
@@ -37,3 +39,20 @@ def test_init_is_ones_and_zeros_over_the_last_axis():
 def test_bad_epsilon_is_named(epsilon, error, match):
     with pytest.raises(error, match=match):
         LayerNorm(epsilon)
+
+
+def test_rms_norm_backward_matches_vjp():
+    from jbp.layers import RMSNorm
+
+    assert_backwards_match_vjp([(RMSNorm(), (5,), 3), (RMSNorm(1e-3), (4, 6), 2)])
+    report = jbp.check_layer(RMSNorm(), (4, 6), key=jax.random.key(0), batch=3)
+    assert report.ok and report.per_example.ok, str(report)
+
+
+def test_rms_norm_gives_unit_root_mean_square_rows():
+    from jbp.layers import RMSNorm
+
+    layer = RMSNorm(epsilon=1e-12)
+    params, x, _ = point(layer, (2, 7), batch=3)
+    y, _ = layer.forward(params, x)
+    chex.assert_trees_all_close(jnp.mean((y / params.scale) ** 2, axis=-1), np.ones((3, 2)), rtol=1e-10)

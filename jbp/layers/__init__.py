@@ -12,39 +12,63 @@ docstring, beside its forward, one small module per family:
   :class:`AvgPool2D`.
 - :mod:`~jbp.layers.reshape`: :class:`Flatten`.
 - :mod:`~jbp.layers.dropout`: :class:`Dropout`.
-- :mod:`~jbp.layers.norm`: :class:`LayerNorm`.
+- :mod:`~jbp.layers.norm`: :class:`LayerNorm`, :class:`RMSNorm`.
 - :mod:`~jbp.layers.residual`: :class:`Residual`, ``y = x + block(x)``.
+- :mod:`~jbp.layers.embedding`: :class:`Embedding` (token ids), :class:`PositionEmbedding`.
+- :mod:`~jbp.layers.attention`: :class:`CausalSelfAttention` (kept ``P``, or
+  FlashAttention-2's log-sum-exp with memory linear in ``T``).
+- :mod:`~jbp.layers.lm_head`: :class:`FusedLMHead`, the last linear layer and the
+  cross-entropy in one, chunk by chunk.
+- :mod:`~jbp.layers.transformer`: :func:`transformer_block`, pre-LayerNorm.
+- :mod:`~jbp.layers.tied`: :class:`TiedLM`, embedding, body and fused head sharing the
+  embedding's table.
 
 Check a layer of your own with :func:`jbp.check_layer`.
 """
 
 from jbp.layers.activation import ActivationLayer, as_layer
+from jbp.layers.attention import AttentionParams, CausalSelfAttention
 from jbp.layers.conv import Conv1D, Conv2D
 from jbp.layers.dense import Dense, Perceptron
 from jbp.layers.dropout import Dropout
-from jbp.layers.norm import LayerNorm, LayerNormParams
+from jbp.layers.embedding import Embedding, EmbeddingParams, PositionEmbedding
+from jbp.layers.lm_head import FusedLMHead
+from jbp.layers.norm import LayerNorm, LayerNormParams, RMSNorm, RMSNormParams
 from jbp.layers.pool import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from jbp.layers.protocol import LayerProtocol, StaticShape, check_layer_object
 from jbp.layers.reshape import Flatten
 from jbp.layers.residual import Residual
+from jbp.layers.tied import TiedLM, TiedLMParams
+from jbp.layers.transformer import transformer_block
 
 __all__ = [
     "ActivationLayer",
+    "AttentionParams",
     "AvgPool1D",
     "AvgPool2D",
     "Conv1D",
+    "CausalSelfAttention",
     "Conv2D",
     "Dense",
     "Perceptron",
     "Dropout",
+    "Embedding",
+    "EmbeddingParams",
     "Flatten",
+    "FusedLMHead",
     "LayerNorm",
     "LayerNormParams",
     "LayerProtocol",
     "MaxPool1D",
     "MaxPool2D",
+    "PositionEmbedding",
+    "RMSNorm",
+    "RMSNormParams",
     "Residual",
     "StaticShape",
+    "TiedLM",
+    "TiedLMParams",
     "as_layer",
     "check_layer_object",
+    "transformer_block",
 ]

@@ -37,7 +37,7 @@ def input_shape(layer, value: Any, rank: int | None, what: str) -> tuple:
     if (rank is None and not shape) or (rank is not None and len(shape) != rank):
         raise ValueError(
             f"{where} must be {what} ({'at least 1' if rank is None else rank} "
-            f"{'entry' if rank == 1 else 'entries'}, no batch axis), got {shape}"
+            f"{'entry' if rank in (None, 1) else 'entries'}, no batch axis), got {shape}"
         )
     return shape
 

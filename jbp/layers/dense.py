@@ -135,7 +135,8 @@ def bias_grad_sq_norms(delta: Array) -> Array:
 class Dense:
     """A dense layer, ``z = x @ W.T + b``: the seed's layer without its activation.
 
-    Forward (BP1), with ``x`` ``(batch, n_in)``::
+    Forward (BP1), with ``x`` ``(batch, n_in)``, or a sequence ``(batch, T, n_in)`` (any
+    leading axes: the layer applies to the last one, at every position)::
 
         z = x @ W.T + b                      z_j = Σ_i w_ji x_i + b_j
 
@@ -146,6 +147,10 @@ class Dense:
         dx = delta @ W                       BP3  dL/dx_i  = Σ_j dL/dz_j w_ji
         dW = delta.T @ x                     BP5  dL/dw_ji = Σ_batch dL/dz_j x_i
         db = delta.sum(0)                    BP6  dL/db_j  = Σ_batch dL/dz_j
+
+    For a sequence ``W`` and ``b`` are shared by every position, so BP5 and BP6 sum over
+    the batch *and* the positions: the backward flattens the leading axes into one of
+    ``batch · T`` rows and applies the same equations.
 
     Residuals: ``x`` (for BP5). Params: ``jbp.Layer(W, b)``, ``W`` ``(features, n_in)``
     (the seed's ``w_ji``), ``b`` ``(features,)``.
@@ -170,23 +175,30 @@ class Dense:
         object.__setattr__(self, "init_name", _validate.name("Dense's init", init, tuple(INITIALIZERS)))
 
     def init(self, key: Array, input_shape: tuple, dtype=None) -> tuple[Layer, tuple]:
-        """``(Layer(W, b), (features,))`` for inputs ``(batch, n_in)``; ``input_shape = (n_in,)``."""
-        key, (n_in,), dtype = args.init_args(self, key, input_shape, dtype, 1, "(n_in,), the features")
-        W = init_weight(self.init_name, key, n_in, self.features, dtype)
-        return Layer(W=W, b=jnp.zeros((self.features,), dtype)), (self.features,)
+        """``(Layer(W, b), (..., features))`` for inputs ``(batch, ..., n_in)``;
+        ``input_shape = (n_in,)`` or ``(T, n_in)``."""
+        key, shape, dtype = args.init_args(self, key, input_shape, dtype, None, "(n_in,) or (T, n_in), the features last")
+        W = init_weight(self.init_name, key, shape[-1], self.features, dtype)
+        return Layer(W=W, b=jnp.zeros((self.features,), dtype)), (*shape[:-1], self.features)
 
     def forward(self, params: Layer, x: Array, *, key=None, train: bool = False) -> tuple[Array, Array]:
         """``(z, x)``: BP1, keeping the input for BP5."""
         return dense(params, x), x
 
     def backward(self, params: Layer, x: Array, dy: Array) -> tuple[Layer, Array]:
-        """``(Layer(dW, db), dx)`` from ``dy = delta = dL/dz``: BP5, BP6 and BP3."""
-        return Layer(W=weight_grad(dy, x), b=bias_grad(dy)), input_grad(dy, params.W)
+        """``(Layer(dW, db), dx)`` from ``dy = delta = dL/dz``: BP5, BP6 and BP3 (BP5 and
+        BP6 summed over the rows of every leading axis)."""
+        delta, x_rows = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
+        return Layer(W=weight_grad(delta, x_rows), b=bias_grad(delta)), input_grad(dy, params.W)
 
     def per_example_sq_norms(self, params: Layer, x: Array, dy: Array) -> Array:
         """``‖dW_i‖² + ‖db_i‖² = ‖delta_i‖² (‖x_i‖² + 1)`` per example, ``(B,)``: BP5 and BP6
-        of row ``i`` alone, by the outer-product identity, never forming ``dW_i``."""
-        return weight_grad_sq_norms(dy, x) + bias_grad_sq_norms(dy)
+        of row ``i`` alone, by the outer-product identity, never forming ``dW_i``.
+
+        For a sequence, example ``i``'s ``dW_i = Σ_t delta_it x_itᵀ`` is a sum of outer
+        products, whose squared norm is ``Σ_{t,s} (delta_it · delta_is)(x_it · x_is)``
+        (the ghost norm, ``O(T²)`` per example), and ``db_i = Σ_t delta_it``."""
+        return sq_norms(dy, x)
 
 
 class PerceptronResiduals(NamedTuple):
@@ -261,4 +273,17 @@ class Perceptron:
     def per_example_sq_norms(self, params: Layer, r: PerceptronResiduals, dy: Array) -> Array:
         """``‖delta_i‖² (‖x_prev_i‖² + 1)`` per example, as :meth:`Dense.per_example_sq_norms`."""
         delta = self.delta(r, dy)  # BP4
-        return weight_grad_sq_norms(delta, r.x_prev) + bias_grad_sq_norms(delta)
+        return sq_norms(delta, r.x_prev)
+
+
+def sq_norms(delta: Array, x_prev: Array) -> Array:
+    """``‖dW_i‖² + ‖db_i‖²`` per example, ``(B,)``, for a dense layer's delta and input:
+    by the outer-product identity for ``(batch, features)``, by the ghost norm for a
+    sequence ``(batch, ..., features)`` (see :meth:`Dense.per_example_sq_norms`)."""
+    if delta.ndim == 2:
+        return weight_grad_sq_norms(delta, x_prev) + bias_grad_sq_norms(delta)
+    delta = delta.reshape(delta.shape[0], -1, delta.shape[-1])
+    x_rows = x_prev.reshape(x_prev.shape[0], -1, x_prev.shape[-1])
+    gram = lambda a: jnp.einsum("bti,bsi->bts", a, a)
+    db = jnp.sum(delta, axis=1)
+    return jnp.sum(gram(delta) * gram(x_rows), axis=(1, 2)) + jnp.sum(db * db, axis=1)

@@ -29,7 +29,9 @@ class Dropout:
 
         dx = dy · m / (1 - rate)                   (dx = dy when not training)
 
-    Residuals: the mask ``m`` (booleans) while training, ``None`` otherwise.
+    Any shape: a sequence ``(batch, T, features)`` gets one independent draw per entry,
+    every position and feature. Residuals: the mask ``m`` (booleans) while training,
+    ``None`` otherwise.
 
     Args:
       rate: the probability of dropping an entry, in ``[0, 1)``.

@@ -27,6 +27,18 @@ One method is optional, for per-example clipping (:func:`jbp.per_example_norms`,
   its parameters in memory) and needs every residual leaf to carry the batch axis
   first. :func:`jbp.check_layer` checks the method against autodiff.
 
+Two optional methods, for a network's last layer that computes the cross-entropy itself
+(:class:`jbp.layers.FusedLMHead`, :class:`jbp.layers.TiedLM`); a :class:`jbp.Sequential`
+with ``loss="cross_entropy"`` then uses them in ``loss`` and ``loss_and_grad``, and
+never forms the last layer's output:
+
+- ``fused_loss(params, x, y, *, key=None, train=False) -> (loss, residuals)``: the
+  loss from the layer's input ``x`` and the integer targets ``y``;
+- ``fused_loss_backward(params, residuals) -> (dparams, dx)``: its gradient.
+
+A layer whose inputs are integer ids has the attribute ``input_vocab`` (ids lie in
+``[0, input_vocab)``); its ``backward`` returns ``dx = None``.
+
 Per-example gradients assume that a layer treats the examples of a batch independently
 (row ``i`` of ``y`` depends on row ``i`` of ``x`` only), as every built-in layer does.
 

@@ -7,7 +7,10 @@ Conventions (``B`` = batch size, ``m`` = number of outputs):
 - ``cross_entropy``: ``L = (1/B) Σ_batch −log p_label`` with ``p = softmax(z)``. ``y`` is
   integer labels ``(B,)`` or rows of class probabilities ``(B, m)`` (one-hot). The value
   is computed from the logits, ``logsumexp(z) − z_label``, and the output delta is the
-  fused ``(p − y) / B``: both stay finite for logits of ±1e4.
+  fused ``(p − y) / B``: both stay finite for logits of ±1e4. For a sequence, ``z`` is
+  ``(B, T, m)`` and ``y`` labels ``(B, T)``: the mean is over every position, and a
+  label :data:`IGNORE` (``-1``, padding) is left out of the sum and of the count ``N``
+  (``dL/dz = (p − y) / N``, zero at ignored positions).
 - ``binary_cross_entropy``: ``L = (1/(B m)) Σ −[y log p + (1−y) log(1−p)]`` with
   ``p = sigmoid(z)``, targets in ``[0, 1]``. Computed as ``softplus(z) − y z`` and with the
   fused delta ``(p − y) / (B m)``.
@@ -53,8 +56,24 @@ class Loss:
     default_output_activation: str
 
 
+#: A sequence's label that marks padding: left out of the cross-entropy's mean.
+IGNORE = -1
+
+
 def _batch(x):
     return x.shape[0]
+
+
+def _rows(z):
+    """The number of rows ``z`` (..., m) holds: every index but the last."""
+    return z.size // z.shape[-1]
+
+
+def _labelled(z, y):
+    """``(valid, N)`` for integer labels ``y`` (``z.shape[:-1]``): where a label is not
+    :data:`IGNORE`, and how many (at least 1)."""
+    valid = y != IGNORE
+    return valid, jnp.maximum(jnp.sum(valid), 1).astype(z.dtype)
 
 
 def _mse_value(z, x, y):
@@ -68,19 +87,22 @@ def _mse_delta(activation, z, x, y):
 
 def _cross_entropy_value(z, x, y):
     log_normaliser = jax.nn.logsumexp(z, axis=-1)
-    if y.ndim == 1:  # integer labels
-        z_label = jnp.take_along_axis(z, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        return jnp.sum(log_normaliser - z_label) / _batch(z)
-    return jnp.sum(log_normaliser * jnp.sum(y, axis=-1) - jnp.sum(y * z, axis=-1)) / _batch(z)
+    if y.ndim == z.ndim - 1:  # integer labels, one per row (per position of a sequence)
+        valid, count = _labelled(z, y)
+        label = jnp.where(valid, y, 0).astype(jnp.int32)
+        z_label = jnp.take_along_axis(z, label[..., None], axis=-1)[..., 0]
+        return jnp.sum(jnp.where(valid, log_normaliser - z_label, 0)) / count
+    return jnp.sum(log_normaliser * jnp.sum(y, axis=-1) - jnp.sum(y * z, axis=-1)) / _rows(z)
 
 
 def _cross_entropy_delta(activation, z, x, y):
-    # Fused softmax + cross-entropy: dL/dz = (p - y) / B, with p = x = softmax(z).
-    if y.ndim == 1:  # integer labels: subtract 1 at each row's label (a scatter-add)
-        p_minus_y = x.at[jnp.arange(_batch(x)), y].add(-1)
-    else:  # rows of class probabilities; sum(y) is 1 for one-hot rows
-        p_minus_y = x * jnp.sum(y, axis=-1, keepdims=True) - y
-    return p_minus_y / _batch(x)
+    # Fused softmax + cross-entropy: dL/dz = (p - y) / N, with p = x = softmax(z).
+    if y.ndim == z.ndim - 1:  # integer labels: subtract 1 at each row's label
+        valid, count = _labelled(z, y)
+        one_hot = jax.nn.one_hot(jnp.where(valid, y, 0), x.shape[-1], dtype=x.dtype)
+        return jnp.where(valid[..., None], x - one_hot, 0) / count
+    # rows of class probabilities; sum(y) is 1 for one-hot rows
+    return (x * jnp.sum(y, axis=-1, keepdims=True) - y) / _rows(x)
 
 
 def _binary_cross_entropy_value(z, x, y):

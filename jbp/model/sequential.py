@@ -26,7 +26,7 @@ from jbp.model.activations import get_activation
 from jbp.layers import as_layer, chain
 from jbp.model.base import Network, init_compiled
 from jbp.model.initializers import INITIALIZERS
-from jbp.model.losses import get_loss, output_head
+from jbp.model.losses import IGNORE, get_loss, output_head
 
 Array = jax.Array
 
@@ -92,7 +92,9 @@ class Sequential(Network):
         ``(length, channels)`` or ``(height, width, channels)`` for signals and images.
       layers: the layers, first to last (see :mod:`jbp.layers`); a string is an
         activation layer (``"relu"``). They produce the output layer's
-        pre-activations ``z^(L)``, one vector ``(n_L,)`` per example.
+        pre-activations ``z^(L)``, one vector ``(n_L,)`` per example; or, for a network
+        of tokens (first layer :class:`jbp.layers.Embedding`, ``input_shape=(T,)``) with
+        the cross-entropy loss, one ``(T, n_L)`` per example, labels ``(batch, T)``.
       loss: ``"mse"``, ``"cross_entropy"`` or ``"binary_cross_entropy"``, as for
         :class:`jbp.MLP`. Stored as :attr:`loss_name`.
       output_activation: applied to ``z^(L)``; by default the loss's natural one, as for
@@ -144,7 +146,8 @@ class Sequential(Network):
             raise ValueError(
                 f"layers do not fit input_shape={input_shape}: {e}"
             ) from None
-        if len(shapes[-1]) != 1:
+        tokens_out = getattr(layers[0], "input_vocab", None) is not None and loss == "cross_entropy"
+        if len(shapes[-1]) != 1 and not (tokens_out and len(shapes[-1]) == 2):
             raise ValueError(
                 f"the last layer must give one vector per example, (n_L,), but "
                 f"layers[{len(layers) - 1}] gives {shapes[-1]}; end with Flatten() and Dense(n)"
@@ -172,6 +175,22 @@ class Sequential(Network):
         passes a fresh key per step. A layer that does not say (no ``stochastic``
         attribute) is assumed to."""
         return any(getattr(layer, "stochastic", True) for layer in self.layers)
+
+    @property
+    def input_vocab(self):
+        """The number of token ids when the first layer takes integer ids
+        (:class:`jbp.layers.Embedding`): ``x`` is then ``(batch, T)`` integer and the
+        output ``(batch, T, vocab)``; ``None`` for floating inputs."""
+        return getattr(self.layers[0], "input_vocab", None)
+
+    @property
+    def fused_head(self):
+        """The last layer when it computes the cross-entropy itself from its input
+        (``fused_loss``/``fused_loss_backward``, as :class:`jbp.layers.FusedLMHead`):
+        ``loss`` and ``loss_and_grad`` then never form the logits. Else ``None``."""
+        head = self.layers[-1]
+        fused = callable(getattr(head, "fused_loss", None)) and callable(getattr(head, "fused_loss_backward", None))
+        return head if fused and self.loss_name == "cross_entropy" else None
 
     def param_shapes(self, dtype) -> tuple:
         """``jax.ShapeDtypeStruct`` s of ``init(key, dtype)``, one entry per layer."""
@@ -212,6 +231,25 @@ class Sequential(Network):
         """The chain rule from ``delta_out = dL/dz^(L)`` down: ``(grads, dL/dx^(0))``."""
         grads, dx, _ = chain.backward(self.layers, params, cache.residuals, delta_out)
         return grads, dx
+
+    def _fused_loss_and_grad(self, params, x, y, key, train):
+        """With a :attr:`fused_head`: the layers below it, then its loss and gradient from
+        its input, then the chain rule down: ``(loss, grads)``, the logits never formed."""
+        body = self.layers[:-1]
+        outputs, residuals = chain.forward(body, params[:-1], x, key=key, train=train)
+        head_key = chain.layer_keys(key, self.n_layers)[-1]
+        h = outputs[-1] if outputs else x
+        loss, head_residuals = self.fused_head.fused_loss(params[-1], h, y, key=head_key, train=train)
+        d_head, dh = self.fused_head.fused_loss_backward(params[-1], head_residuals)
+        grads, _, _ = chain.backward(body, params[:-1], residuals, dh)
+        return loss, (*grads, d_head)
+
+    def _fused_loss(self, params, x, y, key, train):
+        """With a :attr:`fused_head`: the loss from the head's input, the logits never formed."""
+        outputs, _ = chain.forward(self.layers[:-1], params[:-1], x, key=key, train=train)
+        head_key = chain.layer_keys(key, self.n_layers)[-1]
+        h = outputs[-1] if outputs else x
+        return self.fused_head.fused_loss(params[-1], h, y, key=head_key, train=train)[0]
 
     def output_delta_unchecked(self, cache: SequentialCache, y: Array) -> Array:
         return get_loss(self.loss_name).delta(
@@ -306,6 +344,8 @@ class Sequential(Network):
              train: bool = False) -> Array:
         """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`)."""
         x, y = self._checked(params, x, y, key, train)
+        if self.fused_head is not None:
+            return self._fused_loss(params, x, y, key, train)
         _, cache = self.forward_unchecked(params, x, key, train)
         return self.loss_value(cache, y)
 
@@ -331,19 +371,25 @@ class Sequential(Network):
         return self.loss_and_grad_unchecked(params, x, y, key, train)
 
     def loss_and_grad_unchecked(self, params, x, y, key=None, train=False):
+        if self.fused_head is not None:
+            return self._fused_loss_and_grad(params, x, y, key, train)
         _, cache = self.forward_unchecked(params, x, key, train)
         grads, _ = self.backward_unchecked(params, cache, self.output_delta_unchecked(cache, y))
         return self.loss_value(cache, y), grads
 
     def accuracy(self, params, x: Array, y: Array) -> Array:
-        """Fraction of correct predictions in evaluation mode, as :meth:`jbp.MLP.accuracy`."""
+        """Fraction of correct predictions in evaluation mode, as :meth:`jbp.MLP.accuracy`;
+        for sequences, of the positions whose label is not ``IGNORE`` (per token)."""
         if self.loss_name == "mse":
             raise ValueError("accuracy needs a classification loss, but this network's loss is 'mse'")
         x, y = self._checked(params, x, y)
         p = self.forward_unchecked(params, x)[0]
         if self.loss_name == "cross_entropy":
-            labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
-            return jnp.mean(jnp.argmax(p, axis=-1) == labels)
+            if y.ndim == p.ndim - 1:  # integer labels, IGNORE (padding) left out
+                valid = y != IGNORE
+                hits = jnp.sum((jnp.argmax(p, axis=-1) == y) & valid)
+                return hits / jnp.maximum(jnp.sum(valid), 1)
+            return jnp.mean(jnp.argmax(p, axis=-1) == jnp.argmax(y, axis=-1))
         return jnp.mean((p > 0.5) == (y > 0.5))
 
 

@@ -86,6 +86,13 @@ class History(NamedTuple):
         return int(self.stop_reason) == DIVERGED
 
 
+def _loss_dtype(params, x):
+    """The dtype of losses: the parameters' (inputs may be integer token ids), or the
+    inputs' for a network without parameters."""
+    leaves = jax.tree.leaves(params)
+    return leaves[0].dtype if leaves else x.dtype
+
+
 def fit(
     net: Network,
     params: Params,
@@ -189,7 +196,7 @@ def fit(
                          "DP-SGD clips backprop's per-example gradients")
     if opt_state is None:
         opt_state = optimizer.init(params)
-    tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=x.dtype)
+    tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=_loss_dtype(params, x))
     if mesh is not None:
         parallel.check_mesh(mesh, batch_size)
         if distributed.spans_processes(mesh):  # several processes: each feeds its slices
@@ -272,7 +279,7 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
             monitoring.record(layer_stats, i, stats),
         )
 
-    losses = jnp.full((epochs,), jnp.nan, x.dtype)
+    losses = jnp.full((epochs,), jnp.nan, _loss_dtype(params, x))
     val = None if validation is None else (best, losses, losses)
     layer_stats = monitoring.empty_history(net, params, epochs) if monitor else None
     init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val, layer_stats)

@@ -535,7 +535,7 @@ def _run_layers_check(net, params, x, y, *, rtol, finite_differences, key, worst
     key = jax.random.key(0) if key is None else key
     forward_key = jax.random.fold_in(key, 1) if train else None
     aux = (x, y) if forward_key is None else (x, y, jax.random.key_data(forward_key))
-    dtype = np.dtype(x.dtype)
+    dtype = _validate.params(net, params)  # x may be integer token ids
     names = _leaf_names(params)
     leaves, mine64 = _leaf_checks(_NetLoss(net, train), _NetGrad(net, Equations(), train), params, aux, names,
                                   dtype, rtol, finite_differences, key)

@@ -5,6 +5,10 @@ checked by :func:`jbp.check_vjp`'s method (:mod:`jbp.verify.oracles`: derived
 tolerances, a float64 re-run, finite differences) at a point drawn for it: its own
 parameters moved off their initial values, random inputs and a random cotangent.
 
+A layer whose inputs are integer ids (the optional attribute ``input_vocab``, as
+:class:`jbp.layers.Embedding`'s) is checked at valid ids, ``x`` drawn in
+``[0, input_vocab)``; it has no ``dx``, so only its parameters' gradients are checked.
+
 A layer with the optional ``per_example_sq_norms`` method (what per-example clipping and
 DP-SGD use) has it checked too, in float64: against the squared norms of each example's
 own parameter gradient, ``jax.vjp`` of the batch's forward pulled back from ``dy`` with
@@ -120,7 +124,8 @@ def check_layer(
 
     The point: ``params`` from ``layer.init(key, input_shape, dtype)``, each leaf moved
     by noise (:data:`PARAM_NOISE`) so that no scale is exactly one and no bias zero;
-    ``x`` ``(batch, *input_shape)`` and the cotangent ``dy`` ~ ``N(0, 1)``. A stochastic
+    ``x`` ``(batch, *input_shape)`` and the cotangent ``dy`` ~ ``N(0, 1)``; for a layer
+    with ``input_vocab``, ``x`` is uniform integer ids and only ``params`` are checked. A stochastic
     layer's forward runs with one fixed key (drawn from ``key``), so that it is the same
     function in every run of the check.
 
@@ -154,10 +159,13 @@ def check_layer(
         if jax.tree.leaves(params):
             dtype = working_dtype("params", params)
         out_shape = _init_shapes(layer, key, tuple(input_shape), dtype)
+    vocab = getattr(layer, "input_vocab", None)
     if x is None:
-        x = np.asarray(rng.standard_normal((batch, *input_shape)), dtype)
-    dtype = working_dtype("params and x", (params, x))
-    forward = _LayerForward(layer, _key_data(jax.random.fold_in(key, 1)), train)
+        x = (rng.integers(0, vocab, (batch, *input_shape), dtype=np.int32) if vocab is not None
+             else np.asarray(rng.standard_normal((batch, *input_shape)), dtype))
+    ids = vocab is not None  # integer inputs: no dx, x is data (aux), not an argument
+    dtype = working_dtype("params" if ids else "params and x", params if ids else (params, x))
+    forward = _LayerForward(layer, _key_data(jax.random.fold_in(key, 1)), train, ids)
     y = jax.eval_shape(lambda p, x: forward.run(p, x)[0], params, x)
     if tuple(y.shape[1:]) != tuple(out_shape):
         raise ValueError(
@@ -166,11 +174,12 @@ def check_layer(
         )
     dy = np.asarray(rng.standard_normal(y.shape), y.dtype)
     expand = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
-    args = (expand(params), expand(x))
+    args = (expand(params),) if ids else (expand(params), expand(x))
     names = [path_name(p, "params") for p, _ in jax.tree.flatten_with_path(params)[0]]
-    names += [path_name(p, "x") for p, _ in jax.tree.flatten_with_path(x)[0]]
+    if not ids:
+        names += [path_name(p, "x") for p, _ in jax.tree.flatten_with_path(x)[0]]
     (leaves,), _ = verify_many(
-        forward, _LayerBackward(forward), args, None, expand(dy), names, dtype=dtype,
+        forward, _LayerBackward(forward), args, expand(x) if ids else None, expand(dy), names, dtype=dtype,
         rtol=rtol, finite_differences=finite_differences, rng=rng,
     )
     per_example = _per_example(forward, params, x, dy) if _has_per_example_norms(layer, params) else None
@@ -253,6 +262,7 @@ class _LayerForward:
     layer: Any
     key: tuple
     train: bool
+    ids: bool = False  # x is integer ids: in aux, not differentiated
 
     def run(self, params, x):
         """``(y, residuals)`` with the fixed key."""
@@ -262,7 +272,7 @@ class _LayerForward:
 
     def __call__(self, args, aux):
         """``y``: what ``jax.vjp`` differentiates."""
-        params, x = args
+        params, x = (args[0], aux) if self.ids else args
         return self.run(params, x)[0]
 
 
@@ -271,9 +281,9 @@ class _LayerBackward:
     forward: _LayerForward
 
     def __call__(self, args, aux, dy):
-        params, x = args
+        params, x = (args[0], aux) if self.forward.ids else args
         _, residuals = self.forward.run(params, x)
         grads = self.forward.layer.backward(params, residuals, dy)
         if not isinstance(grads, (tuple, list)) or len(grads) != 2:
             raise TypeError(f"layer.backward must return a pair (dparams, dx), got {type(grads).__name__}")
-        return tuple(grads)
+        return (grads[0],) if self.forward.ids else tuple(grads)

@@ -8,7 +8,9 @@ to a zero offset added to that layer's output, and the layer's ``(dparams, dx)``
 compared with autodiff's ``dL/dparams[i]`` and ``dL/d(its input)`` (the offset's
 gradient one layer down, or ``dL/dx^(0)``). The output delta is checked the same way.
 The first leaf that fails, from the output down, is the first wrong layer's: its
-index and leaf are named, and for jbp's dense and activation layers the seed's
+index and leaf are named (within a layer its leaves are taken last first, so that in a
+composite layer, a :class:`jbp.layers.Residual`, the inner layer nearest the output
+whose gradient is wrong is named, not the ones below it that receive its error), and for jbp's dense and activation layers the seed's
 equation (``dW``: BP5, ``db``: BP6, ``dx``: BP3; an activation's ``dx``: BP4).
 """
 
@@ -94,8 +96,17 @@ def _references(net, params, x, y, key, train):
         return loss.value(h, activation.f(h), y)
 
     _, cache = net.forward_unchecked(params, x, key, train)
-    offsets = tuple(jnp.zeros((x.shape[0], *s), x.dtype) for s in net.output_shapes)
+    dtype = next(iter(jax.tree.leaves(params)), x).dtype  # x may be integer ids
+    offsets = tuple(jnp.zeros((x.shape[0], *s), dtype) for s in net.output_shapes)
+    if _integer(x):  # token ids: no dL/dx^(0)
+        return (cache, *jax.grad(loss_with_offsets, argnums=(0, 1))(params, offsets, x), None)
     return (cache, *jax.grad(loss_with_offsets, argnums=(0, 1, 2))(params, offsets, x))
+
+
+def _integer(x) -> bool:
+    """Whether the network's input is integer ids, which have no gradient (no ``dx`` check
+    for the first layer)."""
+    return not jnp.issubdtype(x.dtype, jnp.floating)
 
 
 def _outputs(net, params, y, references, lo):
@@ -109,9 +120,10 @@ def _outputs(net, params, y, references, lo):
         inputs = (params[i], cache.residuals[i], dys[i])
         dp, dx = layer.backward(*inputs)
         dp_lo, dx_lo = layer.backward(*cast(inputs, lo))
-        for got, got_lo, ref in zip(jax.tree.leaves(dp), jax.tree.leaves(dp_lo), jax.tree.leaves(grads[i])):
-            out.append((got, got_lo, ref))
-        out.append((dx, dx_lo, dys[i - 1] if i else dx0))
+        leaves = zip(jax.tree.leaves(dp), jax.tree.leaves(dp_lo), jax.tree.leaves(grads[i]))
+        out += reversed(list(leaves))  # last leaf first: from the output down inside a layer
+        if i or dx0 is not None:
+            out.append((dx, dx_lo, dys[i - 1] if i else dx0))
     return out
 
 
@@ -119,14 +131,14 @@ _references_jit = jax.jit(_references, static_argnums=(0, 5))
 _outputs_jit = jax.jit(_outputs, static_argnums=(0, 4))
 
 
-def _check_list(net, params) -> list:
+def _check_list(net, params, integer_input: bool) -> list:
     """``(layer, layer_type, leaf, equation, formula)`` in the order of :func:`_outputs`."""
     out = [(None, "output", "delta", "output delta",
             f"delta = dL/dz^(L) of the {net.loss_name} loss")]
     for i in range(net.n_layers - 1, -1, -1):
         layer = net.layers[i]
-        paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params[i])[0]]
-        for leaf in [f"params[{i}]{p}" for p in paths] + ["dx"]:
+        paths = [jax.tree_util.keystr(p) for p, _ in reversed(jax.tree_util.tree_flatten_with_path(params[i])[0])]
+        for leaf in [f"params[{i}]{p}" for p in paths] + ["dx"] * (i > 0 or not integer_input):
             kind = type(layer).__name__
             if hasattr(layer, "wraps"):
                 kind = f"{kind}({type(layer.wraps).__name__})"
@@ -145,7 +157,7 @@ def layer_checks(net, params, x, y, key, train: bool, dtype) -> tuple:
         outputs = jax.device_get(_outputs_jit(net, params64, y64, references, lo))
     return tuple(
         LayerCheck(*names, *fed_verdict(got, got_lo, reference, np.size(reference), u_lo))
-        for names, (got, got_lo, reference) in zip(_check_list(net, params), outputs)
+        for names, (got, got_lo, reference) in zip(_check_list(net, params, _integer(x)), outputs)
     )
 
 
