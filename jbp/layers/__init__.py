@@ -14,6 +14,8 @@ docstring, beside its forward, one small module per family:
 - :mod:`~jbp.layers.dropout`: :class:`Dropout`.
 - :mod:`~jbp.layers.norm`: :class:`LayerNorm`.
 - :mod:`~jbp.layers.residual`: :class:`Residual`, ``y = x + block(x)``.
+- :mod:`~jbp.layers.recurrent`: :class:`RNN`, :class:`LSTM`, :class:`GRU` over
+  ``(batch, T, features)``, by backpropagation through time.
 
 Check a layer of your own with :func:`jbp.check_layer`.
 """
@@ -25,6 +27,7 @@ from jbp.layers.dropout import Dropout
 from jbp.layers.norm import LayerNorm, LayerNormParams
 from jbp.layers.pool import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from jbp.layers.protocol import LayerProtocol, StaticShape, check_layer_object
+from jbp.layers.recurrent import GRU, LSTM, RNN, GRUParams, LSTMState, RecurrentParams, gradient_through_time
 from jbp.layers.reshape import Flatten
 from jbp.layers.residual import Residual
 
@@ -37,13 +40,20 @@ __all__ = [
     "Dense",
     "Dropout",
     "Flatten",
+    "GRU",
+    "GRUParams",
+    "LSTM",
+    "LSTMState",
     "LayerNorm",
     "LayerNormParams",
     "LayerProtocol",
     "MaxPool1D",
     "MaxPool2D",
+    "RNN",
+    "RecurrentParams",
     "Residual",
     "StaticShape",
     "as_layer",
     "check_layer_object",
+    "gradient_through_time",
 ]
