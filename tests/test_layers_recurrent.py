@@ -117,6 +117,16 @@ def test_two_windows_with_the_carried_state_are_the_whole_sequence():
         np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, rtol=1e-12)
 
 
+def test_a_checkpoint_rebuilds_the_recurrent_layers(tmp_path):
+    net = jbp.Sequential((6, 3), [GRU(4), LSTM(5, return_sequences=False, forget_bias=2.0, init="he_normal"),
+                                  Dense(2)], loss="cross_entropy")
+    params = net.init(KEY, np.float32)
+    jbp.save_checkpoint(tmp_path / "lstm.npz", net=net, params=params, epoch=3)
+    saved = jbp.load_checkpoint(tmp_path / "lstm.npz")
+    assert saved.net == net and saved.epoch == 3
+    chex.assert_trees_all_equal(saved.params, params)
+
+
 # --- The gradient's path through time. ------------------------------------------------
 
 
