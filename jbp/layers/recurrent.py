@@ -18,14 +18,14 @@ and ``h_{t-1}`` ``(batch, H)``, every cell's pre-activations are::
 
 **Backward, the sum over time.** The reverse scan gives each step's ``da_t = dL/da_t``
 (and ``dm_t = dL/d(h_{t-1} @ U.T)``, equal to ``da_t`` except in the GRU's candidate
-block). With these, outside the scan, in one product each (the rows of all ``T`` steps
-and the batch together)::
+block); inside the scan, ``dm_t @ U`` (BP3 through ``U``) is the part of ``dL/dh_{t-1}``
+that comes through step ``t``, carried down. Then, outside the scan, in one product
+each (the rows of all ``T`` steps and the batch together)::
 
     dW      = Σ_t da_tᵀ x_t          BP5, summed over time
     dU      = Σ_t dm_tᵀ h_{t-1}      BP5, summed over time
     db      = Σ_t Σ_batch da_t       BP6, summed over time
     dx_t    = da_t @ W               BP3, every step at once
-    dh_{t-1} ⊇ dm_t @ U               BP3 through U: carried by the scan
 
 **The initial state** is part of the input: ``forward(params, x)`` with ``x``
 ``(batch, T, n_in)`` starts from zeros; ``forward(params, (x, state))`` starts from
