@@ -117,6 +117,16 @@ def test_two_windows_with_the_carried_state_are_the_whole_sequence():
         np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, rtol=1e-12)
 
 
+def test_one_compilation_for_new_values():
+    layer = LSTM(3, return_sequences=False)
+    step = jax.jit(chex.assert_max_traces(n=1)(lambda p, x, dy: layer.backward(p, layer.forward(p, x)[1], dy)))
+    rng = np.random.default_rng(10)
+    params, _ = layer.init(KEY, (4, 2), np.float32)
+    for _ in range(3):
+        x = np.asarray(rng.normal(size=(2, 4, 2)), np.float32)
+        step(jax.tree.map(lambda a: a + 0.1, params), x, np.asarray(rng.normal(size=(2, 3)), np.float32))
+
+
 def test_a_checkpoint_rebuilds_the_recurrent_layers(tmp_path):
     net = jbp.Sequential((6, 3), [GRU(4), LSTM(5, return_sequences=False, forget_bias=2.0, init="he_normal"),
                                   Dense(2)], loss="cross_entropy")
