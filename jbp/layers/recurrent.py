@@ -476,9 +476,6 @@ class GRU(_Recurrent):
         return super()._param_sq_norms(da, dm, x, h_prev) + conv_bias_grad_sq_norms(dm[..., 2 * self.hidden:])
 
 
-RECURRENT = (RNN, LSTM, GRU)
-
-
 def gradient_through_time(net, params, x: Array, y: Array, *, key: Optional[Array] = None,
                           train: bool = False) -> tuple[Array, tuple, tuple]:
     """The loss, its hand-derived gradient, and ``‖dL/dh_t‖`` per step of every
