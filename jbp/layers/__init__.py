@@ -22,6 +22,8 @@ docstring, beside its forward, one small module per family:
 - :mod:`~jbp.layers.transformer`: :func:`transformer_block`, pre-LayerNorm.
 - :mod:`~jbp.layers.tied`: :class:`TiedLM`, embedding, body and fused head sharing the
   embedding's table.
+- :mod:`~jbp.layers.recurrent`: :class:`RNN`, :class:`LSTM`, :class:`GRU` over
+  ``(batch, T, features)``, by backpropagation through time.
 
 Check a layer of your own with :func:`jbp.check_layer`.
 """
@@ -36,6 +38,7 @@ from jbp.layers.lm_head import FusedLMHead
 from jbp.layers.norm import LayerNorm, LayerNormParams, RMSNorm, RMSNormParams
 from jbp.layers.pool import AvgPool1D, AvgPool2D, MaxPool1D, MaxPool2D
 from jbp.layers.protocol import LayerProtocol, StaticShape, check_layer_object
+from jbp.layers.recurrent import GRU, LSTM, RNN, GRUParams, LSTMState, RecurrentParams, gradient_through_time
 from jbp.layers.reshape import Flatten
 from jbp.layers.residual import Residual
 from jbp.layers.tied import TiedLM, TiedLMParams
@@ -56,6 +59,10 @@ __all__ = [
     "EmbeddingParams",
     "Flatten",
     "FusedLMHead",
+    "GRU",
+    "GRUParams",
+    "LSTM",
+    "LSTMState",
     "LayerNorm",
     "LayerNormParams",
     "LayerProtocol",
@@ -64,6 +71,8 @@ __all__ = [
     "PositionEmbedding",
     "RMSNorm",
     "RMSNormParams",
+    "RNN",
+    "RecurrentParams",
     "Residual",
     "StaticShape",
     "TiedLM",
@@ -71,4 +80,5 @@ __all__ = [
     "as_layer",
     "check_layer_object",
     "transformer_block",
+    "gradient_through_time",
 ]

@@ -215,7 +215,8 @@ def _per_example_pair(forward, params, x, dy):
     y, residuals = forward.run(params, x)
     got = forward.layer.per_example_sq_norms(params, residuals, dy)
     _, pullback = jax.vjp(lambda p: forward.run(p, x)[0], params)
-    rows = jnp.eye(x.shape[0], dtype=dy.dtype).reshape(x.shape[0], x.shape[0], *(1,) * (dy.ndim - 1))
+    batch = dy.shape[0]  # x may be a pytree (a recurrent layer's (x, initial state))
+    rows = jnp.eye(batch, dtype=dy.dtype).reshape(batch, batch, *(1,) * (dy.ndim - 1))
 
     def sq_norm(row):
         (dparams,) = pullback(dy * row)
