@@ -89,6 +89,7 @@ def test_resume_with_validation_gives_exactly_the_uninterrupted_run(tmp_path):
 def _bad_files(tmp_path):
     (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,x\n3,4\n")
     (tmp_path / "one.csv").write_text("a,y\n1,x\n2,x\n")
+    (tmp_path / "two.csv").write_text("a,y\n1,x\n2,z\n")
     np.savez(tmp_path / "rank.npz", x=np.zeros(5), y=np.arange(5))
     idx = tmp_path / "idx"
     idx.mkdir()
@@ -112,6 +113,9 @@ def _bad_files(tmp_path):
         (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1), got 1.5"),
         (["--data", "{d}/rank.npz", "--task", "ranking"], "unknown task 'ranking'"),
         (["--data", "{d}/idx", "--mmap", "--val-fraction", "0.2"], "--val-fraction is not available with --mmap"),
+        (["--data", "{d}/two.csv"], "two.csv has 2 examples: too few to hold out a test split of 0.2"),
+        (["--dataset", "moons", "--val-fraction", "0.99"],
+         "--val-fraction 0.99 leaves 8 of 800 training examples for training, fewer than one batch (32); use at most 0.96"),
     ],
 )
 def test_bad_files_and_options_are_one_line_and_exit_2(tmp_path, argv, message, capsys):

@@ -67,5 +67,10 @@ def test_regression_gets_a_prediction_against_target_plot(tmp_path):
     fig = plots.prediction_figure(plt, net, net.init(jax.random.key(0), dtype=np.float32), data)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["training points", "target (test)", "prediction"]
-    assert fig.axes[0].get_title().startswith("sine: prediction against target (test RMSE ")
+    assert fig.axes[0].get_title().startswith("sine\nprediction against target, test RMSE ")
+    # the title fits in the figure (it was cut off at the right)
+    fig.tight_layout()
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
     plt.close(fig)

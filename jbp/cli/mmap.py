@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbp.cli import common, datafiles
+from jbp.cli import common, datafiles, preprocess
 from jbp.cli.common import CHECKPOINT, CHECK_BATCH, UsageError, say
 from jbp.cli.plots import plots
 from jbp.model.network import MLP
@@ -82,6 +82,8 @@ def run(args, s: dict, saved) -> int:
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
     if args.out:
         os.makedirs(args.out, exist_ok=True)
+    # the inputs are used as stored; the file's size is kept (hashing data bigger than memory is not)
+    learned = preprocess.record(None, s, hash_contents=False)
     name = os.path.basename(os.path.normpath(where))
     say(f"jbp train: {name} memory-mapped ({n} train, {x.nbytes / 2**20:,.0f} MiB of inputs, "
         f"{x.shape[1]} features), network {'-'.join(map(str, net.sizes))} {s['activation']} -> "
@@ -109,7 +111,8 @@ def run(args, s: dict, saved) -> int:
         if args.out:
             save_checkpoint(os.path.join(args.out, CHECKPOINT), net=net, params=params, opt_state=opt_state,
                             epoch=epoch, key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
-                                                                 "stop_reason": stop_reason})
+                                                                 "stop_reason": stop_reason,
+                                                                 "preprocessing": learned})
     train_s = time.perf_counter() - start
     metrics = {"dataset": name, "memory_mapped": True, "settings": s, "epochs_run": epoch,
                "stop_reason": stop_reason, "train_loss": train_loss, "gradient_check": grad_check,

@@ -114,20 +114,26 @@ def boundary_figure(plt, net, params, data):
 
 
 def prediction_figure(plt, net, params, data):
-    y_hat = np.asarray(net.predict(params, data.x_test))
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    """The prediction against the target, in the target's own units (``data.y_scaling`` undone)."""
+    y_hat, y_test = np.asarray(net.predict(params, data.x_test)), np.asarray(data.y_test)
+    y_train = np.asarray(data.y_train)
+    scaling = getattr(data, "y_scaling", None)
+    if scaling is not None:
+        y_hat, y_test, y_train = scaling.invert(y_hat), scaling.invert(y_test), scaling.invert(y_train)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     if data.n_features == 1:
         order = np.argsort(data.x_test[:, 0])
-        ax.scatter(data.x_train[:, 0], data.y_train[:, 0], s=6, c="0.6", label="training points")
-        ax.plot(data.x_test[order, 0], data.y_test[order, 0], "k-", lw=1.5, label="target (test)")
+        ax.scatter(data.x_train[:, 0], y_train[:, 0], s=6, c="0.6", label="training points")
+        ax.plot(data.x_test[order, 0], y_test[order, 0], "k-", lw=1.5, label="target (test)")
         ax.plot(data.x_test[order, 0], y_hat[order, 0], "C1--", lw=1.5, label="prediction")
-        ax.set(xlabel="x", ylabel="y")
+        ax.set(xlabel="x (standardised)" if getattr(data, "x_scaling", None) is not None else "x", ylabel="y")
     else:
-        ax.scatter(data.y_test.ravel(), y_hat.ravel(), s=6)
-        lo, hi = float(data.y_test.min()), float(data.y_test.max())
+        ax.scatter(y_test.ravel(), y_hat.ravel(), s=6)
+        lo, hi = float(y_test.min()), float(y_test.max())
         ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="prediction = target")
         ax.set(xlabel="target (test)", ylabel="prediction")
-    rmse = float(np.sqrt(np.mean((y_hat - data.y_test) ** 2)))
-    ax.set_title(f"{data.name}: prediction against target (test RMSE {rmse:.3g})")
+    rmse = float(np.sqrt(np.mean((y_hat - y_test) ** 2)))
+    # two short lines: a long dataset name must not push the title out of the frame
+    ax.set_title(f"{data.name}\nprediction against target, test RMSE {rmse:.3g}", fontsize=10)
     ax.legend(fontsize=8)
     return fig

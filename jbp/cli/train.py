@@ -11,7 +11,8 @@ import time
 import jax
 import numpy as np
 
-from jbp.cli import common, datacache, datafiles, diagnostics, flags, gradcheck, launch, layers_spec, rundir, runtime, timing
+from jbp.cli import (common, datacache, datafiles, diagnostics, flags, gradcheck, launch, layers_spec, preprocess,
+                     rundir, runtime, timing)
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
@@ -81,6 +82,14 @@ def nothing_left(saved, s) -> str:
     return ""
 
 
+def regression_rmse(net, params, data) -> float:
+    """The test RMSE of a regression, in the target's own units (its scaling undone)."""
+    y_hat, y = np.asarray(net.predict(params, data.x_test)), np.asarray(data.y_test)
+    if data.y_scaling is not None:
+        y_hat, y = data.y_scaling.invert(y_hat), data.y_scaling.invert(y)
+    return float(np.sqrt(np.mean((y_hat - y) ** 2)))
+
+
 def run(args) -> int:
     started = time.perf_counter()
     if args.model is not None:
@@ -114,7 +123,13 @@ def run(args) -> int:
         return mmap.run(args, s, saved if args.resume else None)
 
     cache = runtime.cache_wanted(args.no_cache)
-    data, validation = datafiles.load(s, builtin=lambda name, seed: datacache.load(name, seed, cache=cache))
+    # a run saved before runs kept their preprocessing trained on a file's regression targets as they are
+    scale_targets = not args.resume or "preprocessing" in saved.extra
+    if args.resume and s.get("data"):
+        preprocess.check_unchanged(s["data"], (saved.extra.get("preprocessing") or {}).get("data_file"), args.out)
+    data, validation = datafiles.load(s, builtin=lambda name, seed: datacache.load(name, seed, cache=cache),
+                                      scale_targets=scale_targets)
+    learned = preprocess.record(data, s)
     n_features = data.n_features
     if s.get("layers"):  # a network of layers; digits become images for a convolution
         net = layers_spec.network(s["layers"], data)
@@ -214,7 +229,7 @@ def run(args) -> int:
                                        "stop_reason": stop_reason, "val_loss": val_loss,
                                        "val_accuracy": val_accuracy,
                                        "classes": list(data.classes) if data.classes else None,
-                                       "layer_stats": layer_stats},
+                                       "preprocessing": learned, "layer_stats": layer_stats},
                                 feedback=feedback)
         if bar is not None:
             bar.close()
@@ -243,6 +258,9 @@ def run(args) -> int:
         if accuracy_fn is not None:
             metrics["train_accuracy"] = float(accuracy_fn(params, data.x_train, data.y_train))
             metrics["test_accuracy"] = float(accuracy_fn(params, data.x_test, data.y_test))
+        else:  # in the target's own units
+            metrics["test_rmse"] = regression_rmse(net, params, data)
+        metrics["preprocessing"] = learned
         rose = not diverged and bool(train_loss) and train_loss[-1] > LOSS_ROSE * initial_loss
         if rose:
             say(f"training failed: the training loss rose from {initial_loss:.4g} (at the initial parameters) "
@@ -258,6 +276,9 @@ def run(args) -> int:
                    f"test loss {metrics['test_loss']:.4g}"]
         if "test_accuracy" in metrics:
             summary.append(f"test accuracy {metrics['test_accuracy']:.4f}")
+        if "test_rmse" in metrics:
+            summary.append(f"test RMSE {metrics['test_rmse']:.4g}"
+                           + (" (in the target's units)" if data.y_scaling is not None else ""))
         say("result: " + ", ".join(summary))
         if privacy is not None:
             say(dp.describe(metrics["privacy"]))

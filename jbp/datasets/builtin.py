@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from jbp import _validate
+from jbp.datasets.scaling import Scaling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,15 @@ class Dataset:
       loss: ``"mse"``, ``"cross_entropy"`` or ``"binary_cross_entropy"``.
       n_outputs: the network's output width (number of classes for ``cross_entropy``).
       classes: for classes read from a file, the label of each class id (JSON-able).
+      x_scaling: the :class:`~jbp.datasets.Scaling` that standardised the inputs (fitted on
+        the training split), for data read from a file; ``None`` when the inputs are as
+        generated. New raw inputs go through ``x_scaling.apply`` before the network.
+      y_scaling: for regression read from a file, the scaling of the targets: the network
+        learns standardised targets and ``y_scaling.invert`` maps its outputs back to the
+        file's units.
+      columns: for a CSV file, the names of the input columns, in order.
+      target: for a CSV file, the name of the target column.
+      vocabulary: for text inputs, the token of each id (JSON-able); ``None`` otherwise.
     """
 
     name: str
@@ -37,6 +47,11 @@ class Dataset:
     loss: str
     n_outputs: int
     classes: Optional[tuple] = None
+    x_scaling: Optional[Scaling] = None
+    y_scaling: Optional[Scaling] = None
+    columns: Optional[tuple] = None
+    target: Optional[str] = None
+    vocabulary: Optional[tuple] = None
 
     @property
     def n_features(self) -> int:
