@@ -168,12 +168,27 @@ def test_test_loss_per_chunk_and_honest_timings_in_metrics(tmp_path, capsys):
     # chunks 2 and 3 reuse chunk 1's program; the last (1 epoch) compiles its own
     assert t["steps"] == 7 and t["steady_steps"] == 4 and t["steady_steps_per_s"] > 0
     assert t["total_s"] >= t["train_s"] > 0 and t["compile_s"] > 0
-    assert re.search(r"^time: total [\d.]+ s \(compiling [\d.]+ s, training [\d.]+ s\), [\d,]+ steps/s steady "
+    # the parts account for the whole total
+    parts = t["setup_s"] + t["check_s"] + t["train_s"] + t["finish_s"]
+    assert min(t["setup_s"], t["finish_s"]) > 0 and abs(parts - t["total_s"]) < 1e-9
+    assert re.search(r"^time: total [\d.]+ s \(setup [\d.]+ s, training [\d.]+ s, metrics and files [\d.]+ s; "
+                     r"compiling [\d.]+ s of it\), [\d,]+ steps/s steady "
                      r"\(over 4 steps run without compiling\)$", out, re.M), out
     # one chunk of a program not compiled before (its own lr): no steady figure to report
     assert main(XOR4 + ["--epochs", "2", "--lr", "0.0123", "--out", str(tmp_path / "one")]) == 0
     assert _metrics(tmp_path / "one")["timings"]["steady_steps_per_s"] is None
     assert "no steady steps/s: every chunk of epochs compiled" in capsys.readouterr().out
+
+
+def test_a_loss_that_barely_moves_over_a_whole_run_says_so_and_exits_1(tmp_path, capsys):
+    argv = ["train", "--dataset", "moons", "--hidden", "4", "--optimizer", "sgd", "--lr", "1e-6", "--epochs", "4",
+            "--no-check", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^training failed: the training loss barely moved over 100 steps, from \S+ \(at the initial "
+                     r"parameters\) to \S+, never 5% below its start; try another --lr \(now 1e-06\)", out, re.M), out
+    m = _metrics(tmp_path)
+    assert m["failed_to_learn"] is True and min(m["train_loss"]) > 0.95 * m["initial_train_loss"]
 
 
 def test_the_gradient_check_runs_at_the_initial_parameters_also_on_resume(tmp_path, capsys):

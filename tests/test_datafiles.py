@@ -53,6 +53,13 @@ def test_csv_trains_with_validation_and_stops_early(tmp_path, capsys):
     best = jbp.load_checkpoint(tmp_path / "run" / "best.npz")
     assert best.epoch == v["kept_epoch"]
     assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # evaluate reads back the kept epoch's parameters, and names it
+    capsys.readouterr()
+    assert main(["evaluate", "--out", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"epoch {m['epochs_run']} ({m['stop_reason']}), parameters of the kept epoch "
+                             f"{v['kept_epoch']} (lowest validation loss)"), lines[0]
+    assert lines[2] == f"test: loss {m['test_loss']:.4g}, accuracy {m['test_accuracy']:.4f}"
 
 
 def test_npz_and_idx_folders_train_with_validation(tmp_path):
