@@ -31,13 +31,18 @@ DATA_SETTINGS = ("data", "target", "features", "task", "val_fraction", "patience
 BEST = "best.npz"
 
 
-def add_options(p) -> None:
+def add_data_option(p) -> None:
+    """``--data`` and the options that say how to read it (``train`` and ``check``)."""
     p.add_argument("--data", help="your own data: a .csv or .npz file, a folder of .npy files "
                                   "(x.npy, y.npy) or of IDX files (MNIST format); see README")
     p.add_argument("--target", help="CSV: the target column (default: the last)")
     p.add_argument("--features", help="CSV: comma-separated input columns (default: all but the target)")
     p.add_argument("--task", help="classification or regression (default: classification for CSV; "
                                   "by the dtype of y for .npz/.npy)")
+
+
+def add_options(p) -> None:
+    add_data_option(p)
     p.add_argument("--val-fraction", type=float,
                    help="hold out this share of the training data for validation (stratified)")
     p.add_argument("--patience", type=int,

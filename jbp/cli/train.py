@@ -98,12 +98,7 @@ def regression_rmse(net, params, data) -> float:
 
 def run(args) -> int:
     started = time.perf_counter()
-    if args.model is not None:
-        if args.model not in layers_spec.MODELS:
-            raise UsageError(f"unknown --model {args.model!r}; expected one of {', '.join(layers_spec.MODELS)}")
-        if args.layers is not None:
-            raise UsageError("give --model or --layers, not both")
-        args.layers = layers_spec.MODELS[args.model]
+    args.layers = layers_spec.option(args)
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the folder of the run to continue")
     rundir.check(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -112,7 +107,7 @@ def run(args) -> int:
         if not os.path.exists(ckpt_path):
             raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path})")
         saved = common.usage(load_checkpoint, ckpt_path)
-        s = resumed_settings(args, saved)
+        s, taken = resumed_settings(args, saved), {}
         left = nothing_left(saved, s)
         if left and rundir.complete(args.out, saved.epoch):
             say(f"nothing left to run in {args.out}: {left}")
@@ -123,6 +118,7 @@ def run(args) -> int:
         if args.data is not None and args.dataset is not None:
             raise UsageError("give either --dataset NAME or --data PATH, not both")
         s = common.settings(args)
+        taken = common.from_dataset(args)
         s.update({k: getattr(args, k) for k in dp.SETTINGS})
         if s["data"] is not None:
             s["dataset"] = None
@@ -201,6 +197,9 @@ def run(args) -> int:
         f"network {shape} -> {net.output_activation} "
         f"({net.loss_name}), {s['optimizer']} lr {s['lr']:g}, "
         f"batch {batch_size}, rule {s['rule']}, on {jax.default_backend()}")
+    if taken:
+        say(f"settings declared by the {s['dataset']} dataset (where no flag was given): "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in taken.items()))
     if validation is not None:
         say(f"validation: {len(validation[0])} examples held out of the training data"
             + (f", early stopping with patience {s['patience']}" if s["patience"] else ""))
@@ -265,6 +264,7 @@ def run(args) -> int:
             "settings": s,
             "epochs_run": epoch,
             "stop_reason": stop_reason,
+            "settings_from_dataset": sorted(taken),
             "initial_train_loss": initial_loss,
             "train_loss": train_loss,
             "test_loss": float(loss_fn(params, data.x_test, data.y_test)),
