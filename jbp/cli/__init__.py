@@ -2,9 +2,12 @@
 
 ``train`` checks the hand-derived gradients on a batch, trains with :func:`jbp.fit` in
 compiled chunks of epochs (a progress bar moves between chunks), prints a summary and,
-with ``--out DIR``, writes ``metrics.json``, plots and an atomically written checkpoint
-after every chunk, from which ``--resume`` continues exactly. ``check`` only verifies
-the gradients. ``predict`` and ``evaluate`` read a saved run's checkpoint. ``launch``
+with ``--out DIR``, writes a checkpoint after every chunk (with what the run learned from
+its data: :mod:`jbp.cli.preprocess`), plots and ``metrics.json``, each atomically, from
+which ``--resume`` continues exactly, or completes an interrupted run's files
+(:mod:`jbp.cli.rundir`). ``check`` only verifies the gradients. ``predict`` and
+``evaluate`` read a saved run back: ``predict`` maps raw inputs in the training file's
+format to class names or the target's units. ``launch``
 runs a command in several processes joined by ``jax.distributed`` (see :mod:`jbp.cli.launch`). Mistakes in the
 arguments print one line and exit with status 2. Before a command computes anything, JAX's
 persistent compilation cache is switched on (unless ``--no-cache``) and the backend is
