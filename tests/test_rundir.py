@@ -102,7 +102,7 @@ def test_an_interrupt_at_any_moment_leaves_a_run_that_resume_completes(where, un
         monkeypatch.setattr(json, "dump", _nth_call_interrupts(json.dump, 1, half=lambda obj, f, **kw: f.write("{\"epo")))
     assert main(RUN + ["--out", str(tmp_path)]) == 130
     monkeypatch.undo()
-    assert "interrupted; with --out, --resume continues" in capsys.readouterr().err
+    assert f"jbp: interrupted; jbp train --resume --out {tmp_path} continues the run" in capsys.readouterr().err
     assert not rundir.complete(str(tmp_path), 6)  # recognisably incomplete
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
     assert main(["train", "--resume", "--no-check", "--out", str(tmp_path)]) == 0

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import jbp
 from jbp.cli import check, evaluate, launch, predict, runtime, train
-from jbp.cli.common import Parser, UsageError
+from jbp.cli.common import CHECKPOINT, Parser, UsageError
 from jbp.training.distributed import ProcessLost
 
 COMMANDS = {"train": train, "check": check, "predict": predict, "evaluate": evaluate, "launch": launch}
@@ -58,6 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv:
         p.print_help(sys.stderr)
         return 2
+    args = None
     try:
         args = p.parse_args(argv)
         launch.join_from_env()  # in a process of `jbp launch`: jax.distributed first
@@ -75,5 +76,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # (then abort): leave now.
         os._exit(1)
     except KeyboardInterrupt:
-        print("jbp: interrupted; with --out, --resume continues from the last checkpoint", file=sys.stderr)
+        print(f"jbp: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args) -> str:
+    """What an interrupted command leaves: a run that ``--resume`` completes, or nothing."""
+    out = getattr(args, "out", None)
+    if getattr(args, "command", None) == "train" and out:
+        if os.path.exists(os.path.join(out, CHECKPOINT)):
+            return f"jbp train --resume --out {out} continues the run from its last checkpoint"
+        return f"nothing was saved in {out}; run the command again"
+    return "nothing was saved"

@@ -105,7 +105,8 @@ def run(args) -> int:
     ckpt_path = os.path.join(args.out, CHECKPOINT) if args.out else None
     if args.resume:
         if not os.path.exists(ckpt_path):
-            raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path})")
+            raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path}): no run was saved "
+                             "there yet; run the command without --resume")
         saved = common.usage(load_checkpoint, ckpt_path)
         s, taken = resumed_settings(args, saved), {}
         left = nothing_left(saved, s)
