@@ -231,3 +231,15 @@ def test_a_mmap_run_predicts_and_evaluates(tmp_path, capsys):
     np.testing.assert_allclose(np.mean(table[:, 0] == table[:, 1]), m["test_accuracy"], rtol=1e-6)
     assert main(["predict", "--out", run, "--data", str(folder / "x.npy"), "--to", str(tmp_path / "p.npy")]) == 0
     assert np.load(tmp_path / "p.npy").shape == (64, 2)
+
+
+def test_targets_are_mapped_to_the_runs_class_ids_however_they_are_written():
+    from jbp.cli import preprocess
+    from jbp.cli.common import UsageError
+
+    numbered = preprocess.empty()._replace(classes=[1, 6])
+    np.testing.assert_array_equal(numbered.class_ids(["6", "1.0", 6.0, np.int64(1)], "y"), [1, 0, 1, 0])
+    named = preprocess.empty()._replace(classes=["cheap", "lux", "mid"])
+    np.testing.assert_array_equal(named.class_ids(np.array(["mid", "cheap"]), "y"), [2, 0])
+    with pytest.raises(UsageError, match=r"y holds labels \['posh'\] that the run does not know; its classes are cheap, lux, mid"):
+        named.class_ids(["posh"], "y")

@@ -113,14 +113,23 @@ class Preprocessing(NamedTuple):
         labels = np.asarray(labels)
         if self.classes is None:
             return labels
-        as_key = lambda v: str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
-        ids = {as_key(c): i for i, c in enumerate(self.classes)}
+        ids = {_label_key(c): i for i, c in enumerate(self.classes)}
+        as_key = _label_key if all(isinstance(c, int) for c in self.classes) else str
         keys = [as_key(v) for v in labels.tolist()]
         unknown = sorted({k for k in keys if k not in ids})
         if unknown:
             raise UsageError(f"{where} holds labels {unknown[:5]} that the run does not know; its classes are "
                              f"{', '.join(map(str, self.classes))}")
         return np.array([ids[k] for k in keys], np.int32)
+
+
+def _label_key(v) -> str:
+    """An integer label however it is written (``3``, ``3.0``, ``"3"``, ``"3.0"``) as one key."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(int(f)) if f.is_integer() else str(v)
 
 
 def empty() -> Preprocessing:
