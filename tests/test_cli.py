@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jbp
-from jbp.cli import main
+from jbp.cli import common, main, parser
 
 
 def _metrics(folder):
@@ -59,9 +59,31 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path):
 def test_check_command_prints_the_table(capsys):
     # relu on XOR puts a kink exactly at the input (0, 0): finite differences there must
     # not be mistaken for a wrong gradient
-    assert main(["check", "--dataset", "xor", "--hidden", "4"]) == 0
+    assert main(["check", "--dataset", "xor", "--hidden", "4", "--activation", "relu"]) == 0
     out = capsys.readouterr().out
     assert "params[1].b" in out and out.rstrip().endswith("PASSED")
+
+
+@pytest.mark.parametrize("dataset", ["xor", "sine", "moons", "spirals", "digits"])
+def test_mutations_pass_on_correct_gradients_on_every_built_in_dataset(dataset, capsys):
+    # relu: XOR's (0, 0) row and digits' blank pixels put every unit on its kink at zero biases
+    argv = ["check", "--mutations", "--dataset", dataset, "--hidden", "6,6", "--activation", "relu"]
+    assert main(argv) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "with biases ~ N(0, 0.1²)" in out.splitlines()[0] and out.rstrip().endswith("PASSED")
+
+
+def test_check_takes_layers_model_and_data_like_train(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2)) * [1000, 1]
+    (tmp_path / "d.csv").write_text("a,b,y\n" + "".join(f"{a:.2f},{b:.3f},{'hi' if b > 0 else 'lo'}\n" for a, b in x))
+    assert main(["check", "--data", str(tmp_path / "d.csv"), "--hidden", "5"]) == 0
+    assert capsys.readouterr().out.startswith("jbp check: d.csv, network 2-5-2 relu -> softmax (cross_entropy), 32 examples")
+    assert main(["check", "--dataset", "moons", "--layers", "dense:4,relu,dense:4,relu,dense:2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("jbp check: moons, network dense:4,relu,dense:4,relu,dense:2 -> softmax") and out.rstrip().endswith("PASSED")
+    assert main(["check", "--model", "cnn", "--layers", "dense:10"]) == 2
+    assert "give --model or --layers, not both" in capsys.readouterr().err
 
 
 def test_check_command_json_and_mutations(capsys):
@@ -98,9 +120,9 @@ def test_resume_without_a_checkpoint_and_with_changed_settings(tmp_path, capsys)
     assert "no checkpoint to resume in" in capsys.readouterr().err
     assert main(["train", "--dataset", "xor", "--epochs", "2", "--no-check", "--out", str(tmp_path)]) == 0
     assert main(["train", "--resume", "--lr", "0.5", "--out", str(tmp_path)]) == 2
-    # the saved value, the default lr resolved (not "(None)")
-    assert f"--lr 0.5 differs from the run in {tmp_path} (0.001); a resumed run keeps" in capsys.readouterr().err
-    assert main(["train", "--resume", "--lr", "0.001", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    # the saved value, the dataset's declared lr resolved (not "(None)")
+    assert f"--lr 0.5 differs from the run in {tmp_path} (0.05); a resumed run keeps" in capsys.readouterr().err
+    assert main(["train", "--resume", "--lr", "0.05", "--epochs", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out == f"nothing left to run in {tmp_path}: it is at epoch 2 and --epochs is 1; pass a larger --epochs to continue\n"
 
@@ -168,12 +190,27 @@ def test_test_loss_per_chunk_and_honest_timings_in_metrics(tmp_path, capsys):
     # chunks 2 and 3 reuse chunk 1's program; the last (1 epoch) compiles its own
     assert t["steps"] == 7 and t["steady_steps"] == 4 and t["steady_steps_per_s"] > 0
     assert t["total_s"] >= t["train_s"] > 0 and t["compile_s"] > 0
-    assert re.search(r"^time: total [\d.]+ s \(compiling [\d.]+ s, training [\d.]+ s\), [\d,]+ steps/s steady "
+    # the parts account for the whole total
+    parts = t["setup_s"] + t["check_s"] + t["train_s"] + t["finish_s"]
+    assert min(t["setup_s"], t["finish_s"]) > 0 and abs(parts - t["total_s"]) < 1e-9
+    assert re.search(r"^time: total [\d.]+ s \(setup [\d.]+ s, training [\d.]+ s, metrics and files [\d.]+ s; "
+                     r"compiling [\d.]+ s of it\), [\d,]+ steps/s steady "
                      r"\(over 4 steps run without compiling\)$", out, re.M), out
     # one chunk of a program not compiled before (its own lr): no steady figure to report
     assert main(XOR4 + ["--epochs", "2", "--lr", "0.0123", "--out", str(tmp_path / "one")]) == 0
     assert _metrics(tmp_path / "one")["timings"]["steady_steps_per_s"] is None
     assert "no steady steps/s: every chunk of epochs compiled" in capsys.readouterr().out
+
+
+def test_a_loss_that_barely_moves_over_a_whole_run_says_so_and_exits_1(tmp_path, capsys):
+    argv = ["train", "--dataset", "moons", "--hidden", "4", "--optimizer", "sgd", "--lr", "1e-6", "--epochs", "4",
+            "--no-check", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^training failed: the training loss barely moved over 100 steps, from \S+ \(at the initial "
+                     r"parameters\) to \S+, never 5% below its start; try another --lr \(now 1e-06\)", out, re.M), out
+    m = _metrics(tmp_path)
+    assert m["failed_to_learn"] is True and min(m["train_loss"]) > 0.95 * m["initial_train_loss"]
 
 
 def test_the_gradient_check_runs_at_the_initial_parameters_also_on_resume(tmp_path, capsys):
@@ -194,3 +231,27 @@ def test_a_checkpoint_not_written_by_train_is_one_line(tmp_path, capsys):
     for argv in (["train", "--resume"], ["evaluate"]):
         assert main([*argv, "--out", str(tmp_path)]) == 2
         assert "holds no run settings: it was not written by jbp train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", sorted(jbp.datasets.SETTINGS))
+def test_a_built_in_dataset_declares_the_settings_train_uses(dataset):
+    declared = jbp.datasets.SETTINGS[dataset]
+    args = parser().parse_args(["train", "--dataset", dataset])
+    s = common.settings(args)
+    assert s["hidden"] == ",".join(map(str, declared["hidden"])) and s["activation"] == declared["activation"]
+    assert (s["optimizer"], s["lr"], s["batch_size"], s["epochs"]) == tuple(
+        declared[k] for k in ("optimizer", "lr", "batch_size", "epochs"))
+    assert set(common.from_dataset(args)) == set(declared)
+    # a flag wins over the declaration, and a declared lr goes with the declared optimizer only
+    args = parser().parse_args(["train", "--dataset", dataset, "--optimizer", "sgd", "--hidden", "3"])
+    s = common.settings(args)
+    assert (s["hidden"], s["optimizer"], s["lr"]) == ("3", "sgd", 0.1)
+    assert set(common.from_dataset(args)) == set(declared) - {"hidden", "optimizer", "lr"}
+
+
+def test_the_header_says_which_settings_came_from_the_dataset(tmp_path, capsys):
+    assert main(["train", "--dataset", "xor", "--epochs", "2", "--no-check", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("settings declared by the xor dataset (where no flag was given): hidden 8, activation tanh, "
+                        "optimizer adam, lr 0.05, batch size 4"), lines
+    assert _metrics(tmp_path)["settings_from_dataset"] == ["activation", "batch_size", "hidden", "lr", "optimizer"]

@@ -53,6 +53,13 @@ def test_csv_trains_with_validation_and_stops_early(tmp_path, capsys):
     best = jbp.load_checkpoint(tmp_path / "run" / "best.npz")
     assert best.epoch == v["kept_epoch"]
     assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # evaluate reads back the kept epoch's parameters, and names it
+    capsys.readouterr()
+    assert main(["evaluate", "--out", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"epoch {m['epochs_run']} ({m['stop_reason']}), parameters of the kept epoch "
+                             f"{v['kept_epoch']} (lowest validation loss)"), lines[0]
+    assert lines[2] == f"test: loss {m['test_loss']:.4g}, accuracy {m['test_accuracy']:.4f}"
 
 
 def test_npz_and_idx_folders_train_with_validation(tmp_path):
@@ -89,6 +96,7 @@ def test_resume_with_validation_gives_exactly_the_uninterrupted_run(tmp_path):
 def _bad_files(tmp_path):
     (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,x\n3,4\n")
     (tmp_path / "one.csv").write_text("a,y\n1,x\n2,x\n")
+    (tmp_path / "two.csv").write_text("a,y\n1,x\n2,z\n")
     np.savez(tmp_path / "rank.npz", x=np.zeros(5), y=np.arange(5))
     idx = tmp_path / "idx"
     idx.mkdir()
@@ -112,6 +120,9 @@ def _bad_files(tmp_path):
         (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1), got 1.5"),
         (["--data", "{d}/rank.npz", "--task", "ranking"], "unknown task 'ranking'"),
         (["--data", "{d}/idx", "--mmap", "--val-fraction", "0.2"], "--val-fraction is not available with --mmap"),
+        (["--data", "{d}/two.csv"], "two.csv has 2 examples: too few to hold out a test split of 0.2"),
+        (["--dataset", "moons", "--val-fraction", "0.99"],
+         "--val-fraction 0.99 leaves 8 of 800 training examples for training, fewer than one batch (32); use at most 0.96"),
     ],
 )
 def test_bad_files_and_options_are_one_line_and_exit_2(tmp_path, argv, message, capsys):

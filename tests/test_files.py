@@ -1,6 +1,7 @@
 """A user's data files: CSV, .npz, .npy folders and IDX folders, and one clear error per malformed file."""
 
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -65,8 +66,32 @@ def test_csv_integer_labels_features_and_regression(tmp_path):
     assert d.classes == (1, 6) and d.n_features == 1 and set(np.unique(d.y_train)) == {0, 1}
     r = datasets.load_file(path, target="price", task="regression")
     assert r.loss == "mse" and r.n_features == 3 and r.y_train.shape == (16, 1) and r.y_train.dtype == np.float32
-    # regression targets are kept as they are: every one is a price of the file
-    assert set(np.concatenate([r.y_train[:, 0], r.y_test[:, 0]]).tolist()) == {0.5 * i for i in range(20)}
+    # regression targets are standardised on the training split, and y_scaling maps them back to the file's prices
+    np.testing.assert_allclose([r.y_train.mean(), r.y_train.std()], [0, 1], atol=1e-5)
+    back = np.concatenate([r.y_scaling.invert(r.y_train)[:, 0], r.y_scaling.invert(r.y_test)[:, 0]])
+    np.testing.assert_allclose(np.sort(back), [0.5 * i for i in range(20)], atol=1e-5)
+    raw = datasets.load_file(path, target="price", task="regression", scale_targets=False)
+    assert raw.y_scaling is None
+    assert set(np.concatenate([raw.y_train[:, 0], raw.y_test[:, 0]]).tolist()) == {0.5 * i for i in range(20)}
+    # the CSV's column names and the scaling of the inputs are kept
+    assert r.columns == ("a", "b", "label") and r.target == "price"
+    np.testing.assert_allclose(r.x_scaling.apply(r.x_scaling.invert(r.x_test)), r.x_test, atol=1e-5)
+
+
+def test_too_few_rows_for_a_test_split_is_one_line(tmp_path):
+    path = write_csv(tmp_path / "two.csv", ["a", "y"], [[1, "x"], [2, "z"]])
+    with pytest.raises(ValueError, match=r"two.csv has 2 examples: too few to hold out a test split of 0.2"):
+        datasets.load_file(path)
+
+
+def test_a_scaling_round_trips_through_json_exactly():
+    rng = np.random.default_rng(0)
+    s = datasets.Scaling.fit(rng.normal(3, 7, size=(10, 2, 3)).astype(np.float32))
+    back = datasets.Scaling.from_dict(json.loads(json.dumps(s.to_dict())))
+    np.testing.assert_array_equal(back.mean, s.mean)
+    np.testing.assert_array_equal(back.scale, s.scale)
+    with pytest.raises(ValueError, match="a scaling's mean must be finite and its scale finite and > 0"):
+        datasets.Scaling.from_dict({"shape": [1], "mean": [0.0], "scale": [0.0]})
 
 
 def test_npz_with_and_without_a_test_split(tmp_path):

@@ -13,7 +13,7 @@ def _metrics(folder):
     return json.loads((folder / "metrics.json").read_text())
 
 
-def test_memory_mapped_npy_folder_trains_and_resumes_exactly(tmp_path):
+def test_memory_mapped_npy_folder_trains_and_resumes_exactly(tmp_path, capsys):
     rng = np.random.default_rng(0)
     folder = tmp_path / "big"
     folder.mkdir()
@@ -28,7 +28,9 @@ def test_memory_mapped_npy_folder_trains_and_resumes_exactly(tmp_path):
     a, b = _metrics(tmp_path / "whole"), _metrics(tmp_path / "split")
     assert a["memory_mapped"] and len(a["train_loss"]) == 4 and a["train_loss"] == b["train_loss"]
     assert a["test_accuracy"] == b["test_accuracy"]
-    assert main(["evaluate", "--out", str(tmp_path / "whole")]) == 2  # streamed runs are not read back
+    capsys.readouterr()
+    assert main(["evaluate", "--out", str(tmp_path / "whole"), "--format", "json"]) == 0  # read back in slices
+    np.testing.assert_allclose(json.loads(capsys.readouterr().out)["test_accuracy"], a["test_accuracy"], rtol=1e-6)
 
 
 def test_what_the_memory_mapped_path_does_not_do_is_one_line(tmp_path, capsys):

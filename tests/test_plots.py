@@ -67,5 +67,20 @@ def test_regression_gets_a_prediction_against_target_plot(tmp_path):
     fig = plots.prediction_figure(plt, net, net.init(jax.random.key(0), dtype=np.float32), data)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["training points", "target (test)", "prediction"]
-    assert fig.axes[0].get_title().startswith("sine: prediction against target (test RMSE ")
+    assert fig.axes[0].get_title().startswith("sine\nprediction against target, test RMSE ")
+    # the title fits in the figure (it was cut off at the right)
+    fig.tight_layout()
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
+    plt.close(fig)
+
+
+def test_the_kept_epoch_of_early_stopping_is_marked():
+    data = datasets.load("moons")
+    net = jbp.MLP((2, 4, 2), activation="tanh", loss=data.loss)
+    fig = plots.loss_figure(plt, net, data, [0.6, 0.5, 0.45, 0.44], [[0, 0.7]], val_loss=[0.6, 0.5, 0.52, 0.55],
+                            kept_epoch=2)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "kept epoch 2 (lowest validation loss)" in labels
     plt.close(fig)

@@ -2,9 +2,12 @@
 
 ``train`` checks the hand-derived gradients on a batch, trains with :func:`jbp.fit` in
 compiled chunks of epochs (a progress bar moves between chunks), prints a summary and,
-with ``--out DIR``, writes ``metrics.json``, plots and an atomically written checkpoint
-after every chunk, from which ``--resume`` continues exactly. ``check`` only verifies
-the gradients. ``predict`` and ``evaluate`` read a saved run's checkpoint. ``launch``
+with ``--out DIR``, writes a checkpoint after every chunk (with what the run learned from
+its data: :mod:`jbp.cli.preprocess`), plots and ``metrics.json``, each atomically, from
+which ``--resume`` continues exactly, or completes an interrupted run's files
+(:mod:`jbp.cli.rundir`). ``check`` only verifies the gradients. ``predict`` and
+``evaluate`` read a saved run back: ``predict`` maps raw inputs in the training file's
+format to class names or the target's units. ``launch``
 runs a command in several processes joined by ``jax.distributed`` (see :mod:`jbp.cli.launch`). Mistakes in the
 arguments print one line and exit with status 2. Before a command computes anything, JAX's
 persistent compilation cache is switched on (unless ``--no-cache``) and the backend is
@@ -22,7 +25,7 @@ from typing import Optional, Sequence
 
 import jbp
 from jbp.cli import check, evaluate, launch, predict, runtime, train
-from jbp.cli.common import Parser, UsageError
+from jbp.cli.common import CHECKPOINT, Parser, UsageError
 from jbp.training.distributed import ProcessLost
 
 COMMANDS = {"train": train, "check": check, "predict": predict, "evaluate": evaluate, "launch": launch}
@@ -55,6 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv:
         p.print_help(sys.stderr)
         return 2
+    args = None
     try:
         args = p.parse_args(argv)
         launch.join_from_env()  # in a process of `jbp launch`: jax.distributed first
@@ -72,5 +76,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # (then abort): leave now.
         os._exit(1)
     except KeyboardInterrupt:
-        print("jbp: interrupted; with --out, --resume continues from the last checkpoint", file=sys.stderr)
+        print(f"jbp: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args) -> str:
+    """What an interrupted command leaves: a run that ``--resume`` completes, or nothing."""
+    out = getattr(args, "out", None)
+    if getattr(args, "command", None) == "train" and out:
+        if os.path.exists(os.path.join(out, CHECKPOINT)):
+            return f"jbp train --resume --out {out} continues the run from its last checkpoint"
+        return f"nothing was saved in {out}; run the command again"
+    return "nothing was saved"

@@ -73,8 +73,10 @@ def network_options(p) -> None:
     from jbp.cli import flags
 
     p.add_argument("--dataset", help=f"one of {', '.join(datasets.DATASETS)} (default digits)")
-    p.add_argument("--hidden", help="hidden widths, e.g. 128 or 256,128 (default 256)")
-    p.add_argument("--activation", help=f"hidden activation: {', '.join(HIDDEN_ACTIVATIONS)} (default relu)")
+    p.add_argument("--hidden", help="hidden widths, e.g. 128 or 256,128 (default: the dataset's declared "
+                                    "widths, jbp.datasets.SETTINGS; 256 for --data)")
+    p.add_argument("--activation", help=f"hidden activation: {', '.join(HIDDEN_ACTIVATIONS)} "
+                                        "(default: the dataset's declared one; relu for --data)")
     p.add_argument("--init", help=f"init scheme: {', '.join(INITIALIZERS)} "
                                   "(default he_normal for relu-like, else glorot_uniform)")
     p.add_argument("--seed", type=flags.seed, help="seed of the split, init and shuffles (default 0)")
@@ -86,9 +88,30 @@ def cache_option(p) -> None:
                    help="do not use JAX's compilation cache in ~/.cache/jbp (also: JBP_NO_CACHE=1)")
 
 
+def from_dataset(args) -> dict:
+    """The settings the run takes from its built-in dataset's declaration
+    (:data:`jbp.datasets.SETTINGS`): those no flag gives. A declared learning rate is
+    taken only with the declared optimizer; a network of layers takes no widths or
+    activation."""
+    if getattr(args, "data", None) is not None:
+        return {}
+    name = getattr(args, "dataset", None) or DEFAULTS["dataset"]
+    declared = dict(datasets.SETTINGS.get(name, {}))
+    if "hidden" in declared:
+        declared["hidden"] = ",".join(map(str, declared["hidden"]))
+    if getattr(args, "optimizer", None) not in (None, declared.get("optimizer")):
+        declared.pop("lr", None)
+    if getattr(args, "layers", None) is not None:
+        declared.pop("hidden", None)
+        declared.pop("activation", None)
+    return {k: v for k, v in declared.items() if getattr(args, k, None) is None}
+
+
 def settings(args) -> dict:
-    """The run's settings: given options over defaults."""
+    """The run's settings: given options, over the dataset's declared settings
+    (:func:`from_dataset`), over defaults."""
     s = {k: getattr(args, k, None) for k in RUN_SETTINGS + ("epochs",)}
+    s.update(from_dataset(args))
     for k, v in DEFAULTS.items():
         if s.get(k) is None:
             s[k] = v

@@ -13,6 +13,7 @@ parameters, loss and epoch) beside the optimizer state, from which ``--resume`` 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Optional
 
@@ -30,13 +31,18 @@ DATA_SETTINGS = ("data", "target", "features", "task", "val_fraction", "patience
 BEST = "best.npz"
 
 
-def add_options(p) -> None:
+def add_data_option(p) -> None:
+    """``--data`` and the options that say how to read it (``train`` and ``check``)."""
     p.add_argument("--data", help="your own data: a .csv or .npz file, a folder of .npy files "
                                   "(x.npy, y.npy) or of IDX files (MNIST format); see README")
     p.add_argument("--target", help="CSV: the target column (default: the last)")
     p.add_argument("--features", help="CSV: comma-separated input columns (default: all but the target)")
     p.add_argument("--task", help="classification or regression (default: classification for CSV; "
                                   "by the dtype of y for .npz/.npy)")
+
+
+def add_options(p) -> None:
+    add_data_option(p)
     p.add_argument("--val-fraction", type=float,
                    help="hold out this share of the training data for validation (stratified)")
     p.add_argument("--patience", type=int,
@@ -72,10 +78,12 @@ def check(s: dict) -> None:
                              f"{', '.join(others)} cannot be combined with it")
 
 
-def load(s: dict, builtin=None):
+def load(s: dict, builtin=None, scale_targets: bool = True):
     """``(data, validation)``: the dataset of the run's settings, flattened for an MLP, its
     training split without the validation rows, and ``(x_val, y_val)`` or ``None``.
-    ``builtin(name, seed)`` loads a built-in dataset (default :func:`jbp.datasets.load`)."""
+    ``builtin(name, seed)`` loads a built-in dataset (default :func:`jbp.datasets.load`);
+    ``scale_targets``: standardise a file's regression targets (runs saved before this
+    was done trained on them as they are)."""
     if s.get("data") is None:
         data = builtin(s["dataset"], s["seed"]) if builtin else usage(datasets.load, s["dataset"], seed=s["seed"])
     else:
@@ -83,14 +91,20 @@ def load(s: dict, builtin=None):
             raise UsageError(f"--data {s['data']}: no such file or folder")
         features = s["features"].split(",") if s.get("features") else None
         data = usage(datasets.load_file, s["data"], target=s.get("target"), features=features,
-                     task=s.get("task"), seed=s["seed"])
+                     task=s.get("task"), seed=s["seed"], scale_targets=scale_targets)
     data = datasets.flatten(data)
     if s.get("val_fraction") is None:
         return data, None
+    n = len(data.y_train)
     keep, held = datasets.split(data.y_train, s["val_fraction"], s["seed"], stratify=data.is_classification)
     if len(held) == 0:
-        raise UsageError(f"--val-fraction {s['val_fraction']} of {len(data.y_train)} training examples "
-                         "holds out none; raise it")
+        raise UsageError(f"--val-fraction {s['val_fraction']} of {n} training examples holds out none; raise it")
+    batch = min(s.get("batch_size") or 1, n)
+    if len(keep) < batch:
+        most = max(math.floor((n - batch) / n * 100) / 100, 0)
+        raise UsageError(f"--val-fraction {s['val_fraction']} leaves {len(keep)} of {n} training examples for "
+                         f"training, fewer than one batch ({batch}); use at most {most:g}"
+                         + ("" if most > 0 else " (or a smaller --batch-size)"))
     validation = (data.x_train[held], data.y_train[held])
     return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep]), validation
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jbp.cli.common import UsageError
+from jbp.cli.plots import save
 from jbp.model import rules
 from jbp.training import monitor
 from jbp.training.monitor import LAYER_STATS
@@ -97,6 +98,6 @@ def plot(out: str, stats: dict, rule_name: str) -> str:
         ax.set(xlabel="epoch", ylabel="degrees", title=f"{RULE_NAMES[rule_name]}: angle to the gradient")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "layers.png"), dpi=100)
+    save(fig, os.path.join(out, "layers.png"))
     plt.close(fig)
     return "layers.png"

@@ -34,6 +34,17 @@ MODELS = {
 }
 
 
+def option(args):
+    """The spec of ``--model NAME`` or ``--layers SPEC`` (``None`` for neither)."""
+    if args.model is not None:
+        if args.model not in MODELS:
+            raise UsageError(f"unknown --model {args.model!r}; expected one of {', '.join(MODELS)}")
+        if args.layers is not None:
+            raise UsageError("give --model or --layers, not both")
+        return MODELS[args.model]
+    return args.layers
+
+
 def _ints(name: str, item: str, args: list, low: int, high: int) -> list:
     if not low <= len(args) <= high:
         want = f"{low}" if low == high else f"{low} to {high}"

@@ -11,7 +11,6 @@ file standardised), and nothing is split off: the memory-mapped path has no
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import types
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbp.cli import common, datafiles
+from jbp.cli import common, datafiles, preprocess, rundir
 from jbp.cli.common import CHECKPOINT, CHECK_BATCH, UsageError, say
 from jbp.cli.plots import plots
 from jbp.model.network import MLP
@@ -80,8 +79,19 @@ def run(args, s: dict, saved) -> int:
     else:
         params = net.init(init_key, dtype=jnp.float32)
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
+    # the inputs are used as stored; the file's size is kept (hashing data bigger than memory is not)
+    learned = preprocess.record(None, s, hash_contents=False)
+
+    def save_state():
+        save_checkpoint(os.path.join(args.out, CHECKPOINT), net=net, params=params, opt_state=opt_state,
+                        epoch=epoch, key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
+                                                             "stop_reason": stop_reason, "preprocessing": learned})
+
+    if args.out and saved is not None:
+        rundir.mark_incomplete(args.out)  # until metrics.json is written again, last
+    elif args.out:
+        rundir.create(args.out, overwrite=args.overwrite)
+        save_state()  # from here on, an interrupt leaves a run that --resume continues
     name = os.path.basename(os.path.normpath(where))
     say(f"jbp train: {name} memory-mapped ({n} train, {x.nbytes / 2**20:,.0f} MiB of inputs, "
         f"{x.shape[1]} features), network {'-'.join(map(str, net.sizes))} {s['activation']} -> "
@@ -107,9 +117,7 @@ def run(args, s: dict, saved) -> int:
         if int(h.stop_reason) != 0:
             stop_reason, diverged = h.reason, h.diverged
         if args.out:
-            save_checkpoint(os.path.join(args.out, CHECKPOINT), net=net, params=params, opt_state=opt_state,
-                            epoch=epoch, key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
-                                                                 "stop_reason": stop_reason})
+            save_state()
     train_s = time.perf_counter() - start
     metrics = {"dataset": name, "memory_mapped": True, "settings": s, "epochs_run": epoch,
                "stop_reason": stop_reason, "train_loss": train_loss, "gradient_check": grad_check,
@@ -122,9 +130,8 @@ def run(args, s: dict, saved) -> int:
     summary += [f"{k.replace('_', ' ')} {metrics[k]:.4f}" for k in ("test_loss", "test_accuracy") if k in metrics]
     say("result: " + ", ".join(summary) + f", {train_s:.1f} s")
     if args.out:
-        with open(os.path.join(args.out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1)
         figure = types.SimpleNamespace(name=name, n_features=x.shape[1], is_classification=False)
         written = ["metrics.json", *plots(args.out, net, params, figure, train_loss), CHECKPOINT]
+        rundir.write_metrics(args.out, metrics)  # last: the run's files are complete
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
     return 1 if diverged else 0

@@ -18,6 +18,8 @@ import threading
 
 import numpy as np
 
+from jbp.cli import rundir
+
 
 def _import_matplotlib():
     import matplotlib
@@ -35,25 +37,32 @@ def preload() -> threading.Thread:
     return thread
 
 
-def plots(out: str, net, params, data, train_loss: list, test_curve=(), val_loss=None) -> list:
-    """Writes the figures; their file names. ``test_curve``: ``[(epoch, test loss), ...]``;
-    ``val_loss``: the validation loss per epoch, when the run has a validation split."""
+def plots(out: str, net, params, data, train_loss: list, test_curve=(), val_loss=None, kept_epoch=None) -> list:
+    """Writes the figures, each atomically; their file names. ``test_curve``: ``[(epoch,
+    test loss), ...]``; ``val_loss``: the validation loss per epoch, when the run has a
+    validation split; ``kept_epoch``: the epoch whose parameters the run keeps (marked)."""
     _import_matplotlib()
     import matplotlib.pyplot as plt
 
-    figures = {"loss.png": loss_figure(plt, net, data, train_loss, test_curve, val_loss)}
+    figures = {"loss.png": loss_figure(plt, net, data, train_loss, test_curve, val_loss, kept_epoch)}
     if data.n_features == 2 and data.is_classification:
         figures["decision_boundary.png"] = boundary_figure(plt, net, params, data)
     if not data.is_classification and hasattr(data, "x_test"):  # a streamed run has no test arrays here
         figures["prediction.png"] = prediction_figure(plt, net, params, data)
     for name, fig in figures.items():
         fig.tight_layout()
-        fig.savefig(os.path.join(out, name), dpi=100)
+        save(fig, os.path.join(out, name))
         plt.close(fig)
     return list(figures)
 
 
-def loss_figure(plt, net, data, train_loss, test_curve, val_loss=None):
+def save(fig, path: str) -> None:
+    """``fig.savefig(path)``, atomically: an interrupt never leaves half a PNG."""
+    with rundir.write_atomic(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+
+
+def loss_figure(plt, net, data, train_loss, test_curve, val_loss=None, kept_epoch=None):
     train = [(i + 1, v) for i, v in enumerate(train_loss) if math.isfinite(v)]
     test = [(e, v) for e, v in test_curve if math.isfinite(v)]
     val = [(i + 1, v) for i, v in enumerate(val_loss or []) if math.isfinite(v)]
@@ -75,6 +84,8 @@ def loss_figure(plt, net, data, train_loss, test_curve, val_loss=None):
             ax.plot(*lift(val), label="validation (per epoch)")
         if test:
             ax.plot(*lift(test), "o-", ms=3, label="test (end of each chunk)")
+        if kept_epoch is not None and kept_epoch >= 1:
+            ax.axvline(kept_epoch, color="k", ls=":", lw=1, label=f"kept epoch {kept_epoch} (lowest validation loss)")
         ax.set_yscale("log")
         if zero:
             ax.plot([], [], " ", label=f"a loss of 0 is drawn at {floor:.1g}")
@@ -114,20 +125,26 @@ def boundary_figure(plt, net, params, data):
 
 
 def prediction_figure(plt, net, params, data):
-    y_hat = np.asarray(net.predict(params, data.x_test))
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    """The prediction against the target, in the target's own units (``data.y_scaling`` undone)."""
+    y_hat, y_test = np.asarray(net.predict(params, data.x_test)), np.asarray(data.y_test)
+    y_train = np.asarray(data.y_train)
+    scaling = getattr(data, "y_scaling", None)
+    if scaling is not None:
+        y_hat, y_test, y_train = scaling.invert(y_hat), scaling.invert(y_test), scaling.invert(y_train)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     if data.n_features == 1:
         order = np.argsort(data.x_test[:, 0])
-        ax.scatter(data.x_train[:, 0], data.y_train[:, 0], s=6, c="0.6", label="training points")
-        ax.plot(data.x_test[order, 0], data.y_test[order, 0], "k-", lw=1.5, label="target (test)")
+        ax.scatter(data.x_train[:, 0], y_train[:, 0], s=6, c="0.6", label="training points")
+        ax.plot(data.x_test[order, 0], y_test[order, 0], "k-", lw=1.5, label="target (test)")
         ax.plot(data.x_test[order, 0], y_hat[order, 0], "C1--", lw=1.5, label="prediction")
-        ax.set(xlabel="x", ylabel="y")
+        ax.set(xlabel="x (standardised)" if getattr(data, "x_scaling", None) is not None else "x", ylabel="y")
     else:
-        ax.scatter(data.y_test.ravel(), y_hat.ravel(), s=6)
-        lo, hi = float(data.y_test.min()), float(data.y_test.max())
+        ax.scatter(y_test.ravel(), y_hat.ravel(), s=6)
+        lo, hi = float(y_test.min()), float(y_test.max())
         ax.plot([lo, hi], [lo, hi], "k-", lw=1, label="prediction = target")
         ax.set(xlabel="target (test)", ylabel="prediction")
-    rmse = float(np.sqrt(np.mean((y_hat - data.y_test) ** 2)))
-    ax.set_title(f"{data.name}: prediction against target (test RMSE {rmse:.3g})")
+    rmse = float(np.sqrt(np.mean((y_hat - y_test) ** 2)))
+    # two short lines: a long dataset name must not push the title out of the frame
+    ax.set_title(f"{data.name}\nprediction against target, test RMSE {rmse:.3g}", fontsize=10)
     ax.legend(fontsize=8)
     return fig

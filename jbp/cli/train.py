@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -11,17 +10,24 @@ import time
 import jax
 import numpy as np
 
-from jbp.cli import common, datacache, datafiles, diagnostics, flags, gradcheck, launch, layers_spec, rundir, runtime, timing
+from jbp.cli import (common, datacache, datafiles, diagnostics, flags, gradcheck, launch, layers_spec, preprocess,
+                     rundir, runtime, timing)
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
 from jbp.training.checkpoint import load_checkpoint, save_checkpoint
+from jbp.training.early_stopping import init_best
 from jbp.model.rules import check_feedback
 from jbp.training.fit import fit
 
 #: A run whose final training loss exceeds this multiple of the loss at its initial
 #: parameters failed to learn (typically too high a learning rate): it says so, exit 1.
 LOSS_ROSE = 10.0
+#: A run of at least :data:`FLAT_STEPS` optimizer steps whose training loss never fell
+#: below ``1 - LOSS_FLAT`` of its loss at the initial parameters failed to learn too (an
+#: unscaled target, too small a learning rate, a plateau): it says so, exit 1. Shorter
+#: runs (a few steps of a smoke test) are not judged.
+LOSS_FLAT, FLAT_STEPS = 0.05, 100
 
 
 def add_parser(commands) -> None:
@@ -40,7 +46,8 @@ def add_parser(commands) -> None:
     train.add_argument("--rule", help="learning rule: bp, fa, ss or dfa (default bp; see jbp.rules)")
     train.add_argument("--out", help="folder for metrics.json, plots (layers.png: per-layer "
                        "statistics) and the checkpoint")
-    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out, or write the files an interrupt left unwritten")
     train.add_argument("--overwrite", action="store_true", help="replace the run already saved in --out")
     train.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                        help="verify the manual gradients against jax.grad first, at the initial parameters (default on)")
@@ -81,30 +88,38 @@ def nothing_left(saved, s) -> str:
     return ""
 
 
+def regression_rmse(net, params, data) -> float:
+    """The test RMSE of a regression, in the target's own units (its scaling undone)."""
+    y_hat, y = np.asarray(net.predict(params, data.x_test)), np.asarray(data.y_test)
+    if data.y_scaling is not None:
+        y_hat, y = data.y_scaling.invert(y_hat), data.y_scaling.invert(y)
+    return float(np.sqrt(np.mean((y_hat - y) ** 2)))
+
+
 def run(args) -> int:
     started = time.perf_counter()
-    if args.model is not None:
-        if args.model not in layers_spec.MODELS:
-            raise UsageError(f"unknown --model {args.model!r}; expected one of {', '.join(layers_spec.MODELS)}")
-        if args.layers is not None:
-            raise UsageError("give --model or --layers, not both")
-        args.layers = layers_spec.MODELS[args.model]
+    args.layers = layers_spec.option(args)
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the folder of the run to continue")
     rundir.check(args.out, resume=args.resume, overwrite=args.overwrite)
     ckpt_path = os.path.join(args.out, CHECKPOINT) if args.out else None
     if args.resume:
         if not os.path.exists(ckpt_path):
-            raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path})")
+            raise UsageError(f"no checkpoint to resume in {args.out} (looked for {ckpt_path}): no run was saved "
+                             "there yet; run the command without --resume")
         saved = common.usage(load_checkpoint, ckpt_path)
-        s = resumed_settings(args, saved)
-        if nothing_left(saved, s):
-            say(f"nothing left to run in {args.out}: {nothing_left(saved, s)}")
+        s, taken = resumed_settings(args, saved), {}
+        left = nothing_left(saved, s)
+        if left and rundir.complete(args.out, saved.epoch):
+            say(f"nothing left to run in {args.out}: {left}")
             return 0
+        if left:  # interrupted while it wrote its files
+            say(f"{args.out}: {left}; its metrics and figures were not all written, writing them now")
     else:
         if args.data is not None and args.dataset is not None:
             raise UsageError("give either --dataset NAME or --data PATH, not both")
         s = common.settings(args)
+        taken = common.from_dataset(args)
         s.update({k: getattr(args, k) for k in dp.SETTINGS})
         if s["data"] is not None:
             s["dataset"] = None
@@ -114,7 +129,13 @@ def run(args) -> int:
         return mmap.run(args, s, saved if args.resume else None)
 
     cache = runtime.cache_wanted(args.no_cache)
-    data, validation = datafiles.load(s, builtin=lambda name, seed: datacache.load(name, seed, cache=cache))
+    # a run saved before runs kept their preprocessing trained on a file's regression targets as they are
+    scale_targets = not args.resume or "preprocessing" in saved.extra
+    if args.resume and s.get("data"):
+        preprocess.check_unchanged(s["data"], (saved.extra.get("preprocessing") or {}).get("data_file"), args.out)
+    data, validation = datafiles.load(s, builtin=lambda name, seed: datacache.load(name, seed, cache=cache),
+                                      scale_targets=scale_targets)
+    learned = preprocess.record(data, s)
     n_features = data.n_features
     if s.get("layers"):  # a network of layers; digits become images for a convolution
         net = layers_spec.network(s["layers"], data)
@@ -148,10 +169,28 @@ def run(args) -> int:
         params = initial
         opt_state, epoch, train_loss, stop_reason = jax.jit(optimizer.init)(params), 0, [], "ran all epochs"
         test_curve = [[0, float(loss_fn(params, data.x_test, data.y_test))]]
-        val_loss, val_accuracy, best = [], [], None
+        val_loss, val_accuracy = [], []
+        best = init_best(params, 0, data.x_train.dtype) if validation is not None else None
         feedback, layer_stats = rule.init(net, params), None
+
+    def save_state():
+        """The checkpoint (and best.npz), each written atomically: all that --resume needs."""
+        if validation is not None and epoch > 0:
+            datafiles.save_best(args.out, net, best, s)
+        save_checkpoint(ckpt_path, net=net, params=params, opt_state=datafiles.saved_state(opt_state, best),
+                        epoch=epoch, key=shuffle_key,
+                        extra={"settings": s, "train_loss": train_loss, "test_loss_curve": test_curve,
+                               "stop_reason": stop_reason, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                               "classes": list(data.classes) if data.classes else None,
+                               "preprocessing": learned, "layer_stats": layer_stats},
+                        feedback=feedback)
+
     if args.out and launch.is_main():  # process 0 alone writes files
-        rundir.create(args.out, overwrite=args.overwrite)
+        if args.resume:
+            rundir.mark_incomplete(args.out)  # until metrics.json is written again, last
+        else:
+            rundir.create(args.out, overwrite=args.overwrite)
+            save_state()  # from here on, an interrupt leaves a run that --resume continues
         preload()
 
     shape = "-".join(map(str, net.sizes)) + f" {s['activation']}" if not s.get("layers") else s["layers"]
@@ -159,16 +198,20 @@ def run(args) -> int:
         f"network {shape} -> {net.output_activation} "
         f"({net.loss_name}), {s['optimizer']} lr {s['lr']:g}, "
         f"batch {batch_size}, rule {s['rule']}, on {jax.default_backend()}")
+    if taken:
+        say(f"settings declared by the {s['dataset']} dataset (where no flag was given): "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in taken.items()))
     if validation is not None:
         say(f"validation: {len(validation[0])} examples held out of the training data"
             + (f", early stopping with patience {s['patience']}" if s["patience"] else ""))
     with runtime.CompileClock() as clock:
+        initial_loss = float(loss_fn(initial, data.x_train, data.y_train))
         check_start = time.perf_counter()
         grad_check = gradcheck.run(net, initial, data, random=privacy is not None) if args.check else None
         check_s = time.perf_counter() - check_start if args.check else 0.0
-        initial_loss = float(loss_fn(initial, data.x_train, data.y_train))
 
         bar = progress(s["epochs"], epoch)
+        loop_start = time.perf_counter()
         chunks = []  # per chunk: (seconds, epochs done, programs compiled during it)
         diverged = False
         while epoch < s["epochs"] and stop_reason == "ran all epochs":
@@ -206,16 +249,8 @@ def run(args) -> int:
                 bar.set_postfix(postfix)
                 bar.update(done)
             if ckpt_path and launch.is_main():
-                if validation is not None:
-                    datafiles.save_best(args.out, net, best, s)
-                save_checkpoint(ckpt_path, net=net, params=params, opt_state=datafiles.saved_state(opt_state, best),
-                                epoch=epoch, key=shuffle_key,
-                                extra={"settings": s, "train_loss": train_loss, "test_loss_curve": test_curve,
-                                       "stop_reason": stop_reason, "val_loss": val_loss,
-                                       "val_accuracy": val_accuracy,
-                                       "classes": list(data.classes) if data.classes else None,
-                                       "layer_stats": layer_stats},
-                                feedback=feedback)
+                save_state()
+        train_s = time.perf_counter() - loop_start  # the chunks, their checkpoints and test losses
         if bar is not None:
             bar.close()
         if validation is not None and best is not None:
@@ -230,6 +265,7 @@ def run(args) -> int:
             "settings": s,
             "epochs_run": epoch,
             "stop_reason": stop_reason,
+            "settings_from_dataset": sorted(taken),
             "initial_train_loss": initial_loss,
             "train_loss": train_loss,
             "test_loss": float(loss_fn(params, data.x_test, data.y_test)),
@@ -243,11 +279,21 @@ def run(args) -> int:
         if accuracy_fn is not None:
             metrics["train_accuracy"] = float(accuracy_fn(params, data.x_train, data.y_train))
             metrics["test_accuracy"] = float(accuracy_fn(params, data.x_test, data.y_test))
+        else:  # in the target's own units
+            metrics["test_rmse"] = regression_rmse(net, params, data)
+        metrics["preprocessing"] = learned
         rose = not diverged and bool(train_loss) and train_loss[-1] > LOSS_ROSE * initial_loss
         if rose:
             say(f"training failed: the training loss rose from {initial_loss:.4g} (at the initial parameters) "
                 f"to {train_loss[-1]:.4g}; the learning rate ({s['lr']:g}) is likely too high, try a smaller --lr")
-        metrics["failed_to_learn"] = rose
+        steps = epoch * (n // batch_size)
+        flat = (not diverged and not rose and bool(train_loss) and steps >= FLAT_STEPS
+                and min(train_loss) > (1 - LOSS_FLAT) * initial_loss)
+        if flat:
+            say(f"training failed: the training loss barely moved over {steps:,} steps, from {initial_loss:.4g} (at "
+                f"the initial parameters) to {train_loss[-1]:.4g}, never {LOSS_FLAT:.0%} below its start; "
+                f"try another --lr (now {s['lr']:g}), more --epochs or another network")
+        metrics["failed_to_learn"] = rose or flat
         if privacy is not None:  # a diverged epoch touched the data too
             metrics["privacy"] = dp.report(privacy, n, batch_size, epoch + diverged)
 
@@ -258,19 +304,24 @@ def run(args) -> int:
                    f"test loss {metrics['test_loss']:.4g}"]
         if "test_accuracy" in metrics:
             summary.append(f"test accuracy {metrics['test_accuracy']:.4f}")
+        if "test_rmse" in metrics:
+            summary.append(f"test RMSE {metrics['test_rmse']:.4g}"
+                           + (" (in the target's units)" if data.y_scaling is not None else ""))
         say("result: " + ", ".join(summary))
         if privacy is not None:
             say(dp.describe(metrics["privacy"]))
         written = plots(args.out, net, params, data, train_loss, test_curve,
-                        val_loss=val_loss if validation is not None else None) if args.out and launch.is_main() else []
+                        val_loss=val_loss if validation is not None else None,
+                        kept_epoch=int(best.epoch) + 1 if validation is not None and best is not None else None
+                        ) if args.out and launch.is_main() else []
         written += [datafiles.BEST] if written and validation is not None else []
         if written and layer_stats is not None and layer_stats["delta_norm"]:  # none when the first epoch diverged
             written.append(diagnostics.plot(args.out, layer_stats, s["rule"]))
     metrics["timings"] = timing.summary(chunks, n // batch_size, check_s, clock.seconds,
-                                        time.perf_counter() - started)
+                                        time.perf_counter() - started, setup_s=check_start - started,
+                                        train_s=train_s)
     if args.out and launch.is_main():
-        with open(os.path.join(args.out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1)
+        rundir.write_metrics(args.out, metrics)  # last: the run's files are complete
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in ['metrics.json', *written, CHECKPOINT])}")
     say("time: " + timing.line(metrics["timings"]))
-    return 1 if diverged or rose else 0
+    return 1 if diverged or rose or flat else 0

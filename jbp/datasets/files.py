@@ -22,7 +22,9 @@ built-in datasets use:
 A file without a test split is split with :func:`split` (stratified for classes,
 deterministic in ``seed``). Inputs are standardised with the training split's mean and
 standard deviation per feature (per pixel for images), as :func:`jbp.datasets.digits`
-does; regression targets are kept as they are. Nothing is downloaded.
+does, and so are regression targets; the maps are kept in the dataset (``x_scaling``,
+``y_scaling``), so that new raw rows can be standardised alike and a network's outputs
+mapped back to the file's units. Nothing is downloaded.
 
 Every malformed file raises a one-line ``ValueError`` that names the file, where (the line
 of a CSV, the byte offset of an IDX file) and what was expected.
@@ -41,6 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from jbp.datasets.builtin import Dataset
+from jbp.datasets.scaling import Scaling
 
 TASKS = ("classification", "regression")
 
@@ -64,6 +67,7 @@ def load_file(
     task: Optional[str] = None,
     seed: int = 0,
     test_fraction: float = 0.2,
+    scale_targets: bool = True,
 ) -> Dataset:
     """Reads a data file (CSV, ``.npz``, a folder of ``.npy`` or of IDX files) as a :class:`Dataset`.
 
@@ -75,11 +79,13 @@ def load_file(
       task: ``"classification"`` or ``"regression"``; ``None`` infers it (see the module).
       seed: seed of the train/test split, for files without a test split.
       test_fraction: the share of examples held out for the test split, in (0, 1).
+      scale_targets: regression only: standardise the targets too (on the training
+        split), keeping the map back in ``y_scaling``; ``False`` keeps them as they are.
 
     Returns:
-      A :class:`Dataset`: inputs float32 and standardised on the training split;
-      ``cross_entropy`` with integer ids for classes (``classes`` lists their labels),
-      ``mse`` with float32 ``(n, k)`` targets for regression.
+      A :class:`Dataset`: inputs float32 and standardised on the training split (the map
+      in ``x_scaling``); ``cross_entropy`` with integer ids for classes (``classes``
+      lists their labels), ``mse`` with float32 ``(n, k)`` targets for regression.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
@@ -97,12 +103,13 @@ def load_file(
         raise ValueError(f"target and features select CSV columns, but {path} is not a .csv file")
     name = os.path.basename(os.path.normpath(path))
     if path.lower().endswith(".csv"):
-        x, labels, task, classes = read_csv(path, target, features, task or "classification")
-        return _dataset(name, x, labels, None, None, task, classes, seed, test_fraction)
+        x, labels, task, classes, columns, target = read_csv(path, target, features, task or "classification")
+        d = _dataset(name, x, labels, None, None, task, classes, seed, test_fraction, scale_targets)
+        return dataclasses.replace(d, columns=tuple(columns), target=target)
     if path.lower().endswith(".npz"):
         arrays = read_npz(path)
     elif os.path.isdir(path) and _idx_file(path, "train", "images", required=False):
-        return _dataset(name, *read_idx(path), "classification", None, seed, test_fraction)
+        return _dataset(name, *read_idx(path), "classification", None, seed, test_fraction, scale_targets)
     elif os.path.isdir(path) or os.path.basename(path) == "x.npy":
         arrays = read_npy_folder(path if os.path.isdir(path) else os.path.dirname(path) or ".")
     else:
@@ -115,8 +122,9 @@ def load_file(
     labels, classes = _targets(f"{where}: y", y, task)
     if "x_test" in arrays:
         test_labels, _ = _targets(f"{where}: y_test", arrays["y_test"], task, classes)
-        return _dataset(name, x, labels, arrays["x_test"], test_labels, task, classes, seed, test_fraction)
-    return _dataset(name, x, labels, None, None, task, classes, seed, test_fraction)
+        return _dataset(name, x, labels, arrays["x_test"], test_labels, task, classes, seed, test_fraction,
+                        scale_targets)
+    return _dataset(name, x, labels, None, None, task, classes, seed, test_fraction, scale_targets)
 
 
 def split(y: np.ndarray, fraction: float, seed: int, stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -149,26 +157,34 @@ def flatten(d: Dataset) -> Dataset:
                                x_test=d.x_test.reshape(len(d.x_test), -1))
 
 
-def _dataset(name, x, labels, x_test, test_labels, task, classes, seed, test_fraction) -> Dataset:
+def _dataset(name, x, labels, x_test, test_labels, task, classes, seed, test_fraction, scale_targets) -> Dataset:
     classify = task == "classification"
     if x_test is None:
         keep, held = split(labels, test_fraction, seed, stratify=classify)
+        if len(held) == 0 or len(keep) == 0:
+            raise ValueError(
+                f"{name} has {len(labels)} examples: too few to hold out a test split of {test_fraction:g} "
+                f"({'one example of each class stays for training, ' if classify else ''}"
+                f"{len(held)} would be held out); give more rows or a file with a test split"
+            )
         x, labels, x_test, test_labels = x[keep], labels[keep], x[held], labels[held]
     elif x_test.shape[1:] != x.shape[1:]:
         raise ValueError(
             f"{name}: the test inputs have shape {x_test.shape[1:]} per example but the training "
             f"inputs {x.shape[1:]}; they must match"
         )
-    mean, std = x.mean(axis=0, dtype=np.float64), x.std(axis=0, dtype=np.float64)
-    std[std == 0] = 1.0
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
-    standardise = lambda a: ((np.asarray(a, np.float32) - mean) / std).astype(np.float32)
+    x_scaling = Scaling.fit(x)
     if classify:
         n_outputs = len(classes) if classes is not None else int(max(labels.max(), test_labels.max())) + 1
-        return Dataset(name, standardise(x), labels.astype(np.int32), standardise(x_test),
+        return Dataset(name, x_scaling.apply(x), labels.astype(np.int32), x_scaling.apply(x_test),
                        test_labels.astype(np.int32), "cross_entropy", n_outputs,
-                       classes=tuple(classes) if classes is not None else tuple(range(n_outputs)))
-    return Dataset(name, standardise(x), labels, standardise(x_test), test_labels, "mse", labels.shape[1])
+                       classes=tuple(classes) if classes is not None else tuple(range(n_outputs)),
+                       x_scaling=x_scaling)
+    y_scaling = Scaling.fit(labels) if scale_targets else None
+    if y_scaling is not None:
+        labels, test_labels = y_scaling.apply(labels), y_scaling.apply(test_labels)
+    return Dataset(name, x_scaling.apply(x), labels, x_scaling.apply(x_test), test_labels, "mse", labels.shape[1],
+                   x_scaling=x_scaling, y_scaling=y_scaling)
 
 
 def _targets(where: str, y: np.ndarray, task: str, classes=None) -> tuple[np.ndarray, Optional[list]]:
@@ -215,7 +231,20 @@ def _finite(where: str, a: np.ndarray) -> None:
 
 
 def read_csv(path: str, target: Optional[str], features: Optional[Sequence[str]], task: str):
-    """``(x, labels, task, classes)`` of a CSV file with a header row (see :func:`load_file`)."""
+    """``(x, labels, task, classes, features, target)`` of a CSV file with a header row
+    (see :func:`load_file`)."""
+    x, labels, features, target = read_csv_columns(path, target, features)
+    if task == "regression":
+        y = np.array([[_number(path, line, target, v)] for line, v in labels], np.float32)
+        return x, y, task, None, features, target
+    return (x, *_csv_classes(path, target, labels), features, target)
+
+
+def read_csv_columns(path: str, target: Optional[str], features: Optional[Sequence[str]],
+                     target_required: bool = True):
+    """``(x, labels, features, target)``: the feature columns as float64 ``(n, k)``, the
+    target column as ``[(line, text), ...]`` (``None`` when ``target_required`` is false
+    and the file has no such column), and the column names used."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -229,7 +258,7 @@ def read_csv(path: str, target: Optional[str], features: Optional[Sequence[str]]
             seen.add(col)
         target = header[-1] if target is None else target
         columns = ", ".join(header)
-        if target not in header:
+        if target not in header and (target_required or features is None):
             raise ValueError(f"{path}, line 1: no target column {target!r}; the header has {columns}")
         if features is None:
             features = [c for c in header if c != target]
@@ -243,7 +272,7 @@ def read_csv(path: str, target: Optional[str], features: Optional[Sequence[str]]
         if not features:
             raise ValueError(f"{path}, line 1: no feature columns besides the target {target!r}")
         cols = [header.index(c) for c in features]
-        t = header.index(target)
+        t = header.index(target) if target in header else None
         rows, labels = [], []
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -254,17 +283,15 @@ def read_csv(path: str, target: Optional[str], features: Optional[Sequence[str]]
                     f"{path}, line {line}: {len(row)} cells, expected {len(header)} as in the header"
                 )
             rows.append([_number(path, line, header[i], row[i]) for i in cols])
+            if t is None:
+                continue
             label = row[t].strip()
             if not label:
                 raise ValueError(f"{path}, line {line}, column {target!r}: empty cell; expected a target")
             labels.append((line, label))
     if not rows:
         raise ValueError(f"{path}: no data rows after the header; expected at least 2")
-    x = np.asarray(rows, np.float64)
-    if task == "regression":
-        y = np.array([[_number(path, line, target, v)] for line, v in labels], np.float32)
-        return x, y, task, None
-    return (x, *_csv_classes(path, target, labels), )
+    return np.asarray(rows, np.float64), (labels if t is not None else None), features, target
 
 
 def _number(path, line, column, cell) -> float:
