@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import pytest
@@ -58,18 +59,23 @@ EXAMPLES = python_examples()
 
 
 @pytest.fixture
-def fresh_config(tmp_path, monkeypatch):
-    """Runs an example in an empty folder (what it writes goes there) and puts back the
-    JAX settings it may change (``jax_enable_x64``)."""
+def as_a_reader(tmp_path, monkeypatch):
+    """Runs an example as a reader would: in an empty folder (what it writes goes there),
+    with JAX's default settings (x64 off: the suite's conftest turns it on), which are put
+    back afterwards."""
     monkeypatch.chdir(tmp_path)
     x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
     yield
     jax.config.update("jax_enable_x64", x64)
 
 
 @pytest.mark.parametrize("page, source", EXAMPLES)
-def test_example_runs_as_written(page, source, fresh_config):
-    exec(compile(source, str(page), "exec"), {"__name__": "__docs_example__"})
+def test_example_runs_as_written(page, source, as_a_reader, monkeypatch):
+    # A module of its own, as a script is: dataclasses look their module up in sys.modules.
+    module = types.ModuleType("__docs_example__")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(source, str(page), "exec"), module.__dict__)
 
 
 def test_every_page_with_examples_is_collected():
