@@ -48,7 +48,8 @@ def code_blocks(path: pathlib.Path) -> list[tuple[int, str, str]]:
 
 def python_examples() -> list:
     return [
-        pytest.param(page, source, id=f"{page.relative_to(ROOT)}:{line}")
+        # blank lines before the block, so that a traceback's line numbers are the page's
+        pytest.param(page, "\n" * line + source, id=f"{page.relative_to(ROOT)}:{line}")
         for page in PAGES
         for line, lang, source in code_blocks(page)
         if lang == "python"
