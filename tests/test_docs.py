@@ -1,6 +1,6 @@
 """The guide runs as written: README.md and docs/ build as a site and their examples execute.
 
-Every ```python block of README.md and docs/*.md is one test, named ``file:line``, run as
+Every ```python (or ```py) block of README.md and docs/*.md is one test, named ``file:line``, run as
 written. Each block runs alone in a fresh namespace, as a reader who copies that one block
 would run it: blocks on a page share nothing, so each defines every name it uses. Blocks
 fenced as another language (```bash, ```text, or none) are shown, not run.
@@ -22,6 +22,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)")
+PYTHON = {"python", "py", "python3"}  # the fences that are run
 
 
 def code_blocks(path: pathlib.Path) -> list[tuple[int, str, str]]:
@@ -52,7 +53,7 @@ def python_examples() -> list:
         pytest.param(page, "\n" * line + source, id=f"{page.relative_to(ROOT)}:{line}")
         for page in PAGES
         for line, lang, source in code_blocks(page)
-        if lang == "python"
+        if lang in PYTHON
     ]
 
 
