@@ -1,9 +1,10 @@
 """The guide runs as written: README.md and docs/ build as a site and their examples execute.
 
-Every ```python (or ```py) block of README.md and docs/*.md is one test, named ``file:line``, run as
-written. Each block runs alone in a fresh namespace, as a reader who copies that one block
-would run it: blocks on a page share nothing, so each defines every name it uses. Blocks
-fenced as another language (```bash, ```text, or none) are shown, not run.
+Every ```python (or ```py) block of README.md and docs/*.md is one test, named
+``file:line``, run as written. Each block runs alone in a fresh namespace, as a reader who
+copies that one block would run it: blocks on a page share nothing, so each defines every
+name it uses. Blocks fenced as another language (```bash, ```text, or none) are shown, not
+run.
 """
 
 from __future__ import annotations
