@@ -52,8 +52,11 @@ class MLP(Sequential):
         :attr:`init_name`; :meth:`init` is the method.
 
     Attributes:
-      sizes, hidden_activations (a tuple, one per hidden layer), output_activation,
-      loss_name, init_name.
+      sizes: the layer widths, as given.
+      hidden_activations: a tuple of activation names, one per hidden layer.
+      output_activation: the output layer's activation name.
+      loss_name: the loss's name (the constructor's ``loss``).
+      init_name: the init scheme's name (the constructor's ``init``).
     """
 
     sizes: tuple

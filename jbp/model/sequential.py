@@ -104,8 +104,12 @@ class Sequential(Network):
         each layer's own. Stored as :attr:`init_name`.
 
     Attributes:
-      input_shape, layers (a tuple of layers), output_activation, loss_name, init_name,
-      output_shapes (each layer's output shape, without the batch axis).
+      input_shape: one example's shape, without the batch axis.
+      layers: a tuple of layers.
+      output_activation: the output activation's name.
+      loss_name: the loss's name (the constructor's ``loss``).
+      init_name: the init scheme's name (the constructor's ``init``), or ``None``.
+      output_shapes: each layer's output shape, without the batch axis.
     """
 
     input_shape: tuple
