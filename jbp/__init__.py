@@ -3,26 +3,26 @@
 The seed's equations, each in one function (see README, "The equations"):
 
 - BP1 ``z = W x + b``                         :func:`jbp.layers.dense.dense`
-- BP2 ``x = f(z)``                            :attr:`jbp.model.activations.Activation.f`
+- BP2 ``x = f(z)``                            :attr:`jbp.layers.activations.Activation.f`
 - BP3 ``dL/dx = Σ_k dL/dz_k w_k``             :func:`jbp.layers.dense.input_grad`
-- BP4 ``dL/dz = dL/dx · f'(z)``               :meth:`jbp.model.activations.Activation.delta`
+- BP4 ``dL/dz = dL/dx · f'(z)``               :meth:`jbp.layers.activations.Activation.delta`
 - BP5 ``dL/dW = dL/dz · x_prev``              :func:`jbp.layers.dense.weight_grad`
 - BP6 ``dL/db = dL/dz``                       :func:`jbp.layers.dense.bias_grad`
 - BP7 ``w ← w − α dL/dw``                     :func:`jbp.training.update.gradient_descent`
 """
 
 from jbp import layers
-from jbp.model.activations import ACTIVATIONS, Activation
+from jbp.layers.activations import ACTIVATIONS, Activation
 from jbp.model.backward_pass import backward, deltas
 from jbp.model.bridge import custom_vjp_loss
 from jbp.verify.grads import Equations, GradCheckReport, check_grads
 from jbp.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jbp.model.forward_pass import Cache, forward
-from jbp.model.initializers import INITIALIZERS
+from jbp.layers.initializers import INITIALIZERS
 from jbp.model.losses import LOSSES, Loss
 from jbp.verify.mutations import MUTATIONS, MutationReport, mutation_test
 from jbp.model.network import MLP
-from jbp.model.params import Layer
+from jbp.layers.params import Layer
 from jbp.model.per_example import clipped_grad, per_example_grads, per_example_norms
 from jbp.model.sequential import Sequential
 from jbp.training import privacy

@@ -37,8 +37,9 @@ def test_every_built_in_layer_passes_in_float32(layer, input_shape, train, leave
     assert report.ok is True and report.failed == () and report.unverified == (), str(report)
     assert tuple(leaf.name for leaf in report.leaves) == leaves
     assert report.dtype == "float32" and all(leaf.rel_err <= 1e-5 for leaf in report.leaves), str(report)
-    # the per-example norms of DP-SGD, where the layer has its own (Dense, the convolutions, LayerNorm)
-    has_norms = type(layer) in (Dense, Conv1D, Conv2D, LayerNorm)
+    # the per-example norms of DP-SGD, where the layer has its own (Dense, the convolutions, LayerNorm,
+    # Residual: its inner layers')
+    has_norms = type(layer) in (Dense, Conv1D, Conv2D, LayerNorm, Residual)
     assert (report.per_example is not None) == has_norms
     assert report.per_example is None or report.per_example.rel_err <= 1e-12, str(report)
 

@@ -66,7 +66,7 @@ def test_backprop_run_records_zero_alignment_and_a_bad_rule_is_one_line(tmp_path
     assert err == "jbp: error: unknown rule 'hebb'; expected one of bp, fa, ss, dfa\n"
     assert main(["train", "--resume", "--rule", "fa", "--out", str(tmp_path)]) == 2
     assert "--rule fa differs from the run in" in capsys.readouterr().err
-    assert main(["train", "--layers", "conv2d:4:3,relu,flatten,dense:10", "--rule", "fa"]) == 2
+    assert main(["train", "--layers", "dense:8,layernorm,dense:10", "--rule", "fa"]) == 2
     assert capsys.readouterr().err == (
-        "jbp: error: --rule fa needs dense layers with elementwise layers between them (--hidden, or --layers of "
-        "dense, activation, flatten and dropout items), but --layers item 'conv2d:4:3' is a Conv2D\n")
+        "jbp: error: --rule fa needs every layer with parameters to have weights (--hidden, or --layers of dense "
+        "and conv items with parameter-free items between them), but --layers item 'layernorm' is a LayerNorm\n")

@@ -4,7 +4,9 @@ A layer is a frozen, hashable description with ``init``, ``forward`` and ``backw
 (:mod:`jbp.layers.protocol`); each built-in layer's backward is derived in its
 docstring, beside its forward, one small module per family:
 
-- :mod:`~jbp.layers.dense`: :class:`Dense` (the seed's BP1, BP3, BP5, BP6).
+- :mod:`~jbp.layers.dense`: :class:`Dense` (the seed's BP1, BP3, BP5, BP6) and
+  :class:`Perceptron`, the seed's layer ``l`` (a dense layer and its activation, of which
+  :class:`jbp.MLP` is made).
 - :mod:`~jbp.layers.activation`: :class:`ActivationLayer` (BP2, BP4), :func:`as_layer`.
 - :mod:`~jbp.layers.conv`: :class:`Conv1D`, :class:`Conv2D` (BP1, BP3, BP5, BP6 with
   shared weights).
@@ -24,6 +26,11 @@ docstring, beside its forward, one small module per family:
   embedding's table.
 - :mod:`~jbp.layers.recurrent`: :class:`RNN`, :class:`LSTM`, :class:`GRU` over
   ``(batch, T, features)``, by backpropagation through time.
+
+What they are made of sits here too, below the model: :mod:`~jbp.layers.activations`
+(BP2, BP4), :mod:`~jbp.layers.initializers`, :mod:`~jbp.layers.params` (:class:`jbp.Layer`).
+:mod:`~jbp.layers.chain` is the one forward and backward loop over a chain of layers,
+and :mod:`~jbp.layers.per_example` each layer's share of per-example gradient norms.
 
 Check a layer of your own with :func:`jbp.check_layer`.
 """

@@ -1,5 +1,5 @@
 """Activation layers, ``x = f(z)`` (BP2) with ``dL/dz = dL/dx · f'(z)`` (BP4), built on
-:mod:`jbp.model.activations`, where each activation's rule and derivative live.
+:mod:`jbp.layers.activations`, where each activation's rule and derivative live.
 
 A name in a list of layers (``"relu"``) becomes an :class:`ActivationLayer` by
 :func:`as_layer`; softmax is only for the output layer (a network's
@@ -16,7 +16,7 @@ import jax
 from jbp import _validate
 from jbp.layers import args
 from jbp.layers.protocol import check_layer_object
-from jbp.model.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, Activation, get_activation
+from jbp.layers.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, Activation, get_activation
 
 Array = jax.Array
 
@@ -28,7 +28,7 @@ class ActivationLayer:
 
     Forward (BP2): ``y = f(x)``. Backward (BP4): with ``dy = dL/dy``, the chain rule
     through ``y_j = f(x_j)`` gives ``dL/dx_j = dL/dy_j f'(x_j)``,
-    i.e. :meth:`jbp.model.activations.Activation.delta` (for softmax the product with its
+    i.e. :meth:`jbp.layers.activations.Activation.delta` (for softmax the product with its
     Jacobian ``diag(y) - y yᵀ``).
 
     Residuals: only what the derivative reads (:attr:`Activation.reads`): the output
@@ -82,7 +82,7 @@ def as_layer(spec: Any, arg: str = "layer") -> Any:
     output layer (a network's ``output_activation``).
 
     Args:
-      spec: a name in :data:`jbp.model.activations.HIDDEN_ACTIVATIONS` or a layer.
+      spec: a name in :data:`jbp.layers.activations.HIDDEN_ACTIVATIONS` or a layer.
       arg: how to name ``spec`` in errors (``"layers[2]"``).
     """
     if isinstance(spec, str):

@@ -74,8 +74,8 @@ from jax import lax
 from jbp import _validate
 from jbp.layers import args
 from jbp.layers.pool import patches
-from jbp.model.initializers import INITIALIZERS, init_array
-from jbp.model.params import Layer
+from jbp.layers.initializers import INITIALIZERS, init_array
+from jbp.layers.params import Layer
 
 Array = jax.Array
 
@@ -305,7 +305,7 @@ class Conv1D(_Conv):
       kernel_size: ``k``, an int.
       stride: ``s``, an int (default 1).
       padding: ``"SAME"`` (default; ``ceil(n / s)`` outputs) or ``"VALID"``.
-      init: the weight initialisation scheme (:mod:`jbp.model.initializers`), stored as
+      init: the weight initialisation scheme (:mod:`jbp.layers.initializers`), stored as
         :attr:`init_name`.
 
     Attributes: ``features``, ``kernel_size`` and ``strides`` (1-tuples), ``padding``,
@@ -345,7 +345,7 @@ class Conv2D(_Conv):
       kernel_size: ``(kh, kw)``, or one int for both.
       strides: ``(sh, sw)``, or one int for both (default ``(1, 1)``).
       padding: ``"SAME"`` (default) or ``"VALID"``.
-      init: the weight initialisation scheme (:mod:`jbp.model.initializers`), stored as
+      init: the weight initialisation scheme (:mod:`jbp.layers.initializers`), stored as
         :attr:`init_name`.
     """
 

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 
 from jbp import _validate
 from jbp.layers import args
-from jbp.model.activations import ACTIVATIONS, get_activation
-from jbp.model.initializers import INITIALIZERS, init_weight
-from jbp.model.params import Layer
+from jbp.layers.activations import ACTIVATIONS, get_activation
+from jbp.layers.initializers import INITIALIZERS, init_weight
+from jbp.layers.params import Layer
 
 Array = jax.Array
 
@@ -157,7 +157,7 @@ class Dense:
 
     Args:
       features: ``n_out``, the number of outputs.
-      init: the weight initialisation scheme (see :mod:`jbp.model.initializers`; biases
+      init: the weight initialisation scheme (see :mod:`jbp.layers.initializers`; biases
         start at zero). Stored as :attr:`init_name`, since :meth:`init` is the method.
     """
 

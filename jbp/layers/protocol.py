@@ -39,6 +39,17 @@ never forms the last layer's output:
 A layer whose inputs are integer ids has the attribute ``input_vocab`` (ids lie in
 ``[0, input_vocab)``); its ``backward`` returns ``dx = None``.
 
+Two optional attributes say what a layer is to the rest of jbp:
+
+- ``weights``: the name of the field of its parameters (a NamedTuple) that BP3
+  multiplies by, ``"W"`` for :class:`jbp.layers.Dense`, :class:`jbp.layers.Perceptron`
+  and the convolutions. A learning rule (:mod:`jbp.rules`) replaces it in BP3, and the
+  monitor records the layer. A layer with parameters but no ``weights`` trains under
+  backprop only.
+- ``stochastic``: whether its forward draws from its key in training mode (``True`` for
+  :class:`jbp.layers.Dropout`). A layer without the attribute is assumed to be; a network
+  none of whose layers is takes no key, and training passes it none.
+
 Per-example gradients assume that a layer treats the examples of a batch independently
 (row ``i`` of ``y`` depends on row ``i`` of ``x`` only), as every built-in layer does.
 

@@ -4,7 +4,7 @@ With ``delta^(l) = dL/dz^(l)`` (``(batch, n_l)``, one row per example) the seed'
 equations read, for a batch whose loss is a sum over rows:
 
 - BP3 ``dL/dx^(l-1) = delta^(l) @ W^(l)``           (:func:`jbp.layers.dense.input_grad`)
-- BP4 ``delta^(l-1) = dL/dx^(l-1) · f'(z^(l-1))``    (:meth:`jbp.model.activations.Activation.delta`)
+- BP4 ``delta^(l-1) = dL/dx^(l-1) · f'(z^(l-1))``    (:meth:`jbp.layers.activations.Activation.delta`)
 - BP5 ``dL/dW^(l) = delta^(l).T @ x^(l-1)``         (:func:`jbp.layers.dense.weight_grad`)
 - BP6 ``dL/db^(l) = Σ_batch delta^(l)``             (:func:`jbp.layers.dense.bias_grad`)
 
@@ -34,10 +34,10 @@ import jax
 from jbp import _validate
 from jbp.layers import chain
 from jbp.layers.dense import bias_grad, input_grad, weight_grad  # BP6, BP3, BP5
-from jbp.model import rules
-from jbp.model.activations import Activation, get_activation
+from jbp.model import forward_pass, rules
+from jbp.layers.activations import Activation, get_activation
 from jbp.model.forward_pass import Cache, seed_layers, seed_params
-from jbp.model.params import Params
+from jbp.layers.params import Params
 
 Array = jax.Array
 
@@ -69,7 +69,7 @@ def deltas(
     Returns:
       ``(delta^(1), ..., delta^(L))``.
     """
-    cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
+    cache, delta_out = backward_inputs(params, cache, delta_out, activations)
     feedback = _validate_transport(params, feedback, direct)
     return _deltas(params, cache, delta_out, activations, feedback, direct)
 
@@ -153,7 +153,7 @@ def backward(
       Gradients (with ``feedback`` or ``direct``: the rule's update direction) with
       exactly the structure, shapes and dtypes of ``params``.
     """
-    cache, delta_out = _validate.backward_inputs(params, cache, delta_out, activations)
+    cache, delta_out = backward_inputs(params, cache, delta_out, activations)
     feedback = _validate_transport(params, feedback, direct)
     return backward_unchecked(params, cache, delta_out, activations, feedback, direct)
 
@@ -161,3 +161,40 @@ def backward(
 def backward_unchecked(params, cache, delta_out, activations, feedback=None, direct=False) -> Params:
     """:func:`backward` on arguments already checked."""
     return _chain(params, cache, delta_out, activations, feedback, direct)[0]
+
+
+# --- Argument checks at the boundary. ---------------------------------------------
+
+
+def backward_inputs(params_, cache, delta_out, activations) -> tuple:
+    """For :func:`jbp.deltas` and :func:`jbp.backward`: params, activations, a cache of
+    ``jbp.forward`` with these params, and ``delta_out`` of the output layer's shape;
+    returns ``(cache, delta_out)`` as JAX arrays, ``delta_out`` in the params' dtype."""
+    dtype = forward_pass.params_and_activations(params_, activations)
+    zs, xs = forward_pass.cache_arrays(cache)
+    n = len(params_)
+    if len(zs) != n or len(xs) != n + 1:
+        raise ValueError(
+            f"cache holds {len(zs)} zs and {len(xs)} xs but params has {n} layers; expected "
+            f"{n} and {n + 1}: the cache of jbp.forward with these params"
+        )
+    batch = xs[0].shape[0] if xs[0].ndim == 2 else None
+    expected = [("xs[0]", xs[0], params_[0].W.shape[1])] + [
+        (f"{kind}[{l + i}]", a[l + i], params_[l].W.shape[0])
+        for l in range(n) for kind, a, i in (("zs", zs, 0), ("xs", xs, 1))
+    ]
+    for where, a, width in expected:
+        if tuple(a.shape) != (batch, width):
+            raise ValueError(
+                f"cache.{where} has shape {tuple(a.shape)} but params give "
+                f"({batch}, {width}) (batch, width); use the cache of jbp.forward with these params"
+            )
+        if a.dtype != dtype:
+            raise TypeError(f"cache.{where} has dtype {a.dtype} but params are {dtype}")
+    delta_out = _validate.array("delta_out", delta_out)
+    if tuple(delta_out.shape) != tuple(zs[-1].shape):
+        raise ValueError(
+            f"delta_out has shape {tuple(delta_out.shape)} but the output layer's z has "
+            f"{tuple(zs[-1].shape)} (cache.zs[-1]): it must be dL/dz of the output layer"
+        )
+    return forward_pass.as_jax(cache), _validate.same_float("delta_out", delta_out, dtype)

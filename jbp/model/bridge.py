@@ -19,7 +19,8 @@ from typing import Callable
 import jax
 
 from jbp import _validate
-from jbp.model.params import Params
+from jbp.model import base
+from jbp.layers.params import Params
 
 Array = jax.Array
 
@@ -45,10 +46,10 @@ def custom_vjp_loss(net) -> Callable[[Params, Array, Array], Array]:
     Returns:
       ``f(params, x, y)``: the scalar loss, as :meth:`jbp.MLP.loss`.
     """
-    _validate.network(net)
+    base.network(net)
 
     def f(params: Params, x: Array, y: Array) -> Array:
-        x, y = _validate.inputs_and_targets(net, params, x, y)
+        x, y = base.inputs_and_targets(net, params, x, y)
         return _loss(net, tuple(params), x, y)
 
     return f

@@ -12,18 +12,20 @@ view of the forward cache, :class:`jbp.Cache` (``zs``, ``xs``), in its public me
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jbp import _validate
 from jbp.layers.dense import Dense, Perceptron, PerceptronResiduals
-from jbp.model.activations import HIDDEN_ACTIVATIONS
+from jbp.model import base, forward_pass
+from jbp.layers.activations import HIDDEN_ACTIVATIONS
 from jbp.model.forward_pass import Cache
-from jbp.model.initializers import INITIALIZERS
+from jbp.layers.initializers import INITIALIZERS
 from jbp.model.losses import output_head
-from jbp.model.params import Params
+from jbp.layers.params import Params
 from jbp.model.sequential import Sequential, SequentialCache
 
 Array = jax.Array
@@ -42,13 +44,13 @@ class MLP(Sequential):
     Args:
       sizes: layer widths ``(n_0, n_1, ..., n_L)``: inputs, hidden layers, outputs.
       activation: the hidden layers' activation, one name for all or one per hidden
-        layer. One of ``jbp.model.activations.HIDDEN_ACTIVATIONS``.
+        layer. One of ``jbp.layers.activations.HIDDEN_ACTIVATIONS``.
       output_activation: the output layer's activation; by default the loss's natural
         one (``identity`` for ``mse``, ``softmax`` for ``cross_entropy``, ``sigmoid``
         for ``binary_cross_entropy``).
       loss: ``"mse"``, ``"cross_entropy"`` or ``"binary_cross_entropy"`` (see
         :mod:`jbp.model.losses`). Stored as :attr:`loss_name`; :meth:`loss` is the method.
-      init: weight initialisation scheme (see :mod:`jbp.model.initializers`). Stored as
+      init: weight initialisation scheme (see :mod:`jbp.layers.initializers`). Stored as
         :attr:`init_name`; :meth:`init` is the method.
 
     Attributes:
@@ -70,8 +72,8 @@ class MLP(Sequential):
         loss: str = "mse",
         init: str = "glorot_uniform",
     ):
-        sizes = _validate.sizes(sizes)
-        names = _validate.activation_names(activation)
+        sizes = check_sizes(sizes)
+        names = check_activation_names(activation)
         for name in names:
             if name == "softmax":
                 raise ValueError(
@@ -135,14 +137,14 @@ class MLP(Sequential):
     def backward(self, params: Params, cache: Cache, delta_out: Array) -> tuple:
         """The backward pass from ``delta_out = dL/dz^(L)``: ``(grads, dL/dx^(0))``; see
         :meth:`jbp.Sequential.backward`. ``cache`` is :meth:`forward`'s :class:`jbp.Cache`."""
-        _validate.params(self, params)
-        cache = _validate.mlp_cache(self, cache)
+        base.params(self, params)
+        cache = mlp_cache(self, cache)
         _validate.same_tree("delta_out", delta_out, "cache.zs[-1]", cache.zs[-1])
         return self.backward_unchecked(params, self.layers_cache(cache), delta_out)
 
     def output_delta(self, cache: Cache, y: Array) -> Array:
         """``dL/dz^(L)``, the output layer's delta that starts the backward pass."""
-        cache, y = _validate.cache_and_targets(self, cache, y)
+        cache, y = cache_and_targets(self, cache, y)
         return self.output_delta_unchecked(SequentialCache((), cache.zs[-1], cache.xs[-1]), y)
 
     # --- The MLP's own argument checks, in the seed's names. ---------------------------
@@ -171,8 +173,106 @@ class MLP(Sequential):
 
     def check_params(self, value) -> object:
         """Checks a tuple of :class:`jbp.Layer` of the sizes' shapes; returns its dtype."""
-        return _validate.mlp_params(self, value)
+        return mlp_params(self, value)
 
     def check_input_shape(self, x: Array) -> None:
         """Checks ``x`` ``(batch, sizes[0])``."""
-        _validate.mlp_input_shape(self, x)
+        mlp_input_shape(self, x)
+
+
+# --- Argument checks at the boundary. ---------------------------------------------
+
+
+def check_sizes(value: Any) -> tuple:
+    """Checks layer widths: at least two positive ints."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or np.ndim(value) != 1:
+        raise TypeError(
+            f"sizes must be a sequence of layer widths like (2, 8, 1), got {value!r}"
+        )
+    if len(value) < 2:
+        raise ValueError(
+            f"sizes must have at least 2 entries (inputs and outputs), got {tuple(value)!r}"
+        )
+    return tuple(_validate.positive_int(f"sizes[{i}]", n) for i, n in enumerate(value))
+
+
+def check_activation_names(value: Any) -> tuple:
+    """``activation`` of :class:`jbp.MLP` as a tuple: one name, or a sequence of names."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (tuple, list)):
+        return tuple(value)
+    raise TypeError(
+        f"activation must be a name or a sequence of names (one per hidden layer), "
+        f"got {_validate.describe(value)}"
+    )
+
+
+def mlp_params(net, value: Any) -> np.dtype:
+    """:class:`jbp.MLP`'s params, in the seed's names: a tuple of :class:`jbp.Layer` of the
+    sizes' shapes; returns their dtype."""
+    if not isinstance(value, tuple):  # a list would not match the tuple of gradients
+        raise TypeError(
+            f"params must be a tuple of jbp.Layer (from net.init), got {type(value).__name__}"
+        )
+    if len(value) != net.n_layers:
+        raise ValueError(
+            f"params has {len(value)} layers but the network has {net.n_layers} "
+            f"(sizes={net.sizes})"
+        )
+    dtypes = []
+    for l, layer in enumerate(value):
+        n_in, n_out = net.sizes[l], net.sizes[l + 1]
+        for leaf, a, expected, where in zip(
+            "Wb", forward_pass.layer_arrays(l, layer), ((n_out, n_in), (n_out,)),
+            (f"(sizes[{l + 1}], sizes[{l}])", f"(sizes[{l + 1}],)"),
+        ):
+            if tuple(a.shape) != expected:
+                raise ValueError(
+                    f"params[{l}].{leaf} has shape {tuple(a.shape)} but the network expects "
+                    f"{expected} {where} for layer {l + 1}"
+                )
+            dtypes.append(a.dtype)
+    return _validate.one_dtype("params", dtypes)
+
+
+def mlp_input_shape(net, x) -> None:
+    """:class:`jbp.MLP`'s ``x``: ``(batch, sizes[0])``."""
+    if x.ndim != 2:
+        raise ValueError(
+            f"x must be 2-D (batch, features) with {net.sizes[0]} features, got shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.shape[1] != net.sizes[0]:
+        raise ValueError(
+            f"x has {x.shape[1]} features but the network expects {net.sizes[0]} (sizes[0])"
+        )
+
+
+def cache_and_targets(net, cache, y) -> tuple:
+    """For :meth:`jbp.MLP.output_delta`: a cache of ``net.forward`` and targets for it;
+    returns ``(cache, y)``, the cache as JAX arrays and ``y`` as for :func:`inputs_and_targets`."""
+    cache = mlp_cache(net, cache)
+    z = cache.zs[-1]
+    y = base.targets(net, y, z.shape[0], z.dtype, like=("the cache (cache.zs[-1])", "the cache's arrays"))
+    return cache, y
+
+
+def mlp_cache(net, cache):
+    """For :meth:`jbp.MLP.output_delta` and ``backward``: the :class:`jbp.Cache` of
+    ``net.forward``, as JAX arrays."""
+    zs, xs = forward_pass.cache_arrays(cache)
+    if len(zs) != net.n_layers or len(xs) != net.n_layers + 1:
+        raise ValueError(
+            f"cache holds {len(zs)} zs and {len(xs)} xs but the network has {net.n_layers} "
+            f"layers; use the cache of net.forward(params, x)"
+        )
+    z, out = zs[-1], xs[-1]
+    if z.ndim != 2 or z.shape[1] != net.sizes[-1] or out.shape != z.shape:
+        raise ValueError(
+            f"cache.zs[-1] has shape {tuple(z.shape)} and cache.xs[-1] {tuple(out.shape)} but "
+            f"the network's output is (batch, {net.sizes[-1]}) (sizes[-1])"
+        )
+    if not jnp.issubdtype(z.dtype, jnp.floating) or out.dtype != z.dtype:
+        raise TypeError(f"cache must hold arrays of one floating dtype, got {z.dtype} and {out.dtype}")
+    return forward_pass.as_jax(cache)

@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
+from jbp.model import base
 from jbp.layers import chain, per_example as layers_per_example
 from jbp.model.losses import get_loss
-from jbp.model.params import Params
+from jbp.layers.params import Params
 
 Array = jax.Array
 
@@ -47,8 +48,8 @@ def per_example_grads(net, params: Params, x: Array, y: Array) -> Params:
       ``i`` is the gradient of the loss of example ``i`` alone, so the mean over the
       batch axis is ``net.loss_and_grad(params, x, y)[1]``.
     """
-    _validate.network(net)
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    base.network(net)
+    x, y = base.inputs_and_targets(net, params, x, y)
     one = lambda xi, yi: net.loss_and_grad_unchecked(params, xi[None], yi[None])[1]  # each example's own pass
     return jax.vmap(one)(x, y)
 
@@ -100,8 +101,8 @@ def per_example_norms(net, params: Params, x: Array, y: Array) -> Array:
       ``(B,)`` in the params' dtype: ``‖g_i‖``, the norm of ``per_example_grads``'s
       row ``i`` taken over all its leaves.
     """
-    _validate.network(net)
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    base.network(net)
+    x, y = base.inputs_and_targets(net, params, x, y)
     return jnp.sqrt(_norms_and_deltas(net, params, x, y)[0])
 
 
@@ -158,8 +159,8 @@ def clipped_grad(net, params: Params, x: Array, y: Array, clip_norm, *, mask=Non
       ``(loss, grads)``: the mean of the (unmasked) examples' own losses, and the mean
       of their clipped gradients, with the structure, shapes and dtypes of ``params``.
     """
-    _validate.network(net)
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    base.network(net)
+    x, y = base.inputs_and_targets(net, params, x, y)
     _validate.real("clip_norm", clip_norm, positive=True, finite=True)
     weights = jnp.ones(x.shape[0], x.dtype) if mask is None else _mask(mask, x.shape[0], x.dtype)
     loss_sum, grad_sum = clipped_grad_sum(net, params, x, y, jnp.asarray(clip_norm, x.dtype), weights)

@@ -48,9 +48,10 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
+from jbp.model import base
 from jbp.layers import chain
-from jbp.model.initializers import init_weight
-from jbp.model.params import Layer, Params
+from jbp.layers.initializers import init_weight
+from jbp.layers.params import Layer, Params
 
 Array = jax.Array
 
@@ -99,7 +100,7 @@ class Rule:
         check_network(self, net)
         if self.name not in RANDOM_FEEDBACK:
             return ()
-        dtype = _validate.params(net, params)
+        dtype = base.params(net, params)
         scale = jnp.asarray(self.scale, dtype)
         out = []
         for l, i in enumerate(weighted(net, f"rule {self.name!r}")[1:], start=2):
@@ -266,7 +267,7 @@ def check_network(rule, net) -> None:
     except TypeError:
         raise TypeError(f"rule must be hashable (a frozen dataclass: it is static under jit), got "
                         f"unhashable {type(rule).__name__}") from None
-    _validate.network(net)
+    base.network(net)
     if not is_backprop(rule):
         weighted(net, f"rule {rule_name(rule)!r}")
 
@@ -357,7 +358,7 @@ def forward_backward(net, rule, params: Params, feedback: tuple, x: Array, y: Ar
 
     ``key`` and ``train`` are the forward pass's (dropout), as in ``net.loss_and_grad``."""
     feedback = check_feedback(rule, net, params, feedback)
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    x, y = base.inputs_and_targets(net, params, x, y)
     _stochastic_args(net, key, train)
     return forward_backward_unchecked(net, rule, params, feedback, x, y, key, train)
 

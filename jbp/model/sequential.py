@@ -20,12 +20,14 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jbp import _validate
-from jbp.model.activations import get_activation
+from jbp.layers.activations import get_activation
 from jbp.layers import as_layer, chain
+from jbp.model import base
 from jbp.model.base import Network, init_compiled
-from jbp.model.initializers import INITIALIZERS
+from jbp.layers.initializers import INITIALIZERS
 from jbp.model.losses import IGNORE, get_loss, output_head
 
 Array = jax.Array
@@ -99,7 +101,7 @@ class Sequential(Network):
         :class:`jbp.MLP`. Stored as :attr:`loss_name`.
       output_activation: applied to ``z^(L)``; by default the loss's natural one, as for
         :class:`jbp.MLP` (the softmax and sigmoid heads keep their fused output delta).
-      init: a weight init scheme (see :mod:`jbp.model.initializers`) given to every
+      init: a weight init scheme (see :mod:`jbp.layers.initializers`) given to every
         layer that has an ``init`` field (``Dense``, the convolutions); ``None`` keeps
         each layer's own. Stored as :attr:`init_name`.
 
@@ -288,17 +290,17 @@ class Sequential(Network):
 
     def check_params(self, value) -> object:
         """Checks that ``value`` has ``init``'s structure, shapes and dtype; returns the dtype."""
-        return _validate.layer_params(self, value)
+        return layer_params(self, value)
 
     def check_input_shape(self, x: Array) -> None:
         """Checks ``x`` ``(batch, *input_shape)``."""
-        _validate.input_shape(self, x)
+        input_shape(self, x)
 
     def _checked(self, params, x, y=None, key=None, train=False):
         if y is None:
-            x = _validate.inputs(self, params, x)
+            x = base.inputs(self, params, x)
         else:
-            x, y = _validate.inputs_and_targets(self, params, x, y)
+            x, y = base.inputs_and_targets(self, params, x, y)
         self.check_key(key)
         _validate.flag("train", train)
         return x, y
@@ -335,8 +337,8 @@ class Sequential(Network):
           ``grads`` with exactly the structure of ``params``, and ``dL/dx^(0)``, the
           gradient w.r.t. the input ``(batch, *input_shape)``.
         """
-        _validate.params(self, params)
-        cache = _validate.sequential_cache(self, cache)
+        base.params(self, params)
+        cache = sequential_cache(self, cache)
         _validate.same_tree("delta_out", delta_out, "cache.z", cache.z)
         return self.backward_unchecked(params, cache, delta_out)
 
@@ -355,8 +357,8 @@ class Sequential(Network):
 
     def output_delta(self, cache: SequentialCache, y: Array) -> Array:
         """``dL/dz^(L)``, the output delta that starts the backward pass."""
-        cache = _validate.sequential_cache(self, cache)
-        y = _validate.targets(self, y, cache.z.shape[0], cache.z.dtype,
+        cache = sequential_cache(self, cache)
+        y = base.targets(self, y, cache.z.shape[0], cache.z.dtype,
                               like=("the cache (cache.z)", "the cache's arrays"))
         return self.output_delta_unchecked(cache, y)
 
@@ -400,3 +402,64 @@ class Sequential(Network):
 @functools.lru_cache(maxsize=256)
 def _param_shapes(net: Sequential, dtype) -> tuple:
     return jax.eval_shape(lambda key: net.init_unchecked(key, dtype), jax.random.key(0))
+
+
+# --- Argument checks at the boundary. ---------------------------------------------
+
+
+def layer_params(net, value: Any) -> np.dtype:
+    """For a network of layers: one entry per layer, each with the structure, shapes and
+    dtype of that layer's ``init``; returns their one floating dtype."""
+    if not isinstance(value, tuple):  # a list would not match the tuple of gradients
+        raise TypeError(
+            f"params must be a tuple with one entry per layer (from net.init), got "
+            f"{type(value).__name__}"
+        )
+    if len(value) != net.n_layers:
+        raise ValueError(
+            f"params has {len(value)} entries but the network has {net.n_layers} layers"
+        )
+    leaves = jax.tree_util.tree_flatten_with_path(value)[0]
+    for path, a in leaves:
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            raise TypeError(f"params{jax.tree_util.keystr(path)} must be an array, got {_validate.describe(a)}")
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(
+                f"params{jax.tree_util.keystr(path)} must be floating, got dtype {a.dtype}"
+            )
+    dtype = _validate.one_dtype("params", [a.dtype for _, a in leaves]) if leaves else _validate.float_dtype("dtype", None)
+    want = net.param_shapes(dtype)
+    for i, (layer, got) in enumerate(zip(net.layers, value)):
+        _validate.same_tree(f"params[{i}]", got, f"layers[{i}] ({type(layer).__name__}).init", want[i])
+    return dtype
+
+
+def input_shape(net, x) -> None:
+    """A network of layers' ``x``: ``(batch, *input_shape)``."""
+    want = ("batch", *net.input_shape)
+    if x.ndim != len(want) or tuple(x.shape[1:]) != net.input_shape:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} but the network expects "
+            f"({', '.join(map(str, want))}) (input_shape={net.input_shape})"
+        )
+
+
+def sequential_cache(net, cache):
+    """For :meth:`jbp.Sequential.output_delta` and ``backward``: a cache of ``net.forward``."""
+    residuals, z, out = (getattr(cache, a, None) for a in ("residuals", "z", "out"))
+    if not isinstance(residuals, tuple) or not all(hasattr(a, "shape") for a in (z, out)):
+        raise TypeError(
+            f"cache must be the SequentialCache that net.forward returns, got {type(cache).__name__}"
+        )
+    if len(residuals) != net.n_layers:
+        raise ValueError(
+            f"cache holds residuals of {len(residuals)} layers but the network has "
+            f"{net.n_layers}; use the cache of net.forward(params, x)"
+        )
+    want = ", ".join(map(str, net.output_shape))
+    if z.ndim != 1 + len(net.output_shape) or tuple(z.shape[1:]) != net.output_shape or out.shape != z.shape:
+        raise ValueError(
+            f"cache.z has shape {tuple(z.shape)} and cache.out {tuple(out.shape)} but the "
+            f"network's output is (batch, {want}) (output_shape)"
+        )
+    return cache._replace(z=jnp.asarray(z), out=jnp.asarray(out))

@@ -17,6 +17,7 @@ from jbp.layers.lm_head import FusedLMHead
 from jbp.layers.norm import LayerNorm
 from jbp.layers.tied import TiedLM
 from jbp.layers.transformer import transformer_block
+from jbp.model import base
 from jbp.model.sequential import Sequential
 
 
@@ -89,7 +90,7 @@ def generate(net: Sequential, params, prompt, tokens: int, *, key, temperature: 
     """
     if getattr(net, "input_vocab", None) is None:
         raise TypeError(f"net must be a network of token ids (first layer an Embedding), got {_validate.describe(net)}")
-    _validate.params(net, params)
+    base.params(net, params)
     prompt = np.asarray(prompt)
     if prompt.ndim != 1 or prompt.size == 0 or not np.issubdtype(prompt.dtype, np.integer):
         raise ValueError(f"prompt must be a non-empty 1-D array of integer ids, got {_validate.describe(prompt)}")

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
+from jbp.model import base
 from jbp.model.base import Network
 from jbp.training import description
-from jbp.model.params import Layer, Params
+from jbp.layers.params import Layer, Params
 
 FORMAT = "jbp-checkpoint"
 VERSION = 1
@@ -100,7 +101,7 @@ def save_checkpoint(
       feedback: a learning rule's feedback weights, ``rule.init(net, params)`` (a tuple
         of arrays), to resume a run of that rule exactly.
     """
-    _validate.checkpoint_args(net, params, epoch, key, extra)
+    checkpoint_args(net, params, epoch, key, extra)
     if not isinstance(feedback, (tuple, list)):
         raise TypeError(f"feedback must be a tuple of arrays (rule.init(net, params)), got {_validate.describe(feedback)}")
     arrays, decode = {}, {}
@@ -211,7 +212,7 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
     if optimizer is not None:
         _validate.optimizer(optimizer)
     if net is not None:
-        _validate.network(net)
+        base.network(net)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files:
@@ -242,7 +243,7 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
         params = jax.tree.unflatten(structure, leaves)
         opt_leaves = [get(f"opt_state/{i}") for i in range(meta["n_opt_state"])]
         feedback = tuple(get(f"feedback/{i}") for i in range(meta.get("n_feedback", 0)))
-        _validate.params(net, params)  # the arrays must fit the network saved with them
+        base.params(net, params)  # the arrays must fit the network saved with them
         key = _validate.prng_key("key", get("key")) if "key" in arrays else None
         epoch = _validate.integer("epoch", meta["epoch"], low=0)
         has_opt_state = _validate.flag("has_opt_state", meta["has_opt_state"])
@@ -258,3 +259,17 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
     if optimizer is not None and has_opt_state:
         opt_state = restore_opt_state(optimizer, params, opt_leaves, where=f" in {os.fspath(path)}")
     return Checkpoint(net, params, opt_state, epoch, key, extra, feedback)
+
+
+# --- Argument checks at the boundary. ---------------------------------------------
+
+
+def checkpoint_args(net, params_, epoch, key, extra) -> None:
+    """:func:`jbp.save_checkpoint`'s checks of everything but the optimizer state."""
+    base.network(net)
+    base.params(net, params_)
+    _validate.integer("epoch", epoch, low=0)
+    if key is not None:
+        _validate.prng_key("key", key)
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict (JSON-serialisable), got {_validate.describe(extra)}")

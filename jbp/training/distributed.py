@@ -39,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jbp.model.base import Network
-from jbp.model.params import Params
+from jbp.layers.params import Params
 from jbp.training import parallel, stochastic
 from jbp.model import rules
 from jbp.training.update import step as one_step

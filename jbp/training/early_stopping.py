@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jbp import _validate
+from jbp.model import base
 
 Array = jax.Array
 
@@ -80,7 +81,7 @@ def check_args(net, params, validation, patience, best, start_epoch) -> tuple:
         return None, None, None
     if not isinstance(validation, (tuple, list)) or len(validation) != 2:
         raise TypeError(f"validation must be a pair (x_val, y_val), got {_validate.describe(validation)}")
-    x_val, y_val = _validate.inputs_and_targets(net, params, *validation)
+    x_val, y_val = base.inputs_and_targets(net, params, *validation)
     _validate.finite("validation x", x_val)
     _validate.finite("validation y", y_val)
     if patience is not None:

@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
+from jbp.model import base
 from jbp.training import distributed, early_stopping, parallel, privacy as dp, stochastic
 from jbp.model.base import Network
 from jbp.model import rules
 from jbp.model.rules import Rule
 from jbp.training import monitor as monitoring
-from jbp.model.params import Params
+from jbp.layers.params import Params
 from jbp.training.update import step as one_step
 
 Array = jax.Array
@@ -183,7 +184,7 @@ def fit(
         spans processes, arguments that differ between processes.
       ProcessLost: on a mesh that spans processes, another process died.
     """
-    x, y, epochs, batch_size = _validate.fit_args(
+    x, y, epochs, batch_size = fit_args(
         net, params, x, y, optimizer, epochs, batch_size, key, tol, opt_state, start_epoch,
         loss_and_grad,
     )
@@ -305,3 +306,37 @@ def _validate_epoch(net, patience, validation, val, params, epoch, i, ok):
     val = (best, val_losses.at[i].set(loss.astype(val_losses.dtype)),
            val_accuracies.at[i].set(accuracy.astype(val_accuracies.dtype)))
     return val, early_stopping.out_of_patience(best, epoch, patience)
+
+
+# --- Argument checks at the boundary. ---------------------------------------------
+
+
+def fit_args(net, params_, x, y, optimizer_, epochs, batch_size, key, tol, opt_state_,
+             start_epoch, loss_and_grad) -> tuple:
+    """All of :func:`jbp.fit`'s checks; returns ``(x, y, epochs, batch_size)``."""
+    base.network(net)
+    _validate.optimizer(optimizer_)
+    x, y = base.inputs_and_targets(net, params_, x, y)
+    base.finite_params(params_)
+    _validate.finite("x", x)
+    _validate.finite("y", y)
+    epochs = _validate.integer("epochs", epochs, low=1, high=_validate.MAX_EPOCH)
+    n = x.shape[0]
+    batch_size = n if batch_size is None else _validate.positive_int("batch_size", batch_size)
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the data (x has {n} rows)")
+    if key is None and batch_size < n:
+        raise ValueError(
+            "key is required to shuffle mini-batches (batch_size < number of examples); "
+            "pass key=jax.random.key(seed)"
+        )
+    if key is not None:
+        _validate.prng_key("key", key)
+    _validate.integer("start_epoch", start_epoch, low=0, high=_validate.MAX_EPOCH - epochs,
+            why=f" so that start_epoch + epochs ({epochs}) fits the int32 epoch counter")
+    if tol is not None:
+        _validate.real("tol", tol)
+    _validate.function("loss_and_grad", loss_and_grad, "(params, x, y) -> (loss, grads)")
+    if opt_state_ is not None:
+        _validate.opt_state(optimizer_, params_, opt_state_)
+    return x, y, epochs, batch_size

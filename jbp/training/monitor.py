@@ -66,7 +66,7 @@ import optax
 from jbp import _validate
 from jbp.layers import chain
 from jbp.model import rules
-from jbp.model.params import Params
+from jbp.layers.params import Params
 
 Array = jax.Array
 

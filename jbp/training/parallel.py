@@ -23,7 +23,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jbp.model.base import Network
-from jbp.model.params import Params
+from jbp.layers.params import Params
 
 Array = jax.Array
 

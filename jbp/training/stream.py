@@ -40,7 +40,8 @@ import numpy as np
 import optax
 
 from jbp import _validate
-from jbp.model.params import Params
+from jbp.model import base
+from jbp.layers.params import Params
 from jbp.training import early_stopping, monitor as monitoring, stochastic
 from jbp.training.fit import DIVERGED, EARLY_STOPPED, RAN_ALL_EPOCHS, REACHED_TOL, History
 from jbp.training.update import step as one_step
@@ -94,10 +95,10 @@ def fit_stream(
     Returns:
       ``(params, history)`` as :func:`jbp.fit` returns them.
     """
-    _validate.network(net)
+    base.network(net)
     _validate.optimizer(optimizer)
-    dtype = _validate.params(net, params)
-    _validate.finite_params(params)
+    dtype = base.params(net, params)
+    base.finite_params(params)
     epochs = _validate.integer("epochs", epochs, low=1, high=_validate.MAX_EPOCH)
     start_epoch = _validate.integer("start_epoch", start_epoch, low=0, high=_validate.MAX_EPOCH - epochs)
     steps_per_chunk = _validate.positive_int("steps_per_chunk", steps_per_chunk)
@@ -171,7 +172,7 @@ def _on_device(net, params, x, y, dtype):
     cast = lambda a: a.astype(dtype) if np.issubdtype(a.dtype, np.floating) and a.dtype != dtype else a
     x, y = cast(np.asarray(x)), cast(np.asarray(y))
     K, B = x.shape[:2]
-    flat_x, flat_y = _validate.inputs_and_targets(
+    flat_x, flat_y = base.inputs_and_targets(
         net, params, x.reshape(K * B, *x.shape[2:]), y.reshape(K * B, *y.shape[2:]))
     _validate.finite("x", flat_x)
     _validate.finite("y", flat_y)

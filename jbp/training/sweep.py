@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
+from jbp.model import base
 from jbp.model.base import Network
-from jbp.model.params import Params
+from jbp.layers.params import Params
 from jbp.model.rules import Rule
 from jbp.training import monitor as monitoring
 from jbp.training.fit import History, fit
@@ -77,8 +78,8 @@ def sweep(
     Returns:
       ``(params, history)`` as :func:`jbp.fit`'s, each leaf with a leading axis of size K.
     """
-    _validate.network(net)
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    base.network(net)
+    x, y = base.inputs_and_targets(net, params, x, y)
     _validate.finite("x", x)
     _validate.finite("y", y)
     names, values = _check_hyperparams(optimizer, hyperparams)

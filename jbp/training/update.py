@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
+from jbp.model import base
 from jbp.model import rules
-from jbp.model.params import Params
+from jbp.layers.params import Params
 from jbp.training import monitor as monitoring
 
 Array = jax.Array
@@ -75,10 +76,10 @@ def train_step(
     Returns:
       ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
     """
-    _validate.train_step_args(net, optimizer, params, opt_state, loss_and_grad, key)
+    train_step_args(net, optimizer, params, opt_state, loss_and_grad, key)
     rule = rules.backprop() if rule is None else rule
     feedback = rules.check_args(rule, net, params, feedback, loss_and_grad)
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    x, y = base.inputs_and_targets(net, params, x, y)
     params, opt_state, loss, _ = step(net, optimizer, rule, params, opt_state, feedback, x, y, key,
                                       loss_and_grad=loss_and_grad)
     return params, opt_state, loss
@@ -151,7 +152,7 @@ def make_train_step(
       :func:`train_step` (``key`` for a :class:`jbp.Sequential` in training mode);
       with a ``rule``, ``step(params, opt_state, x, y, feedback=(), key=None)``.
     """
-    _validate.network(net)
+    base.network(net)
     _validate.optimizer(optimizer)
     if rule is None:
         one = functools.partial(train_step, net, optimizer)
@@ -162,3 +163,16 @@ def make_train_step(
             return train_step(net, optimizer, params, opt_state, x, y, key=key, rule=rule, feedback=feedback)
 
     return jax.jit(one, donate_argnums=(0, 1) if donate else ())
+
+
+# --- Argument checks at the boundary. ---------------------------------------------
+
+
+def train_step_args(net, optimizer_, params_, opt_state_, loss_and_grad, key=None) -> None:
+    """:func:`jbp.train_step`'s own checks (``x`` and ``y`` are checked by the loss)."""
+    base.network(net)
+    _validate.optimizer(optimizer_)
+    net.check_key(key)
+    base.params(net, params_)
+    _validate.opt_state(optimizer_, params_, opt_state_)
+    _validate.function("loss_and_grad", loss_and_grad, "(params, x, y) -> (loss, grads)")

@@ -40,11 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
+from jbp.model import base
 from jbp.layers import chain
 from jbp.layers import dense as dense_layer
 from jbp.layers.activation import ActivationLayer
 from jbp.layers.dense import Dense, Perceptron
-from jbp.model.activations import Activation, get_activation
+from jbp.layers.activations import Activation, get_activation
 from jbp.verify.oracles import (
     FD_RTOL,
     cast,
@@ -69,7 +70,7 @@ from jbp.verify.layerwise import LayerCheck, layer_checks, layer_table
 from jbp.model.forward_pass import Cache, dense, forward
 from jbp.model.losses import get_loss
 from jbp.model.network import MLP
-from jbp.model.params import Layer, Params
+from jbp.layers.params import Layer, Params
 from jbp.model.sequential import SequentialCache
 
 Array = jax.Array
@@ -478,7 +479,7 @@ def check_grads(
       TypeError, ValueError: a bad argument, e.g. NaN or inf in ``params``, ``x`` or
         ``y`` (there is no gradient to compare there).
     """
-    x, y = _validate.check_grads_args(
+    x, y = check_grads_args(
         net, params, x, y, rtol, finite_differences, key, raise_on_failure
     )
     _validate.flag("train", train)
@@ -497,7 +498,7 @@ def check_grads(
 def run_check(net, params, x, y, *, rtol, finite_differences, key, equations, stress, worst_examples,
               train=False, check_equations=True):
     """:func:`check_grads`, also returning the gradients under test re-run in float64."""
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    x, y = base.inputs_and_targets(net, params, x, y)
     if equations is not None and not isinstance(equations, Equations):
         raise TypeError(f"equations must be a jbp.verify.grads.Equations, got {type(equations).__name__}")
     if not seed_layers_only(net) and equations is None and stress is None:
@@ -535,7 +536,7 @@ def _run_layers_check(net, params, x, y, *, rtol, finite_differences, key, worst
     key = jax.random.key(0) if key is None else key
     forward_key = jax.random.fold_in(key, 1) if train else None
     aux = (x, y) if forward_key is None else (x, y, jax.random.key_data(forward_key))
-    dtype = _validate.params(net, params)  # x may be integer token ids
+    dtype = base.params(net, params)  # x may be integer token ids
     names = _leaf_names(params)
     leaves, mine64 = _leaf_checks(_NetLoss(net, train), _NetGrad(net, Equations(), train), params, aux, names,
                                   dtype, rtol, finite_differences, key)
@@ -726,3 +727,25 @@ def stress_point(net: MLP, params: Params, x: Array, kind: str) -> Params:
         out.append(layer)
         h = get_activation(name).f(dense(layer, h))
     return tuple(out)
+
+
+# --- Argument checks at the boundary. ---------------------------------------------
+
+
+def check_grads_args(net, params_, x, y, rtol, finite_differences, key, raise_on_failure) -> tuple:
+    """All of :func:`jbp.check_grads`'s checks; returns ``(x, y)``.
+
+    Non-finite params or data are refused: there is no gradient to compare there.
+    """
+    base.network(net)
+    x, y = base.inputs_and_targets(net, params_, x, y)
+    base.finite_params(params_)
+    _validate.finite("x", x)
+    _validate.finite("y", y)
+    if rtol is not None:
+        _validate.real("rtol", rtol, positive=True)
+    _validate.flag("finite_differences", finite_differences)
+    _validate.flag("raise_on_failure", raise_on_failure)
+    if key is not None:
+        _validate.prng_key("key", key)
+    return x, y

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbp.model.activations import get_activation
+from jbp.layers.activations import get_activation
 from jbp.model.losses import get_loss
 from jbp.verify.oracles import cast, fed_verdict, host_cast, unit_roundoff
 from jbp.verify.report import jsonable

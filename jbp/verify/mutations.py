@@ -20,11 +20,12 @@ import jax
 import numpy as np
 
 from jbp import _validate
+from jbp.model import base
 from jbp.verify import layer_mutations
 from jbp.verify.grads import STRESS, Equations, run_check, seed_layers_only, seed_network, stress_point
 from jbp.verify.oracles import host_cast
 from jbp.verify.report import jsonable, markdown_table, text_table
-from jbp.model.params import Params
+from jbp.layers.params import Params
 
 Array = jax.Array
 
@@ -226,8 +227,8 @@ def mutation_test(
     Returns:
       A :class:`MutationReport`.
     """
-    _validate.network(net)
-    x, y = _validate.inputs_and_targets(net, params, x, y)
+    base.network(net)
+    x, y = base.inputs_and_targets(net, params, x, y)
     if not seed_layers_only(net) and stress is None:  # other layers: the mistakes are planted in them
         return _layers_mutation_test(net, params, x, y, rtol=rtol, key=key)
     net, positions = seed_network(net, "mutation_test's equations and stress")

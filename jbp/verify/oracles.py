@@ -63,7 +63,7 @@ Array = jax.Array
 #: over 84,000 leaves the largest factor needed was 3.3 (softmax outputs aside: the
 #: textbook ``x (g − <g, x>)`` rounds worse than autodiff's form where the softmax
 #: saturates; jbp's softmax backward shifts and re-centres it, see
-#: :mod:`jbp.model.activations`).
+#: :mod:`jbp.layers.activations`).
 RHO = 16.0
 #: Constant of the a-priori rounding floor ``C · u · sqrt(R) · s``.
 C = 8.0
