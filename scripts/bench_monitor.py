@@ -62,7 +62,7 @@ def main():
           f"{'plain cpu ms':>13} {'monitor cpu ms':>15} {'cpu ratio':>10} {'paired':>7}")
     rng = random.Random(0)
     for hidden, activation, batch in CASES:
-        net, name = network(hidden, activation)
+        net, label = network(hidden, activation)
         params = net.init(jax.random.key(0))
         x = data.x_train.reshape(-1, *net.input_shape)
         arms = {}
@@ -88,7 +88,7 @@ def main():
             plain, watched = (statistics.median(times[rule_name, m]) for m in (False, True))
             plain_cpu, watched_cpu = (statistics.median(cpu[rule_name, m]) for m in (False, True))
             paired = statistics.median(w / p for p, w in zip(cpu[rule_name, False], cpu[rule_name, True]))
-            print(f"{name:>24} {batch:>5} {rule_name:>4} {plain:>9.1f} {watched:>11.1f} {watched / plain:>6.3f} "
+            print(f"{label:>24} {batch:>5} {rule_name:>4} {plain:>9.1f} {watched:>11.1f} {watched / plain:>6.3f} "
                   f"{plain_cpu:>13.1f} {watched_cpu:>15.1f} {watched_cpu / plain_cpu:>10.3f} {paired:>7.3f}")
 
 
