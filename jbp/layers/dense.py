@@ -188,6 +188,12 @@ class Dense:
         of row ``i`` alone, by the outer-product identity, never forming ``dW_i``."""
         return weight_grad_sq_norms(dy, x) + bias_grad_sq_norms(dy)
 
+    def weight_grad_operands(self, params: Layer, x: Array, dy: Array) -> tuple[Array, Array]:
+        """BP5's two operands, ``(x, delta)`` as ``(B, 1, n_in)`` and ``(B, 1, n_out)``:
+        ``dW = Σ_b delta_bᵀ x_b`` (one position per example; what K-FAC's factors read,
+        :mod:`jbp.curvature`)."""
+        return x[:, None, :], dy[:, None, :]
+
 
 class PerceptronResiduals(NamedTuple):
     """What :class:`Perceptron`'s forward keeps: the seed's ``x^(l-1)``, ``z^(l)`` and ``x^(l)``."""
@@ -262,3 +268,8 @@ class Perceptron:
         """``‖delta_i‖² (‖x_prev_i‖² + 1)`` per example, as :meth:`Dense.per_example_sq_norms`."""
         delta = self.delta(r, dy)  # BP4
         return weight_grad_sq_norms(delta, r.x_prev) + bias_grad_sq_norms(delta)
+
+    def weight_grad_operands(self, params: Layer, r: PerceptronResiduals, dy: Array) -> tuple[Array, Array]:
+        """BP5's two operands, ``(x_prev, delta)`` as ``(B, 1, n_in)`` and ``(B, 1, n_out)``,
+        ``delta`` by BP4 from ``dy = dL/dx``, as :meth:`Dense.weight_grad_operands`."""
+        return r.x_prev[:, None, :], self.delta(r, dy)[:, None, :]  # BP4
