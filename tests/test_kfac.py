@@ -344,3 +344,24 @@ def test_chain_backward_dys_are_what_the_step_hands_over():
     for u, v in zip(b.dys, dys):
         np.testing.assert_array_equal(u, v)
     assert b.scale == 8.0
+
+
+# --- The command line. -----------------------------------------------------------------
+
+
+def test_cli_trains_and_resumes_with_kfac(tmp_path, capsys):
+    from jbp.cli import main
+
+    argv = ["train", "--dataset", "xor", "--hidden", "4", "--no-check", "--optimizer", "kfac", "--out", str(tmp_path)]
+    assert main(argv + ["--epochs", "2"]) == 0
+    assert "kfac lr 0.1, batch 4" in capsys.readouterr().out
+    assert main(["train", "--resume", "--epochs", "3", "--out", str(tmp_path)]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_cli_refuses_kfac_with_another_rule(capsys):
+    from jbp.cli import main
+
+    assert main(["train", "--dataset", "xor", "--optimizer", "kfac", "--rule", "fa"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--optimizer kfac reads the step's own backprop pass; it cannot be combined with --rule fa" in err
