@@ -365,3 +365,37 @@ def test_cli_refuses_kfac_with_another_rule(capsys):
     assert main(["train", "--dataset", "xor", "--optimizer", "kfac", "--rule", "fa"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--optimizer kfac reads the step's own backprop pass; it cannot be combined with --rule fa" in err
+
+
+# --- The protocol, used exactly as docs/kfac.md shows. ---------------------------------
+
+
+import dataclasses  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaScaled:
+    learning_rate: float
+    reads_backward = True  # ask the training step for its backward pass
+
+    def init(self, params):
+        return ()
+
+    def update(self, grads, state, params=None, *, backward):
+        updates = []
+        for g, dy in zip(grads, backward.dys):
+            rms = jnp.sqrt(jnp.mean((backward.batch * dy) ** 2)) + 1e-8
+            updates.append(jax.tree.map(lambda gi: -self.learning_rate * gi / rms, g))
+        return tuple(updates), state
+
+
+def test_a_users_optimizer_reads_the_backward_through_the_protocol():
+    net = jbp.MLP((2, 8, 1), activation="tanh", loss="mse")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (32, 2), jnp.float64)
+    y = x[:, :1] * x[:, 1:]
+    new, _ = jbp.fit(net, params, x, y, optimizer=DeltaScaled(0.05), epochs=1)
+    b, grads = Backward.of(net, params, x, y), net.loss_and_grad(params, x, y)[1]
+    for p, g, dy, n in zip(params, grads, b.dys, new):
+        rms = jnp.sqrt(jnp.mean((32 * dy) ** 2)) + 1e-8
+        assert rel_err(n.W, p.W - 0.05 * g.W / rms) <= RTOL

@@ -148,10 +148,15 @@ def pi_damping(A: Array, G: Array, damping) -> tuple[Array, Array]:
 
 
 def damped_inverse(F: Array, d: Array) -> tuple[Array, Array]:
-    """``((F + d I)⁻¹, cond(F + d I))`` from the eigendecomposition of the symmetric ``F``."""
-    e, V = jnp.linalg.eigh(F)
-    e = jnp.maximum(e, 0) + d  # a PSD estimate: rounding may leave tiny negative eigenvalues
-    return (V / e) @ V.T, e[-1] / e[0]
+    """``((F + d I)⁻¹, κ_F(F + d I))`` for a symmetric positive semi-definite ``F``, by a
+    Cholesky factorisation (several times faster than an eigendecomposition on CPU).
+
+    ``κ_F(M) = ‖M‖_F ‖M⁻¹‖_F`` is the Frobenius-norm condition number: at least the
+    2-norm one, ``λ_max / λ_min``, and at most ``n`` times it."""
+    damped = F + d * jnp.eye(F.shape[0], dtype=F.dtype)
+    inverse = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(damped, lower=True),
+                                         jnp.eye(F.shape[0], dtype=F.dtype))
+    return inverse, jnp.linalg.norm(damped) * jnp.linalg.norm(inverse)
 
 
 def precondition(g: Layer, A_inv: Array, G_inv: Array) -> Layer:
