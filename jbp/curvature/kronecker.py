@@ -36,7 +36,7 @@ rank-one product has nothing to approximate); over a batch it is the approximati
   ``w = min(ema, t / (t + 1))`` at step ``t`` (so step 0 takes its batch's factors).
 - **Damping** (Tikhonov, ``F + λ I``), split between the factors as π-damping:
   ``(A + π √λ I) ⊗ (G + √λ/π I)`` with ``π = sqrt((tr A / dim A) / (tr G / dim G))``.
-- **Inverses** from eigendecompositions, recomputed every ``inverse_every`` steps
+- **Inverses** by Cholesky factorisations, recomputed every ``inverse_every`` steps
   (``lax.cond``), with the damping and each damped factor's condition number.
 - **The update**: ``G⁻¹ dW̄ A⁻¹`` per layer, then any optax chain (default
   ``optax.sgd(learning_rate, momentum)`` after ``optax.add_decayed_weights``).
@@ -342,7 +342,7 @@ class KFAC:
 def kfac(
     learning_rate: Union[float, Callable] = 0.1,
     *,
-    damping: float = 1e-3,
+    damping: float = 0.1,
     ema: float = 0.95,
     inverse_every: int = 10,
     fisher: str = "sampled",
