@@ -284,6 +284,17 @@ def test_checkpoint_round_trip_resumes_exactly(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_make_train_step_donates_the_state_and_fit_stream_takes_kfac():
+    net, params, x, y = mlp_and_batch(jnp.float32)
+    opt = jbp.kfac(0.1)
+    step = jbp.make_train_step(net, opt)  # donates params and state: no two leaves may share a buffer
+    p, s, _ = step(jax.tree.map(jnp.copy, params), opt.init(params), x, y)
+    p, s, _ = step(p, s, x, y)
+    assert int(s.count) == 2
+    _, h = jbp.fit_stream(net, params, (x, y), optimizer=opt, epochs=2, batch_size=4, key=jax.random.key(1))
+    assert isinstance(h.opt_state, KFACState) and int(h.opt_state.count) == 4
+
+
 def test_then_takes_any_optax_chain():
     net, params, x, y = mlp_and_batch()
     opt = jbp.kfac(damping=0.01, fisher="empirical", then=optax.scale(-0.25))

@@ -267,8 +267,9 @@ class KFAC:
             G_inv.append(jnp.eye(sizes[1], dtype=dtype) if sizes else ())
             diagonal.append(jax.tree.map(jnp.zeros_like, p) if kind == "fallback" and self.fallback == "diagonal"
                             else ())
-        nan = jnp.full((len(kinds),), jnp.nan, dtype)
-        stats = KFACStats(nan, nan, nan, nan, jnp.zeros((len(kinds),), dtype))
+        # one array per field: a state whose leaves share a buffer cannot be donated
+        nan = lambda: jnp.full((len(kinds),), jnp.nan, dtype)
+        stats = KFACStats(nan(), nan(), nan(), nan(), jnp.zeros((len(kinds),), dtype))
         return KFACState(jnp.zeros((), jnp.int32), jax.random.PRNGKey(self.seed), tuple(A), tuple(G),
                          tuple(A_inv), tuple(G_inv), tuple(diagonal), stats, self.chain().init(params))
 
