@@ -36,6 +36,8 @@ from jbp.training.update import gradient_descent, make_train_step, train_step
 from jbp.verify.vjp import GradCheckFailure, VJPCheckReport, check_vjp, check_vjp_many
 from jbp.verify.layer import LayerCheckReport, check_layer
 from jbp import rules
+from jbp import curvature
+from jbp.curvature import kfac
 
 __version__ = "0.1.0"
 
@@ -79,12 +81,14 @@ __all__ = [
     "check_vjp",
     "check_vjp_many",
     "clipped_grad",
+    "curvature",
     "custom_vjp_loss",
     "deltas",
     "fit",
     "fit_stream",
     "forward",
     "gradient_descent",
+    "kfac",
     "layers",
     "load_checkpoint",
     "make_train_step",

@@ -103,7 +103,7 @@ def test_check_command_json_and_mutations(capsys):
         (["train", "--hidden", "64,0"], "--hidden must be comma-separated positive widths"),
         (["train", "--resume"], "--resume needs --out DIR"),
         (["train", "--activation", "swish"], "unknown activation 'swish'"),
-        (["train", "--optimizer", "rmsprop"], "unknown --optimizer 'rmsprop'; expected one of sgd, momentum, adam"),
+        (["train", "--optimizer", "rmsprop"], "unknown --optimizer 'rmsprop'; expected one of sgd, momentum, adam, kfac"),
         (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["train", "--epochs", "ten"], "--epochs must be an integer, got 'ten'"),
         (["fly"], "invalid choice: 'fly'"),

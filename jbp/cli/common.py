@@ -10,6 +10,7 @@ import jax
 import optax
 
 from jbp import datasets
+from jbp.curvature import kfac
 from jbp.model.activations import HIDDEN_ACTIVATIONS
 from jbp.model.initializers import INITIALIZERS
 from jbp.model.network import MLP
@@ -27,7 +28,7 @@ DEFAULTS = {
     "rule": "bp",
 }
 #: Learning rate by optimizer when ``--lr`` is not given.
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adam": 1e-3}
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "adam": 1e-3, "kfac": 0.1}
 OPTIMIZERS = tuple(DEFAULT_LR)
 #: The settings that define a run; ``--resume`` takes them from the checkpoint.
 RUN_SETTINGS = ("dataset", "hidden", "activation", "init", "optimizer", "lr", "lr_decay",
@@ -155,6 +156,8 @@ def make_optimizer(name, lr, lr_decay, steps_per_epoch) -> optax.GradientTransfo
         return optax.sgd(lr)
     if name == "momentum":
         return optax.sgd(lr, momentum=0.9)
+    if name == "kfac":  # K-FAC's preconditioned update, then sgd(lr) with momentum 0.9
+        return kfac(lr)
     return optax.adam(lr)
 
 

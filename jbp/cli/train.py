@@ -36,7 +36,7 @@ def add_parser(commands) -> None:
     train.add_argument("--layers", metavar="SPEC", help=layers_spec.HELP)
     train.add_argument("--model", help=f"a named network of layers: {', '.join(f'{k} = {v}' for k, v in layers_spec.MODELS.items())}")
     train.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
-    train.add_argument("--lr", type=flags.lr, help="learning rate, > 0 (default: sgd 0.1, momentum 0.05, adam 1e-3)")
+    train.add_argument("--lr", type=flags.lr, help="learning rate, > 0 (default: sgd 0.1, momentum 0.05, adam 1e-3, kfac 0.1)")
     train.add_argument("--lr-decay", type=flags.lr_decay, help="multiply the learning rate by this, in (0, 1], every epoch")
     train.add_argument("--epochs", type=flags.epochs,
                        help=f"total epochs (default {common.DEFAULTS['epochs']}); with --resume, train up to this")
@@ -153,6 +153,9 @@ def run(args) -> int:
     if not rule.is_backprop and (privacy is not None or mesh is not None):
         raise UsageError(f"--rule {s['rule']} cannot be combined with {'--dp-*' if privacy is not None else 'jbp launch'}; "
                          "those train with backprop")
+    if s["optimizer"] == "kfac" and (not rule.is_backprop or privacy is not None or mesh is not None):
+        raise UsageError("--optimizer kfac reads the step's own backprop pass; it cannot be combined with "
+                         f"{'--rule ' + s['rule'] if not rule.is_backprop else '--dp-*' if privacy is not None else 'jbp launch'}")
     monitor = bool(args.out) and diagnostics.recordable(net) and privacy is None and mesh is None
     initial = net.init(init_key, dtype=data.x_train.dtype)
     loss_fn, accuracy_fn = common.metric_fns(net)

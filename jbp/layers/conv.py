@@ -285,6 +285,18 @@ class _Conv:
         padding = self._padding(x)
         return conv_weight_grad_sq_norms(dy, x, self.kernel, self.steps, padding) + conv_bias_grad_sq_norms(dy)
 
+    def weight_grad_operands(self, params: Layer, x: Array, dy: Array) -> tuple[Array, Array]:
+        """BP5's two operands per output position, ``(A, D)``: ``A`` ``(B, T, C K)`` the
+        windows each of the ``T`` positions saw, flattened in ``W``'s ``(C, *k)`` order,
+        and ``D = delta`` ``(B, T, F)``, so that ``dW.reshape(F, C K) = Σ_{b, t} D[b, t]ᵀ
+        A[b, t]`` (the module docstring's per-example form; K-FAC's factors read them,
+        :mod:`jbp.curvature`)."""
+        batch, channels = x.shape[0], x.shape[-1]
+        padded = jnp.pad(x, ((0, 0), *self._padding(x), (0, 0)))
+        windows = patches(padded, self.kernel, self.steps)  # (B, *O, K, C)
+        windows = jnp.swapaxes(windows, -1, -2).reshape(batch, -1, channels * math.prod(self.kernel))
+        return windows, dy.reshape(batch, -1, dy.shape[-1])
+
 
 def _fields(layer, features, kernel_size, strides, padding, init, n):
     name = type(layer).__name__

@@ -200,6 +200,12 @@ class Dense:
         (the ghost norm, ``O(T²)`` per example), and ``db_i = Σ_t delta_it``."""
         return sq_norms(dy, x)
 
+    def weight_grad_operands(self, params: Layer, x: Array, dy: Array) -> tuple[Array, Array]:
+        """BP5's two operands, ``(x, delta)`` as ``(B, T, n_in)`` and ``(B, T, n_out)``:
+        ``dW = Σ_b Σ_t delta_btᵀ x_bt`` (``T = 1`` for ``(batch, features)``, the positions
+        of a sequence otherwise; what K-FAC's factors read, :mod:`jbp.curvature`)."""
+        return x.reshape(x.shape[0], -1, x.shape[-1]), dy.reshape(dy.shape[0], -1, dy.shape[-1])
+
 
 class PerceptronResiduals(NamedTuple):
     """What :class:`Perceptron`'s forward keeps: the seed's ``x^(l-1)``, ``z^(l)`` and ``x^(l)``."""
@@ -274,6 +280,11 @@ class Perceptron:
         """``‖delta_i‖² (‖x_prev_i‖² + 1)`` per example, as :meth:`Dense.per_example_sq_norms`."""
         delta = self.delta(r, dy)  # BP4
         return sq_norms(delta, r.x_prev)
+
+    def weight_grad_operands(self, params: Layer, r: PerceptronResiduals, dy: Array) -> tuple[Array, Array]:
+        """BP5's two operands, ``(x_prev, delta)`` as ``(B, 1, n_in)`` and ``(B, 1, n_out)``,
+        ``delta`` by BP4 from ``dy = dL/dx``, as :meth:`Dense.weight_grad_operands`."""
+        return r.x_prev[:, None, :], self.delta(r, dy)[:, None, :]  # BP4
 
 
 def sq_norms(delta: Array, x_prev: Array) -> Array:

@@ -50,6 +50,15 @@ Two optional attributes say what a layer is to the rest of jbp:
   :class:`jbp.layers.Dropout`). A layer without the attribute is assumed to be; a network
   none of whose layers is takes no key, and training passes it none.
 
+One more optional method is for K-FAC (:mod:`jbp.curvature`), on a layer whose params are a
+:class:`jbp.Layer` ``(W, b)``:
+
+- ``weight_grad_operands(params, residuals, dy) -> (a, delta)``: BP5's two operands,
+  ``a`` ``(B, T, n_in)`` and ``delta = dL/dz`` ``(B, T, n_out)`` over ``T`` positions
+  that share the weights (1 for a dense layer), such that ``dW.reshape(n_out, n_in) =
+  Σ_{b, t} delta[b, t]ᵀ a[b, t]`` and ``db = Σ_{b, t} delta[b, t]``. :class:`jbp.layers.Dense`,
+  :class:`jbp.layers.Perceptron` and the convolutions have it.
+
 Per-example gradients assume that a layer treats the examples of a batch independently
 (row ``i`` of ``y`` depends on row ``i`` of ``x`` only), as every built-in layer does.
 

@@ -332,12 +332,15 @@ class Pass(NamedTuple):
       delta_out: the delta ``dL/dz^(L)`` at the network's last layer.
       update: the rule's direction, with the structure of ``params`` (the gradient under
         backprop).
+      dys: the ``dy`` each layer received in the backward pass, one entry per layer
+        (what an optimizer that reads the backward takes, :mod:`jbp.curvature`).
     """
 
     loss: Array
     cache: Any
     delta_out: Array
     update: Params
+    dys: tuple = ()
 
 
 def forward_backward_unchecked(net, rule, params: Params, feedback: tuple, x: Array, y: Array,
@@ -348,8 +351,8 @@ def forward_backward_unchecked(net, rule, params: Params, feedback: tuple, x: Ar
     loss, delta_out = net.loss_value(cache, y), net.output_delta_unchecked(cache, y)
     positions = () if is_backprop(rule) else weighted(net, f"rule {rule_name(rule)!r}")
     send = transport(rule, net.layers, params, cache.residuals, feedback, positions)
-    update, _, _ = chain.backward(net.layers, params, cache.residuals, delta_out, transport=send)
-    return Pass(loss, cache, delta_out, update)
+    update, _, dys = chain.backward(net.layers, params, cache.residuals, delta_out, transport=send)
+    return Pass(loss, cache, delta_out, update, dys)
 
 
 def forward_backward(net, rule, params: Params, feedback: tuple, x: Array, y: Array, *,

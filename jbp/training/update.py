@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jbp import _validate
+from jbp.curvature import backward as curvature
 from jbp.model import base
 from jbp.model import rules
 from jbp.layers.params import Params
@@ -100,6 +101,7 @@ def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt
       ``(params, opt_state, loss, watch)``.
     """
     key = key if net.stochastic else None
+    p = None
     if loss_and_grad is not None:
         mode = {"key": key, "train": True} if net.stochastic else {}
         loss, grads = loss_and_grad(params, x, y, **mode)
@@ -108,7 +110,9 @@ def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt
         loss, grads = p.loss, p.update
         if watch is not None:
             watch = monitoring.observe(net, rule, params, p, watch, last)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    # an optimizer that reads the backward pass (jbp.kfac) gets this step's (jbp.curvature)
+    extra = curvature.step_args(optimizer, net, params, p, rules.is_backprop(rule))
+    updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
     return optax.apply_updates(params, updates), opt_state, loss, watch
 
 

@@ -1,0 +1,389 @@
+"""K-FAC from the seed's own factors: :func:`kfac`, an optimizer that reads the backward pass.
+
+BP5 writes a layer's weight gradient as a product of two things the backward pass holds,
+its input and its delta: for example ``i``, ``dℓ_i/dW̄ = δ_i x̄_iᵀ`` with ``x̄ = [x, 1]``
+(the bias as a weight on a constant input) and ``δ = dℓ_i/dz``. The layer's block of the
+Fisher matrix, ``F = E[vec(δ x̄ᵀ) vec(δ x̄ᵀ)ᵀ] = E[x̄ x̄ᵀ ⊗ δ δᵀ]``, is approximated
+(Martens and Grosse 2015) by assuming the two factors independent::
+
+    F ≈ A ⊗ G,    A = E[x̄ x̄ᵀ]  (n_in + 1, n_in + 1),    G = E[δ δᵀ]  (n_out, n_out)
+
+so that ``(A ⊗ G)⁻¹ vec(dW̄) = vec(G⁻¹ dW̄ A⁻¹)``: two small inverses in place of one of
+``(n_in + 1) n_out`` rows. With one example, ``A ⊗ G`` *is* that example's block (a
+rank-one product has nothing to approximate); over a batch it is the approximation.
+
+- **Where the factors come from**: :mod:`jbp.curvature.backward`. ``x̄`` and ``δ`` are
+  each layer's ``weight_grad_operands`` (:mod:`jbp.layers.protocol`) of its forward
+  residuals and the ``dy`` the chain gave it. The loss is a mean, so the chain's delta
+  is ``c/B`` times an example's log-likelihood gradient; ``G = (B / c) Σ_i dy_i dy_iᵀ``
+  undoes that (``c`` the loss's scale, :func:`jbp.curvature.backward.nll_scale`) and is
+  then the curvature of the mean loss (its Gauss-Newton matrix, ``c`` times the Fisher).
+- **Which Fisher**: ``fisher="sampled"`` (default) takes ``δ`` from one more backward
+  pass with targets drawn from the model's own predictive distribution, the true
+  Fisher; ``"empirical"`` takes the data's targets (the step's own backward), which is
+  not the Fisher: far from the optimum its ``E[g gᵀ]`` is dominated by the mean gradient,
+  and at a perfect fit it vanishes; Kunstner et al. (2019) show it can precondition badly.
+- **Convolutions** (KFC, Grosse and Martens 2016): a kernel is shared over ``T`` output
+  positions, ``dW̄ = Σ_t δ_t x̄_tᵀ`` (``x̄_t`` the window position ``t`` saw), and
+  ``A = (1/B) Σ_{b, t} x̄ x̄ᵀ`` (sum over positions), ``G = (1/(B T)) Σ_{b, t} δ δᵀ``
+  (mean over positions), assuming the positions' derivatives uncorrelated.
+- **Other layers with parameters** (norms, embeddings, a residual block): no Kronecker
+  block. ``fallback="diagonal"`` preconditions with the diagonal of the same Fisher,
+  ``E[g_i²]`` from each example's own gradient (the layer's backward mapped over the
+  batch), ``g / (diag + λ)``; ``"gradient"`` leaves the gradient as it is.
+  :meth:`KFAC.describe` says which each layer gets.
+- **Estimation**: exponential moving averages, ``F ← w F + (1 − w) F_batch`` with
+  ``w = min(ema, t / (t + 1))`` at step ``t`` (so step 0 takes its batch's factors).
+- **Damping** (Tikhonov, ``F + λ I``), split between the factors as π-damping:
+  ``(A + π √λ I) ⊗ (G + √λ/π I)`` with ``π = sqrt((tr A / dim A) / (tr G / dim G))``.
+- **Inverses** by Cholesky factorisations, recomputed every ``inverse_every`` steps
+  (``lax.cond``), with the damping and each damped factor's condition number.
+- **The update**: ``G⁻¹ dW̄ A⁻¹`` per layer, then any optax chain (default
+  ``optax.sgd(learning_rate, momentum)`` after ``optax.add_decayed_weights``).
+
+Per-layer statistics are in the state, :attr:`KFACState.stats` (:class:`KFACStats`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jbp import _validate
+from jbp.curvature import backward as bw
+from jbp.layers.params import Layer
+
+Array = jax.Array
+
+#: ``fisher=``: targets drawn from the model, or the data's.
+FISHERS = ("sampled", "empirical")
+#: ``fallback=``: what a layer without a Kronecker block gets.
+FALLBACKS = ("diagonal", "gradient")
+
+
+class KFACStats(NamedTuple):
+    """Per-layer statistics, each ``(layers,)``; NaN where a layer has no Kronecker block.
+
+    Attributes:
+      damping_A, damping_G: ``π √λ`` and ``√λ / π``, added to ``A`` and ``G`` at the last
+        inversion.
+      cond_A, cond_G: the condition numbers of the damped ``A`` and ``G`` then.
+      update_norm: the norm of each layer's preconditioned update this step, before the
+        optax chain (0 for a layer without parameters).
+    """
+
+    damping_A: Array
+    damping_G: Array
+    cond_A: Array
+    cond_G: Array
+    update_norm: Array
+
+
+class KFACState(NamedTuple):
+    """:func:`kfac`'s state; every per-layer entry is ``()`` where it does not apply.
+
+    Attributes:
+      count: the steps taken.
+      key: the raw PRNG key of the sampled targets (``uint32``).
+      A, G: the factors' moving averages, per Kronecker layer.
+      A_inv, G_inv: the damped factors' inverses of the last inversion.
+      diagonal: the diagonal Fisher's moving average, per fallback layer (params' shape).
+      stats: :class:`KFACStats`.
+      inner: the state of the optax chain the preconditioned update goes through.
+    """
+
+    count: Array
+    key: Array
+    A: tuple
+    G: tuple
+    A_inv: tuple
+    G_inv: tuple
+    diagonal: tuple
+    stats: KFACStats
+    inner: Any
+
+
+def block(p) -> str:
+    """What a layer with params ``p`` gets: ``"kronecker"`` for a :class:`jbp.Layer`
+    ``(W, b)`` (its layer must have ``weight_grad_operands``), ``"none"`` without
+    parameters, else ``"fallback"``."""
+    if not jax.tree.leaves(p):
+        return "none"
+    if isinstance(p, Layer) and jnp.ndim(p.W) >= 2:
+        return "kronecker"
+    return "fallback"
+
+
+def factor_sizes(p: Layer) -> tuple[int, int]:
+    """``(dim A, dim G) = (n_in + 1, n_out)`` of a Kronecker layer's params."""
+    return math.prod(p.W.shape[1:]) + 1, p.W.shape[0]
+
+
+def factors(a: Array, delta: Array, scale: float) -> tuple[Array, Array]:
+    """One batch's ``A = (1/B) Σ_{b,t} x̄ x̄ᵀ`` and ``G = (scale / T) Σ_{b,t} dy dyᵀ``.
+
+    Args:
+      a: the inputs ``(B, T, n_in)`` (a ones column is appended: the bias).
+      delta: the chain's deltas ``(B, T, n_out)`` at the same positions.
+      scale: ``B / c`` (:attr:`jbp.curvature.backward.Backward.scale`).
+    """
+    batch, positions = a.shape[0], a.shape[1]
+    a = a.reshape(batch * positions, -1)
+    a_bar = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)  # x̄ = [x, 1]
+    delta = delta.reshape(batch * positions, -1)
+    return a_bar.T @ a_bar / batch, (scale / positions) * (delta.T @ delta)
+
+
+def pi_damping(A: Array, G: Array, damping) -> tuple[Array, Array]:
+    """``(π √λ, √λ / π)`` with ``π = sqrt((tr A / dim A) / (tr G / dim G))``."""
+    tiny = jnp.finfo(A.dtype).tiny
+    pi = jnp.sqrt(jnp.maximum(jnp.trace(A) / A.shape[0], tiny) / jnp.maximum(jnp.trace(G) / G.shape[0], tiny))
+    root = jnp.sqrt(jnp.asarray(damping, A.dtype))
+    return pi * root, root / pi
+
+
+def damped_inverse(F: Array, d: Array) -> tuple[Array, Array]:
+    """``((F + d I)⁻¹, κ_F(F + d I))`` for a symmetric positive semi-definite ``F``, by a
+    Cholesky factorisation (several times faster than an eigendecomposition on CPU).
+
+    ``κ_F(M) = ‖M‖_F ‖M⁻¹‖_F`` is the Frobenius-norm condition number: at least the
+    2-norm one, ``λ_max / λ_min``, and at most ``n`` times it."""
+    damped = F + d * jnp.eye(F.shape[0], dtype=F.dtype)
+    inverse = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(damped, lower=True),
+                                         jnp.eye(F.shape[0], dtype=F.dtype))
+    return inverse, jnp.linalg.norm(damped) * jnp.linalg.norm(inverse)
+
+
+def precondition(g: Layer, A_inv: Array, G_inv: Array) -> Layer:
+    """``G⁻¹ dW̄ A⁻¹`` with ``dW̄ = [dW, db]`` ``(n_out, n_in + 1)``, as ``Layer(W, b)``."""
+    n_out = g.W.shape[0]
+    dW_bar = jnp.concatenate([g.W.reshape(n_out, -1), g.b[:, None]], axis=1)
+    U = G_inv @ dW_bar @ A_inv
+    return Layer(W=U[:, :-1].reshape(g.W.shape), b=U[:, -1])
+
+
+def diagonal_fisher(layer, params, residuals, dy: Array, scale: float) -> Any:
+    """``(B / c) Σ_i g(dy_i)²``, the diagonal of the curvature of the mean loss, from each
+    example's own gradient: the layer's backward mapped over the batch's rows."""
+    def one(r, d):
+        return layer.backward(params, jax.tree.map(lambda a: a[None], r), d[None])[0]
+
+    per_example = jax.vmap(one)(residuals, dy)
+    return jax.tree.map(lambda g: scale * jnp.sum(g * g, axis=0), per_example)
+
+
+def _norm(tree) -> Array:
+    leaves = jax.tree.leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(a * a) for a in leaves)) if leaves else jnp.zeros(())
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class KFAC:
+    """The K-FAC optimizer (see the module docstring); make one with :func:`kfac`.
+
+    An optax ``GradientTransformation`` (``init``, ``update``) that reads the backward
+    pass (``reads_backward``, :mod:`jbp.curvature.backward`): the training step calls
+    ``update(grads, state, params, backward=...)``.
+    """
+
+    learning_rate: Union[float, Callable]
+    damping: float
+    ema: float
+    inverse_every: int
+    fisher: str
+    momentum: Optional[float]
+    weight_decay: float
+    fallback: str
+    seed: int
+    then: Optional[optax.GradientTransformation]
+
+    #: The training step hands this optimizer its backward pass.
+    reads_backward = True
+
+    def __init__(self, learning_rate, damping, ema, inverse_every, fisher, momentum, weight_decay, fallback,
+                 seed, then):
+        if then is None and not callable(learning_rate):
+            _validate.real("learning_rate", learning_rate, positive=True, finite=True)
+        _validate.real("damping", damping, positive=True, finite=True)
+        _validate.real("ema", ema, finite=True)
+        if not 0 <= ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {ema}")
+        if momentum is not None and not 0 <= _validate.real("momentum", momentum, finite=True) < 1:
+            raise ValueError(f"momentum must be in [0, 1) or None, got {momentum}")
+        _validate.real("weight_decay", weight_decay, finite=True)
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if then is not None:
+            _validate.optimizer(then)
+        values = dict(
+            learning_rate=learning_rate, damping=float(damping), ema=float(ema),
+            inverse_every=_validate.positive_int("inverse_every", inverse_every),
+            fisher=_validate.name("fisher", fisher, FISHERS),
+            momentum=None if momentum is None else float(momentum), weight_decay=float(weight_decay),
+            fallback=_validate.name("fallback", fallback, FALLBACKS),
+            seed=_validate.integer("seed", seed, low=0, high=2**32 - 1), then=then,
+        )
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+
+    def chain(self) -> optax.GradientTransformation:
+        """The optax chain the preconditioned update goes through: ``then``, else
+        ``add_decayed_weights(weight_decay)`` (if > 0) and ``sgd(learning_rate, momentum)``."""
+        if self.then is not None:
+            return self.then
+        sgd = optax.sgd(self.learning_rate, self.momentum)
+        return optax.chain(optax.add_decayed_weights(self.weight_decay), sgd) if self.weight_decay else sgd
+
+    def describe(self, net) -> tuple:
+        """One line per layer of ``net``: which preconditioner it gets."""
+        lines = []
+        for i, (layer, p) in enumerate(zip(net.layers, net.param_shapes(jnp.float32))):
+            kind, name = block(p), f"layers[{i}] {type(layer).__name__}"
+            if kind == "kronecker":
+                a, g = factor_sizes(p)
+                lines.append(f"{name}: Kronecker factors A {a}x{a} (input and bias), G {g}x{g} (delta)")
+            elif kind == "fallback":
+                lines.append(f"{name}: {'diagonal Fisher' if self.fallback == 'diagonal' else 'plain gradient'} "
+                             "(no Kronecker-factored block)")
+            else:
+                lines.append(f"{name}: no parameters")
+        return tuple(lines)
+
+    def init(self, params) -> KFACState:
+        """The state for ``params`` (one entry per layer): factors zero, inverses identity."""
+        kinds = [block(p) for p in params]
+        dtype = jnp.result_type(*jax.tree.leaves(params))
+        A, G, A_inv, G_inv, diagonal = [], [], [], [], []
+        for p, kind in zip(params, kinds):
+            sizes = factor_sizes(p) if kind == "kronecker" else None
+            A.append(jnp.zeros((sizes[0],) * 2, dtype) if sizes else ())
+            G.append(jnp.zeros((sizes[1],) * 2, dtype) if sizes else ())
+            A_inv.append(jnp.eye(sizes[0], dtype=dtype) if sizes else ())
+            G_inv.append(jnp.eye(sizes[1], dtype=dtype) if sizes else ())
+            diagonal.append(jax.tree.map(jnp.zeros_like, p) if kind == "fallback" and self.fallback == "diagonal"
+                            else ())
+        # one array per field: a state whose leaves share a buffer cannot be donated
+        nan = lambda: jnp.full((len(kinds),), jnp.nan, dtype)
+        stats = KFACStats(nan(), nan(), nan(), nan(), jnp.zeros((len(kinds),), dtype))
+        return KFACState(jnp.zeros((), jnp.int32), jax.random.PRNGKey(self.seed), tuple(A), tuple(G),
+                         tuple(A_inv), tuple(G_inv), tuple(diagonal), stats, self.chain().init(params))
+
+    def update(self, grads, state: KFACState, params=None, *, backward: Optional[bw.Backward] = None):
+        """``(updates, state)``: the factors of this step's ``backward``, the
+        preconditioned ``grads``, then the optax chain."""
+        if backward is None:
+            raise bw.missing("jbp.kfac")
+        key, sample_key = jax.random.split(state.key)
+        dys = backward.dys if self.fisher == "empirical" else backward.sampled_dys(sample_key)
+        t = state.count.astype(jnp.result_type(float))
+        w = jnp.minimum(self.ema, t / (t + 1))  # step 0 takes its batch's factors
+        average = lambda old, new: jax.tree.map(lambda o, n: w.astype(o.dtype) * o + (1 - w.astype(o.dtype)) * n,
+                                                old, new)
+        A, G, diagonal = list(state.A), list(state.G), list(state.diagonal)
+        for i, (layer, p, r, dy) in enumerate(zip(backward.layers, params, backward.residuals, dys)):
+            kind = block(p)
+            if kind == "kronecker":
+                operands = getattr(layer, "weight_grad_operands", None)
+                if not callable(operands):
+                    raise TypeError(
+                        f"jbp.kfac: layers[{i}] ({type(layer).__name__}) has jbp.Layer(W, b) parameters but no "
+                        "weight_grad_operands(params, residuals, dy) method, which its Kronecker factors need "
+                        "(see jbp.layers.protocol)")
+                A_batch, G_batch = factors(*operands(p, r, dy), backward.scale)
+                A[i], G[i] = average(state.A[i], A_batch), average(state.G[i], G_batch)
+            elif kind == "fallback" and self.fallback == "diagonal":
+                diagonal[i] = average(state.diagonal[i], diagonal_fisher(layer, p, r, dy, backward.scale))
+        A_inv, G_inv, stats = jax.lax.cond(
+            state.count % self.inverse_every == 0,
+            lambda: self._invert(A, G, state.stats),
+            lambda: (state.A_inv, state.G_inv, state.stats),
+        )
+        updates = []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            kind = block(p)
+            if kind == "kronecker":
+                updates.append(precondition(g, A_inv[i], G_inv[i]))
+            elif kind == "fallback" and self.fallback == "diagonal":
+                updates.append(jax.tree.map(lambda gi, d: gi / (d + self.damping), g, diagonal[i]))
+            else:
+                updates.append(g)
+        updates = tuple(updates)
+        norms = jnp.stack([_norm(u) for u in updates]).astype(stats.update_norm.dtype)
+        updates, inner = self.chain().update(updates, state.inner, params)
+        state = KFACState(state.count + 1, key, tuple(A), tuple(G), A_inv, G_inv, tuple(diagonal),
+                          stats._replace(update_norm=norms), inner)
+        return updates, state
+
+    def _invert(self, A: list, G: list, stats: KFACStats):
+        """The damped factors' inverses, and the damping and conditions in ``stats``."""
+        A_inv, G_inv, dA, dG, cA, cG = [], [], [], [], [], []
+        for i, (a, g) in enumerate(zip(A, G)):
+            if isinstance(a, tuple):  # no Kronecker block
+                A_inv.append(())
+                G_inv.append(())
+                dA.append(stats.damping_A[i]), dG.append(stats.damping_G[i])
+                cA.append(stats.cond_A[i]), cG.append(stats.cond_G[i])
+                continue
+            da, dg = pi_damping(a, g, self.damping)
+            ai, ca = damped_inverse(a, da)
+            gi, cg = damped_inverse(g, dg)
+            A_inv.append(ai), G_inv.append(gi)
+            dA.append(da), dG.append(dg), cA.append(ca), cG.append(cg)
+        dtype = stats.damping_A.dtype
+        stack = lambda xs: jnp.stack(xs).astype(dtype)
+        return tuple(A_inv), tuple(G_inv), stats._replace(damping_A=stack(dA), damping_G=stack(dG),
+                                                          cond_A=stack(cA), cond_G=stack(cG))
+
+
+def kfac(
+    learning_rate: Union[float, Callable] = 0.1,
+    *,
+    damping: float = 0.1,
+    ema: float = 0.95,
+    inverse_every: int = 10,
+    fisher: str = "sampled",
+    momentum: Optional[float] = 0.9,
+    weight_decay: float = 0.0,
+    fallback: str = "diagonal",
+    seed: int = 0,
+    then: Optional[optax.GradientTransformation] = None,
+) -> KFAC:
+    """K-FAC (Martens and Grosse 2015; KFC for convolutions): an optimizer for
+    :func:`jbp.fit`, :func:`jbp.train_step`, :func:`jbp.fit_stream` and checkpoints.
+
+    Each step: each layer's factors ``A = E[x̄ x̄ᵀ]`` and ``G = E[δ δᵀ]`` from the step's
+    backward pass (module docstring), moving averages, π-damped inverses every
+    ``inverse_every`` steps, the update ``G⁻¹ dW̄ A⁻¹``, then the optax chain.
+
+    Example::
+
+      net = jbp.MLP((64, 32, 10), activation="tanh", loss="cross_entropy")
+      params, history = jbp.fit(net, net.init(jax.random.key(0)), x, y,
+                                optimizer=jbp.kfac(0.1), epochs=10, batch_size=64, key=key)
+
+    Args:
+      learning_rate: the step size of the default chain ``sgd(learning_rate,
+        momentum)`` (a float or an optax schedule); unused with ``then``.
+      damping: ``λ`` of Tikhonov damping ``F + λ I`` (split by π between the factors;
+        added to the diagonal fallback).
+      ema: the factors' moving-average decay, in ``[0, 1)``.
+      inverse_every: recompute the inverses every this many steps (the first step always).
+      fisher: ``"sampled"`` (targets drawn from the model: the true Fisher, one extra
+        backward pass) or ``"empirical"`` (the data's targets; see the module docstring).
+      momentum: of the default chain (``None``: none).
+      weight_decay: decoupled weight decay of the default chain (``add_decayed_weights``).
+      fallback: a layer without a Kronecker block: ``"diagonal"`` (diagonal Fisher) or
+        ``"gradient"`` (left as it is).
+      seed: of the sampled targets' PRNG key, kept in the state.
+      then: an optax chain in place of the default one, taking the preconditioned
+        update (e.g. ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))``).
+
+    Returns:
+      a :class:`KFAC`.
+    """
+    return KFAC(learning_rate, damping, ema, inverse_every, fisher, momentum, weight_decay, fallback, seed, then)

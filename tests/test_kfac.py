@@ -1,0 +1,412 @@
+"""K-FAC (jbp.curvature): the factors against autodiff's Fisher, the optimizer in the
+training step, its state, statistics and errors.
+
+Which equalities are exact and which are approximations:
+
+- exact (float64, rel. err. <= 1e-10): with ONE example, a layer's ``A ⊗ G`` equals its
+  Fisher block built from autodiff's gradient (an outer product of a rank-one gradient
+  has nothing to approximate): the empirical block ``g gᵀ`` for the data's target, and the
+  true Fisher ``Σ_y p(y) g_y g_yᵀ`` summed over every target;
+  also a convolution whose kernel covers its input (one position);
+- exact: each factor alone equals its definition over a batch (``A = mean x̄ x̄ᵀ``,
+  ``G = mean δ δᵀ``, ``δ`` example ``i``'s own loss's autodiff gradient w.r.t. ``z``);
+  BP5's operands reproduce the layer's gradient; ``G⁻¹ dW̄ A⁻¹ = (A ⊗ G)⁻¹ vec(dW̄)``;
+- approximation: over a batch, ``A ⊗ G`` differs from ``mean_i g_i g_iᵀ`` (K-FAC's
+  independence assumption), and the sampled Fisher's ``G`` is a Monte Carlo estimate of
+  the true one (its mean over many draws converges).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jbp
+from jbp.curvature import Backward, KFACState, kronecker
+from jbp.layers import Conv1D, Conv2D, Dense, Flatten, LayerNorm
+from jbp.layers import chain
+from jbp.layers.params import Layer
+
+RTOL = 1e-10
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def vec(g: Layer) -> np.ndarray:
+    """``vec([dW, db])``, columns stacked: ``vec(δ x̄ᵀ) = x̄ ⊗ δ``, so ``g gᵀ`` pairs with ``kron(A, G)``."""
+    n_out = g.W.shape[0]
+    return np.asarray(jnp.concatenate([g.W.reshape(n_out, -1), g.b[:, None]], axis=1)).reshape(-1, order="F")
+
+
+def layer_factors(b: Backward, i: int, dys=None):
+    """``(A, G)`` of layer ``i`` from ``b``'s residuals and ``dys`` (default the data's)."""
+    dys = b.dys if dys is None else dys
+    layer = b.layers[i]
+    return kronecker.factors(*layer.weight_grad_operands(b.params[i], b.residuals[i], dys[i]), b.scale)
+
+
+def one_dense(loss, n_in=4, n_out=3, key=0):
+    net = jbp.Sequential((n_in,), [Dense(n_out)], loss=loss)
+    params = net.init(jax.random.key(key), jnp.float64)
+    params = (Layer(params[0].W, 0.1 * jnp.arange(n_out, dtype=jnp.float64)),)
+    return net, params
+
+
+def targets(loss, key, batch, n_out):
+    if loss == "cross_entropy":
+        return jax.random.randint(key, (batch,), 0, n_out)
+    if loss == "binary_cross_entropy":
+        return jax.random.bernoulli(key, 0.5, (batch, n_out)).astype(jnp.float64)
+    return jax.random.normal(key, (batch, n_out), jnp.float64)
+
+
+# --- Exact: one example, one layer. --------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "mse"])
+def test_one_example_kron_equals_autodiff_empirical_fisher_block(loss):
+    net, params = one_dense(loss)
+    x = jax.random.normal(jax.random.key(1), (1, 4), jnp.float64)
+    y = targets(loss, jax.random.key(2), 1, 3)
+    A, G = layer_factors(Backward.of(net, params, x, y), 0)
+    g = vec(jax.grad(net.loss)(params, x, y)[0])  # autodiff: the reference
+    c = 1 / 3 if loss == "binary_cross_entropy" else 1.0  # the loss is c times the NLL
+    # ℓ = c·NLL, so g gᵀ = c² F_nll while G is c F_nll: A ⊗ G = g gᵀ / c
+    assert rel_err(np.kron(A, G), np.outer(g, g) / c) <= RTOL
+
+
+def test_one_example_kron_equals_autodiff_true_fisher_block():
+    """The true Fisher, ``Σ_y p(y|x) g_y g_yᵀ`` over every label: K-FAC's ``G`` is linear
+    in ``δ δᵀ``, so ``A ⊗ Σ_y p(y) G_y`` is that sum exactly with one example."""
+    net, params = one_dense("cross_entropy", n_in=5, n_out=4)
+    x = jax.random.normal(jax.random.key(3), (1, 5), jnp.float64)
+    b = Backward.of(net, params, x, jnp.array([0]))
+    p = b.cache.out[0]
+    fisher, G = 0.0, 0.0
+    for label in range(4):
+        g = vec(jax.grad(net.loss)(params, x, jnp.array([label]))[0])
+        fisher = fisher + p[label] * np.outer(g, g)
+        onehot = jax.nn.one_hot(jnp.array([label]), 4, dtype=jnp.float64)
+        A, G_y = layer_factors(b, 0, b.rerun(net.output_delta_unchecked(b.cache, onehot)))
+        G = G + p[label] * G_y
+    assert rel_err(np.kron(A, G), fisher) <= RTOL
+
+
+def test_one_example_conv_covering_its_input_is_exact():
+    """A convolution whose kernel covers its input has one position: a dense layer."""
+    net = jbp.Sequential((3, 3, 2), [Conv2D(4, (3, 3), padding="VALID"), Flatten()], loss="cross_entropy")
+    params = net.init(jax.random.key(4), jnp.float64)
+    x = jax.random.normal(jax.random.key(5), (1, 3, 3, 2), jnp.float64)
+    y = jnp.array([2])
+    A, G = layer_factors(Backward.of(net, params, x, y), 0)
+    g = vec(jax.grad(net.loss)(params, x, y)[0])
+    assert rel_err(np.kron(A, G), np.outer(g, g)) <= RTOL
+
+
+# --- Exact: each factor over a batch; the operands; the Kronecker solve. -------------
+
+
+def test_batch_factors_exact_but_their_product_approximates_the_fisher():
+    net, params = one_dense("cross_entropy", n_in=4, n_out=3)
+    x = jax.random.normal(jax.random.key(6), (6, 4), jnp.float64)
+    y = jnp.array([0, 1, 2, 0, 1, 2])
+    A, G = layer_factors(Backward.of(net, params, x, y), 0)
+    x_bar = np.concatenate([np.asarray(x), np.ones((6, 1))], axis=1)
+    assert rel_err(A, x_bar.T @ x_bar / 6) <= RTOL  # exact: A = mean x̄ x̄ᵀ
+
+    def example_loss(z, label):  # ℓ_i as a function of the example's own z
+        return jax.nn.logsumexp(z) - z[label]
+
+    z = x @ params[0].W.T + params[0].b
+    deltas = jax.vmap(jax.grad(example_loss))(z, y)  # autodiff δ_i = dℓ_i/dz_i
+    assert rel_err(G, deltas.T @ deltas / 6) <= RTOL  # exact: G = mean δ δᵀ
+    per_example = [vec(jax.grad(net.loss)(params, x[i:i + 1], y[i:i + 1])[0]) for i in range(6)]
+    fisher = sum(np.outer(g, g) for g in per_example) / 6
+    # approximation: E[x̄x̄ᵀ ⊗ δδᵀ] ≠ E[x̄x̄ᵀ] ⊗ E[δδᵀ] when x̄ and δ vary together
+    assert rel_err(np.kron(A, G), fisher) > 1e-3
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (Dense(3), (5,)),
+    (jbp.layers.Perceptron(3, "tanh"), (5,)),
+    (Conv1D(3, 3, stride=2, padding="SAME"), (7, 2)),
+    (Conv2D(3, (2, 3), strides=(2, 1), padding="VALID"), (5, 6, 2)),
+    (Conv2D(2, 3, padding="SAME"), (4, 4, 3)),
+])
+def test_weight_grad_operands_reproduce_the_layers_gradient(layer, shape):
+    params, out_shape = layer.init(jax.random.key(7), shape, jnp.float64)
+    x = jax.random.normal(jax.random.key(8), (3, *shape), jnp.float64)
+    dy = jax.random.normal(jax.random.key(9), (3, *out_shape), jnp.float64)
+    _, r = layer.forward(params, x)
+    grads, _ = layer.backward(params, r, dy)
+    a, delta = layer.weight_grad_operands(params, r, dy)
+    n_out = grads.W.shape[0]
+    assert rel_err(jnp.einsum("btf,btj->fj", delta, a), grads.W.reshape(n_out, -1)) <= RTOL
+    assert rel_err(delta.sum(axis=(0, 1)), grads.b) <= RTOL
+
+
+def test_preconditioned_update_is_the_kronecker_solve():
+    """``(A_d ⊗ G_d)⁻¹ vec(dW̄) = vec(G_d⁻¹ dW̄ A_d⁻¹)``, with π-damping's ``A_d``, ``G_d``."""
+    k = jax.random.split(jax.random.key(10), 4)
+    a, d = jax.random.normal(k[0], (20, 1, 3), jnp.float64), jax.random.normal(k[1], (20, 1, 2), jnp.float64)
+    A, G = kronecker.factors(a, d, 20.0)
+    dA, dG = kronecker.pi_damping(A, G, 0.1)
+    assert abs(dA * dG - 0.1) <= RTOL  # π √λ · √λ / π = λ
+    A_inv, _ = kronecker.damped_inverse(A, dA)
+    G_inv, _ = kronecker.damped_inverse(G, dG)
+    g = Layer(jax.random.normal(k[2], (2, 3), jnp.float64), jax.random.normal(k[3], (2,), jnp.float64))
+    u = vec(kronecker.precondition(g, A_inv, G_inv))
+    K = np.kron(A + dA * np.eye(4), G + dG * np.eye(2))
+    assert rel_err(u, np.linalg.solve(K, vec(g))) <= RTOL
+
+
+# --- Approximation: the sampled Fisher. ------------------------------------------------
+
+
+def test_sampled_fisher_converges_to_the_true_fisher():
+    net, params = one_dense("cross_entropy", n_in=3, n_out=3)
+    x = jax.random.normal(jax.random.key(11), (1, 3), jnp.float64)
+    b = Backward.of(net, params, x, jnp.array([0]))
+    p = b.cache.out[0]
+    G_true = sum(p[c] * layer_factors(b, 0, b.rerun(net.output_delta_unchecked(
+        b.cache, jax.nn.one_hot(jnp.array([c]), 3, dtype=jnp.float64))))[1] for c in range(3))
+    draws = jax.vmap(lambda k: layer_factors(b, 0, b.sampled_dys(k))[1])(jax.random.split(jax.random.key(12), 4000))
+    assert rel_err(draws.mean(axis=0), G_true) < 0.05  # Monte Carlo: ~1/sqrt(4000) per entry
+
+
+# --- The optimizer in the training step. ---------------------------------------------
+
+
+def mlp_and_batch(dtype=jnp.float64):
+    net = jbp.MLP((4, 5, 3), activation="tanh", loss="cross_entropy")
+    params = net.init(jax.random.key(13), dtype)
+    x = jax.random.normal(jax.random.key(14), (8, 4), dtype)
+    y = jnp.arange(8) % 3
+    return net, params, x, y
+
+
+def test_first_step_is_lr_times_the_preconditioned_gradient():
+    net, params, x, y = mlp_and_batch()
+    opt = jbp.kfac(0.5, damping=0.01, momentum=None, fisher="empirical")
+    new, state, _ = jbp.train_step(net, opt, params, opt.init(params), x, y)
+    b = Backward.of(net, params, x, y)
+    grads = net.loss_and_grad(params, x, y)[1]
+    for i in range(2):
+        A, G = layer_factors(b, i)
+        dA, dG = kronecker.pi_damping(A, G, 0.01)
+        u = kronecker.precondition(grads[i], kronecker.damped_inverse(A, dA)[0], kronecker.damped_inverse(G, dG)[0])
+        expected = jax.tree.map(lambda p, d: p - 0.5 * d, params[i], u)
+        assert rel_err(new[i].W, expected.W) <= RTOL and rel_err(new[i].b, expected.b) <= RTOL
+        assert rel_err(state.A[i], A) <= RTOL and rel_err(state.G[i], G) <= RTOL
+        assert float(state.stats.update_norm[i]) == pytest.approx(float(jnp.sqrt(
+            jnp.sum(u.W ** 2) + jnp.sum(u.b ** 2))), rel=1e-10)
+        assert float(state.stats.damping_A[i] * state.stats.damping_G[i]) == pytest.approx(0.01, rel=1e-10)
+
+
+def test_factors_move_by_ema_and_inverses_wait_for_inverse_every():
+    net, params, x, y = mlp_and_batch()
+    opt = jbp.kfac(0.1, ema=0.9, inverse_every=3, fisher="empirical")
+    state = opt.init(params)
+    step = jax.jit(lambda p, s: jbp.train_step(net, opt, p, s, x, y))
+    seen = []
+    for _ in range(4):
+        old = state
+        params, state, _ = step(params, state)
+        seen.append((old, state))
+    (s0, s1), (_, s2), (_, s3), (_, s4) = seen
+    assert not np.allclose(s1.A_inv[0], s0.A_inv[0])  # step 0 inverts
+    np.testing.assert_array_equal(s2.A_inv[0], s1.A_inv[0])  # steps 1, 2 keep them
+    np.testing.assert_array_equal(s3.A_inv[0], s1.A_inv[0])
+    assert not np.allclose(s4.A_inv[0], s3.A_inv[0])  # step 3 inverts again
+    assert int(s4.count) == 4
+
+
+def test_ema_weights_old_and_new_factors():
+    net, params, x, y = mlp_and_batch()
+    opt = jbp.kfac(0.1, ema=0.9, fisher="empirical")
+    s1 = opt.update(net.loss_and_grad(params, x, y)[1], opt.init(params), params,
+                    backward=Backward.of(net, params, x, y))[1]
+    x2 = x[::-1] * 2.0
+    s2 = opt.update(net.loss_and_grad(params, x2, y)[1], s1, params, backward=Backward.of(net, params, x2, y))[1]
+    A_new, _ = layer_factors(Backward.of(net, params, x2, y), 0)
+    w = min(0.9, 1 / 2)  # step 1: w = min(ema, t / (t + 1))
+    assert rel_err(s2.A[0], w * s1.A[0] + (1 - w) * A_new) <= RTOL
+
+
+def test_fit_trains_a_cnn_with_a_norm_layer_and_says_which_block_each_layer_gets():
+    net = jbp.Sequential((6, 6, 1), [Conv2D(3, 3), "tanh", Flatten(), LayerNorm(), Dense(2)], loss="cross_entropy")
+    params = net.init(jax.random.key(15), jnp.float32)
+    x = jax.random.normal(jax.random.key(16), (32, 6, 6, 1), jnp.float32)
+    y = (x.sum(axis=(1, 2, 3)) > 0).astype(jnp.int32)
+    opt = jbp.kfac(0.05, damping=0.1, inverse_every=2)
+    lines = opt.describe(net)
+    assert "Kronecker factors A 10x10" in lines[0] and "G 3x3" in lines[0]
+    assert lines[1].endswith("no parameters")
+    assert "diagonal Fisher" in lines[3]
+    assert "Kronecker factors A 109x109" in lines[4]
+    start = net.loss(params, x, y)
+    trained, h = jbp.fit(net, params, x, y, optimizer=opt, epochs=6, batch_size=16, key=jax.random.key(17))
+    assert not h.diverged and float(net.loss(trained, x, y)) < 0.7 * float(start)
+    stats = jax.tree.map(np.asarray, h.opt_state.stats)
+    assert np.all(np.isfinite(stats.cond_A[[0, 4]])) and np.all(stats.cond_A[[0, 4]] >= 1)
+    assert np.all(np.isnan(stats.cond_A[[1, 2, 3]]))
+    assert float(stats.update_norm[3]) > 0 and float(stats.update_norm[1]) == 0
+
+
+def test_diagonal_fallback_is_the_mean_squared_per_example_gradient():
+    net = jbp.Sequential((3,), [LayerNorm(), Dense(2)], loss="cross_entropy")
+    params = net.init(jax.random.key(18), jnp.float64)
+    x = jax.random.normal(jax.random.key(19), (5, 3), jnp.float64)
+    y = jnp.array([0, 1, 1, 0, 1])
+    opt = jbp.kfac(0.1, fisher="empirical")
+    state = opt.update(net.loss_and_grad(params, x, y)[1], opt.init(params), params,
+                       backward=Backward.of(net, params, x, y))[1]
+    per_example = [jax.grad(net.loss)(params, x[i:i + 1], y[i:i + 1])[0] for i in range(5)]
+    expected = jax.tree.map(lambda *g: sum(gi ** 2 for gi in g) / 5, *per_example)
+    for got, want in zip(jax.tree.leaves(state.diagonal[0]), jax.tree.leaves(expected)):
+        assert rel_err(got, want) <= RTOL
+
+
+def test_checkpoint_round_trip_resumes_exactly(tmp_path):
+    net, params, x, y = mlp_and_batch(jnp.float32)
+    opt = jbp.kfac(0.1, inverse_every=2)
+    p1, h1 = jbp.fit(net, params, x, y, optimizer=opt, epochs=3)
+    jbp.save_checkpoint(tmp_path / "c.npz", net=net, params=p1, opt_state=h1.opt_state, epoch=int(h1.epoch))
+    c = jbp.load_checkpoint(tmp_path / "c.npz", optimizer=opt)
+    assert isinstance(c.opt_state, KFACState)
+    p2, h2 = jbp.fit(net, c.params, x, y, optimizer=opt, epochs=2, opt_state=c.opt_state, start_epoch=c.epoch)
+    p_all, _ = jbp.fit(net, params, x, y, optimizer=opt, epochs=5)
+    for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(p_all)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_make_train_step_donates_the_state_and_fit_stream_takes_kfac():
+    net, params, x, y = mlp_and_batch(jnp.float32)
+    opt = jbp.kfac(0.1)
+    step = jbp.make_train_step(net, opt)  # donates params and state: no two leaves may share a buffer
+    p, s, _ = step(jax.tree.map(jnp.copy, params), opt.init(params), x, y)
+    p, s, _ = step(p, s, x, y)
+    assert int(s.count) == 2
+    _, h = jbp.fit_stream(net, params, (x, y), optimizer=opt, epochs=2, batch_size=4, key=jax.random.key(1))
+    assert isinstance(h.opt_state, KFACState) and int(h.opt_state.count) == 4
+
+
+def test_then_takes_any_optax_chain():
+    net, params, x, y = mlp_and_batch()
+    opt = jbp.kfac(damping=0.01, fisher="empirical", then=optax.scale(-0.25))
+    plain = jbp.kfac(0.25, damping=0.01, fisher="empirical", momentum=None)
+    a, _, _ = jbp.train_step(net, opt, params, opt.init(params), x, y)
+    b, _, _ = jbp.train_step(net, plain, params, plain.init(params), x, y)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert rel_err(u, v) <= RTOL
+
+
+# --- Errors. ---------------------------------------------------------------------------
+
+
+def test_refuses_a_step_without_its_backward_pass():
+    net, params, x, y = mlp_and_batch()
+    opt = jbp.kfac()
+    with pytest.raises(ValueError, match="jbp.kfac reads the training step's backward pass.*without loss_and_grad"):
+        jbp.train_step(net, opt, params, opt.init(params), x, y, loss_and_grad=jax.value_and_grad(net.loss))
+    with pytest.raises(ValueError, match="called without it"):
+        opt.update(params, opt.init(params), params)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ema": 1.0}, r"ema must be in \[0, 1\), got 1.0"),
+    ({"fisher": "exact"}, "fisher"),
+    ({"damping": 0.0}, "damping must be > 0, got 0.0"),
+    ({"inverse_every": 0}, "inverse_every"),
+    ({"momentum": 1.5}, r"momentum must be in \[0, 1\) or None, got 1.5"),
+    ({"fallback": "zero"}, "fallback"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+])
+def test_bad_arguments_name_themselves(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        jbp.kfac(0.1, **kwargs)
+
+
+def test_a_layer_with_dense_params_but_no_operands_is_named():
+    class Bare:  # a user's dense layer without weight_grad_operands
+        __hash__ = object.__hash__
+        init = Dense(2).init
+        forward = Dense(2).forward
+        backward = Dense(2).backward
+
+    net = jbp.Sequential((3,), [Bare()], loss="cross_entropy")
+    params = net.init(jax.random.key(20), jnp.float64)
+    x, y = jnp.ones((2, 3)), jnp.array([0, 1])
+    opt = jbp.kfac()
+    with pytest.raises(TypeError, match=r"layers\[0\] \(Bare\) has jbp.Layer\(W, b\) parameters but no "
+                                        "weight_grad_operands"):
+        jbp.train_step(net, opt, params, opt.init(params), x, y)
+
+
+def test_chain_backward_dys_are_what_the_step_hands_over():
+    net, params, x, y = mlp_and_batch()
+    b = Backward.of(net, params, x, y)
+    _, cache = net.forward_unchecked(params, x)
+    dys = chain.backward(net.layers, params, cache.residuals, net.output_delta_unchecked(cache, y))[2]
+    for u, v in zip(b.dys, dys):
+        np.testing.assert_array_equal(u, v)
+    assert b.scale == 8.0
+
+
+# --- The command line. -----------------------------------------------------------------
+
+
+def test_cli_trains_and_resumes_with_kfac(tmp_path, capsys):
+    from jbp.cli import main
+
+    argv = ["train", "--dataset", "xor", "--hidden", "4", "--no-check", "--optimizer", "kfac", "--out", str(tmp_path)]
+    assert main(argv + ["--epochs", "2"]) == 0
+    assert "kfac lr 0.1, batch 4" in capsys.readouterr().out
+    assert main(["train", "--resume", "--epochs", "3", "--out", str(tmp_path)]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_cli_refuses_kfac_with_another_rule(capsys):
+    from jbp.cli import main
+
+    assert main(["train", "--dataset", "xor", "--optimizer", "kfac", "--rule", "fa"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--optimizer kfac reads the step's own backprop pass; it cannot be combined with --rule fa" in err
+
+
+# --- The protocol, used exactly as docs/kfac.md shows. ---------------------------------
+
+
+import dataclasses  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaScaled:
+    learning_rate: float
+    reads_backward = True  # ask the training step for its backward pass
+
+    def init(self, params):
+        return ()
+
+    def update(self, grads, state, params=None, *, backward):
+        updates = []
+        for g, dy in zip(grads, backward.dys):
+            rms = jnp.sqrt(jnp.mean((backward.batch * dy) ** 2)) + 1e-8
+            updates.append(jax.tree.map(lambda gi: -self.learning_rate * gi / rms, g))
+        return tuple(updates), state
+
+
+def test_a_users_optimizer_reads_the_backward_through_the_protocol():
+    net = jbp.MLP((2, 8, 1), activation="tanh", loss="mse")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (32, 2), jnp.float64)
+    y = x[:, :1] * x[:, 1:]
+    new, _ = jbp.fit(net, params, x, y, optimizer=DeltaScaled(0.05), epochs=1)
+    b, grads = Backward.of(net, params, x, y), net.loss_and_grad(params, x, y)[1]
+    for p, g, dy, n in zip(params, grads, b.dys, new):
+        rms = jnp.sqrt(jnp.mean((32 * dy) ** 2)) + 1e-8
+        assert rel_err(n.W, p.W - 0.05 * g.W / rms) <= RTOL
