@@ -163,3 +163,11 @@ def test_train_mistakes_are_one_line_and_exit_2(text_file, argv, message, capsys
                 else ["train", *argv, "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_point_a_language_model_to_generate(gpt_run, command, capsys):
+    out, _ = gpt_run
+    assert main([command, "--out", str(out), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds a language model (gpt); sample it with jbp generate --out {out}" in err and err.count("\n") == 1
