@@ -11,7 +11,7 @@ import jbp
 from jbp.cli import main
 from jbp.datasets import text
 
-TINY = ["--context", "8", "--features", "8", "--batch-size", "4", "--eval-every", "2", "--no-cache"]
+TINY = ["--context", "8", "--features", "8", "--batch-size", "4", "--eval-every", "2", "--no-cache", "--no-check"]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def test_gpt_run_reports_tokens_per_second_and_validation_loss_and_writes_its_fi
     ckpt = jbp.load_checkpoint(out / "checkpoint.npz")
     assert ckpt.extra["vocab"] == text.load_text(m["settings"]["data"]).vocab.chars
     assert ckpt.net.input_vocab == len(ckpt.extra["vocab"])
+    assert all(leaf.dtype == np.float32 for leaf in jax_leaves(ckpt.params))  # also where JAX enables float64
 
 
 def test_a_txt_file_trains_a_gpt_with_progress_lines(text_file, tmp_path, capsys):
@@ -62,7 +63,7 @@ def test_resume_gives_exactly_the_uninterrupted_run(text_file, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(common + ["--steps", "6", "--out", str(whole)]) == 0
     assert main(common + ["--steps", "2", "--out", str(split)]) == 0
-    assert main(["train", "--resume", "--steps", "6", "--no-cache", "--out", str(split)]) == 0
+    assert main(["train", "--resume", "--steps", "6", "--no-cache", "--no-check", "--out", str(split)]) == 0
     a, b = _metrics(whole), _metrics(split)
     assert len(a["train_loss"]) == 6
     assert a["train_loss"] == b["train_loss"]  # bit-identical floats, as a list
@@ -77,6 +78,17 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree_util.tree_leaves(tree)
+
+
+def test_the_gradient_check_runs_first_at_the_initial_parameters(text_file, tmp_path, capsys):
+    tiny = [a for a in TINY if a != "--no-check"]
+    assert main(["train", "--model", "rnn", "--data", str(text_file), "--hidden", "4", "--features", "4",
+                 "--steps", "1", "--out", str(tmp_path / "r"), *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "gradient check on 4 examples at the initial parameters, manual vs jax.grad (float32): PASSED" in out
+    assert out.index("gradient check") < out.index("step 1/1")
+    check = _metrics(tmp_path / "r")["gradient_check"]
+    assert check["ok"] and check["examples"] == 4
 
 
 def test_resume_refuses_a_changed_setting(gpt_run, capsys):

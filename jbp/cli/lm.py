@@ -6,7 +6,9 @@ first 90% of the characters train, the last 10% validate. Training runs ``--step
 optimizer steps, compiled ``--eval-every`` steps at a time; step ``i`` draws its
 ``--batch-size`` windows of ``--context`` characters at random offsets from
 ``fold_in(key, i)``, so a run resumed from any checkpoint takes exactly the batches of
-the uninterrupted run. After each compiled chunk it prints the training loss, the
+the uninterrupted run. With ``--check`` (the default) the hand-derived gradients are first
+compared with ``jax.grad`` on :data:`CHECK_WINDOWS` training windows at the initial
+parameters (:mod:`jbp.cli.gradcheck`), as every run's are. After each compiled chunk it prints the training loss, the
 validation loss (on up to :data:`VAL_WINDOWS` fixed windows of the validation text) and
 the tokens per second, and saves the checkpoint, which keeps the vocabulary for
 ``jbp generate``. The run's folder is the same as any run's (:mod:`jbp.cli.rundir`):
@@ -23,6 +25,7 @@ import functools
 import json
 import os
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +33,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jbp.cli import common, rundir
+from jbp.cli import common, gradcheck, rundir
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, UsageError, say
 from jbp.cli.plots import preload, save
@@ -52,6 +55,8 @@ SETTINGS = ("model", "dataset", "data", "context", "blocks", "heads", "features"
             "eval_every", "lr", "optimizer", "seed")
 #: Validation windows the validation loss is averaged over (the first ones of the text).
 VAL_WINDOWS = 64
+#: Training windows of ``train``'s gradient check (``--check``, at the initial parameters).
+CHECK_WINDOWS = 4
 #: Options of ``train`` that mean nothing to a language model: refused, not ignored.
 NOT_FOR_TEXT = ("layers", "epochs", "tol", "rule", "val_fraction", "patience", "mmap", "target", "task",
                 "activation", "init", "lr_decay", *dp.SETTINGS)
@@ -228,7 +233,7 @@ def run(args) -> int:
         rundir.mark_incomplete(args.out)
         say(f"resuming {args.out} at step {step} of {s['steps']}")
     else:
-        params = net.init(init_key)
+        params = net.init(init_key, jnp.float32)  # float32 whether or not JAX enables float64
         opt_state, step, train_loss = optimizer.init(params), 0, []
         val_curve = [[0, float(loss_fn(params, x_val, y_val))]]
 
@@ -248,6 +253,11 @@ def run(args) -> int:
     say(f"jbp train: {data.name} ({len(data.train):,} train / {len(data.val):,} validation characters, "
         f"vocabulary {data.vocab.size}), {shape}, context {T}, {s['optimizer']} lr {s['lr']:g}, "
         f"batch {s['batch_size']}, on {jax.default_backend()}")
+    grad_check = None
+    if args.check:  # as every run: the hand-derived gradients against jax.grad, at the initial parameters
+        x_check, y_check = text.windows(data.train, T)
+        first = types.SimpleNamespace(x_train=x_check[:CHECK_WINDOWS], y_train=y_check[:CHECK_WINDOWS])
+        grad_check = gradcheck.run(net, net.init(init_key, jnp.float32), first)
     ids = jnp.asarray(data.train)
     tokens_per_s, diverged = [], False
     while step < s["steps"]:
@@ -276,7 +286,7 @@ def run(args) -> int:
     metrics = {"dataset": data.name, "model": s["model"], "settings": s, "vocab_size": data.vocab.size,
                "steps_run": step, "stop_reason": stop_reason, "train_loss": train_loss,
                "val_loss_curve": val_curve, "val_loss": val_curve[-1][1],
-               "tokens_per_s": tokens_per_s, "seconds": time.perf_counter() - started,
+               "tokens_per_s": tokens_per_s, "gradient_check": grad_check, "seconds": time.perf_counter() - started,
                "backend": jax.default_backend()}
     say(f"result: steps {step} ({stop_reason}), validation loss {val_curve[-1][1]:.4f}"
         + (f", last train loss {np.mean(train_loss[-s['eval_every']:]):.4f}" if train_loss else ""))
