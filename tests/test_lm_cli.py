@@ -183,3 +183,23 @@ def test_evaluate_and_predict_point_a_language_model_to_generate(gpt_run, comman
     assert main([command, "--out", str(out), "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert f"holds a language model (gpt); sample it with jbp generate --out {out}" in err and err.count("\n") == 1
+
+
+def test_check_points_a_language_model_to_train(capsys):
+    assert main(["check", "--model", "lstm", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "a language model's gradients are checked when it trains: jbp train --model lstm" in err
+    assert err.count("\n") == 1
+
+
+def test_resume_completes_an_interrupted_runs_files_or_says_nothing_is_left(gpt_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(gpt_run[0], out)
+    (out / "metrics.json").unlink()  # as an interrupt after the last checkpoint leaves it
+    assert main(["train", "--resume", "--no-cache", "--no-check", "--out", str(out)]) == 0
+    assert _metrics(out)["train_loss"] == _metrics(gpt_run[0])["train_loss"]
+    capsys.readouterr()
+    assert main(["train", "--resume", "--no-cache", "--out", str(out)]) == 0
+    assert "nothing left to run" in capsys.readouterr().out
