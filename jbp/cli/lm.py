@@ -124,9 +124,15 @@ def settings(args) -> dict:
                          f"FILE.txt" + (f", got --dataset {args.dataset}" if args.dataset else ""))
     s = {k: getattr(args, k, None) for k in SETTINGS}
     s["model"], s["steps"] = args.model or "gpt", args.steps
+    if s["model"] == "gpt" and s["hidden"] is not None:
+        raise UsageError("--hidden applies to --model lstm, gru or rnn; a GPT's width is --features")
+    if s["model"] != "gpt" and (s["blocks"] is not None or s["heads"] is not None):
+        raise UsageError(f"--{'blocks' if s['blocks'] is not None else 'heads'} applies to --model gpt, "
+                         f"not {s['model']}; its width is --hidden (and --features, the embedding's)")
     s["features"], s["hidden"] = _width("--features", s["features"]), _width("--hidden", s["hidden"])
+    unused = ("hidden",) if s["model"] == "gpt" else ("blocks", "heads")
     for k, v in DEFAULTS.items():
-        if s.get(k) is None:
+        if s.get(k) is None and k not in unused:
             s[k] = v
     if s["optimizer"] not in common.OPTIMIZERS:
         raise UsageError(f"unknown --optimizer {s['optimizer']!r}; expected one of {', '.join(common.OPTIMIZERS)}")
