@@ -169,6 +169,7 @@ def test_offline_shakespeare_says_to_give_a_text_file(tmp_path, monkeypatch, cap
     (["--model", "gpt", "--data", "TEXT", "--steps", "0"], "--steps must be a positive integer, got 0"),
     (["--model", "gpt", "--data", "TEXT", "--features", "x"], "--features must be a positive integer, got 'x'"),
     (["--model", "gpt", "--data", "TEXT", "--hidden", "16"], "--hidden applies to --model lstm, gru or rnn"),
+    (["--model", "gpt", "--data", "TEXT", "--optimizer", "rmsprop"], "--optimizer 'rmsprop' is not available for a"),
     (["--model", "lstm", "--data", "TEXT", "--heads", "2"], "--heads applies to --model gpt, not lstm"),
 ])
 def test_train_mistakes_are_one_line_and_exit_2(text_file, argv, message, capsys):

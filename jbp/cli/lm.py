@@ -49,7 +49,9 @@ MODELS = ("gpt", *RECURRENT)
 #: Defaults: nanoGPT's CPU configuration of a character-level GPT (4 blocks, 4 heads,
 #: 128 features, context 64, batch 12, lr 1e-3, 2,000 steps).
 DEFAULTS = {"context": 64, "blocks": 4, "heads": 4, "features": 128, "hidden": 128, "steps": 2000,
-            "batch_size": 12, "eval_every": 100, "lr": 1e-3, "optimizer": "adam", "seed": 0}
+            "batch_size": 12, "eval_every": 100, "optimizer": "adam", "seed": 0}
+#: The optimizers of a language model (the learning rate defaults to each one's, 1e-3 for adam).
+OPTIMIZERS = ("sgd", "momentum", "adam")
 #: The settings that define a language-model run; ``--resume`` takes them from the checkpoint.
 SETTINGS = ("model", "dataset", "data", "context", "blocks", "heads", "features", "hidden", "batch_size",
             "eval_every", "lr", "optimizer", "seed")
@@ -134,8 +136,11 @@ def settings(args) -> dict:
     for k, v in DEFAULTS.items():
         if s.get(k) is None and k not in unused:
             s[k] = v
-    if s["optimizer"] not in common.OPTIMIZERS:
-        raise UsageError(f"unknown --optimizer {s['optimizer']!r}; expected one of {', '.join(common.OPTIMIZERS)}")
+    if s["optimizer"] not in OPTIMIZERS:
+        raise UsageError(f"--optimizer {s['optimizer']!r} is not available for a language model; expected one of "
+                         f"{', '.join(OPTIMIZERS)}")
+    if s["lr"] is None:
+        s["lr"] = common.DEFAULT_LR[s["optimizer"]]
     if s["data"] is not None:
         s["data"] = os.path.abspath(s["data"])
     return s
