@@ -4,6 +4,7 @@ resume, one-line errors."""
 import json
 import subprocess
 
+import jax
 import numpy as np
 import pytest
 
@@ -75,8 +76,6 @@ def test_resume_gives_exactly_the_uninterrupted_run(text_file, tmp_path):
 
 
 def jax_leaves(tree):
-    import jax
-
     return jax.tree_util.tree_leaves(tree)
 
 

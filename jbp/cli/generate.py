@@ -17,6 +17,7 @@ import jax
 
 from jbp.cli import common, flags
 from jbp.cli.common import CHECKPOINT, UsageError
+from jbp.datasets.text import Vocabulary
 from jbp.models import generate
 from jbp.training.checkpoint import load_checkpoint
 
@@ -44,8 +45,6 @@ def run(args) -> int:
     if "vocab" not in ckpt.extra:
         raise UsageError(f"{args.out} holds no language model (its run keeps no vocabulary); "
                          "train one with jbp train --model gpt or --model lstm")
-    from jbp.datasets.text import Vocabulary
-
     vocab = Vocabulary(ckpt.extra["vocab"])
     if not args.prompt:
         raise UsageError("--prompt must hold at least one character")
