@@ -115,6 +115,14 @@ def test_a_recurrent_model_trains_and_generate_samples_from_it(model, text_file,
     assert capsys.readouterr().out == sample  # the seed fixes the sample
 
 
+def test_generate_without_a_prompt_starts_from_a_newline(gpt_run, capsys):
+    out, _ = gpt_run
+    capsys.readouterr()
+    assert main(["generate", "--out", str(out), "--tokens", "5", "--no-cache"]) == 0
+    sample = capsys.readouterr().out
+    assert sample.startswith("\n") and len(sample) == 1 + 5 + 1
+
+
 def test_generate_from_a_gpt_run_follows_the_seed(gpt_run, capsys):
     out, _ = gpt_run
     capsys.readouterr()

@@ -25,7 +25,8 @@ from jbp.training.checkpoint import load_checkpoint
 def add_parser(commands) -> None:
     p = commands.add_parser("generate", help="sample text from a language model saved by jbp train --model gpt|lstm")
     p.add_argument("--out", required=True, help="the folder of the run (jbp train --out)")
-    p.add_argument("--prompt", default="\n", help="the text to continue (default: a newline)")
+    p.add_argument("--prompt", help="the text to continue (default: a newline, or the vocabulary's first "
+                                    "character when the training text has none)")
     p.add_argument("--tokens", type=flags.integer("--tokens", 0, flags.MAX_EPOCHS), default=300,
                    help="characters to sample (default 300)")
     p.add_argument("--temperature", type=flags.real("--temperature", low=0.0, low_open=True,
@@ -46,10 +47,11 @@ def run(args) -> int:
         raise UsageError(f"{args.out} holds no language model (its run keeps no vocabulary); "
                          "train one with jbp train --model gpt or --model lstm")
     vocab = Vocabulary(ckpt.extra["vocab"])
-    if not args.prompt:
+    start = args.prompt if args.prompt is not None else ("\n" if "\n" in vocab.chars else vocab.chars[0])
+    if not start:
         raise UsageError("--prompt must hold at least one character")
     try:
-        prompt = vocab.encode(args.prompt)
+        prompt = vocab.encode(start)
     except ValueError as e:
         raise UsageError(f"--prompt: {e}") from None
     ids = generate(ckpt.net, ckpt.params, prompt, args.tokens, key=jax.random.key(args.seed),
