@@ -1,4 +1,4 @@
-"""The command line: ``python -m jbp train|check|predict|evaluate`` (also installed as ``jbp``).
+"""The command line: ``python -m jbp train|check|predict|evaluate|generate`` (also installed as ``jbp``).
 
 ``train`` checks the hand-derived gradients on a batch, trains with :func:`jbp.fit` in
 compiled chunks of epochs (a progress bar moves between chunks), prints a summary and,
@@ -7,7 +7,8 @@ its data: :mod:`jbp.cli.preprocess`), plots and ``metrics.json``, each atomicall
 which ``--resume`` continues exactly, or completes an interrupted run's files
 (:mod:`jbp.cli.rundir`). ``check`` only verifies the gradients. ``predict`` and
 ``evaluate`` read a saved run back: ``predict`` maps raw inputs in the training file's
-format to class names or the target's units. ``launch``
+format to class names or the target's units. ``generate`` samples text from a saved
+language model (``train --model gpt|lstm|gru|rnn``, :mod:`jbp.cli.lm`). ``launch``
 runs a command in several processes joined by ``jax.distributed`` (see :mod:`jbp.cli.launch`). Mistakes in the
 arguments print one line and exit with status 2. Before a command computes anything, JAX's
 persistent compilation cache is switched on (unless ``--no-cache``) and the backend is
@@ -24,11 +25,12 @@ import sys
 from typing import Optional, Sequence
 
 import jbp
-from jbp.cli import check, evaluate, launch, predict, runtime, train
+from jbp.cli import check, evaluate, generate, launch, predict, runtime, train
 from jbp.cli.common import CHECKPOINT, Parser, UsageError
 from jbp.training.distributed import ProcessLost
 
-COMMANDS = {"train": train, "check": check, "predict": predict, "evaluate": evaluate, "launch": launch}
+COMMANDS = {"train": train, "check": check, "predict": predict, "evaluate": evaluate, "generate": generate,
+            "launch": launch}
 
 __all__ = ["COMMANDS", "UsageError", "main", "parser", "run"]
 

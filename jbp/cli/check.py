@@ -15,7 +15,7 @@ import json
 import jax
 import numpy as np
 
-from jbp.cli import common, datacache, datafiles, layers_spec, runtime
+from jbp.cli import common, datacache, datafiles, layers_spec, lm, runtime
 from jbp.cli.common import CHECK_BATCH, UsageError, say
 from jbp.verify.grads import STRESS, check_grads
 from jbp.verify.mutations import mutation_test
@@ -48,6 +48,9 @@ def off_kinks(params, key):
 
 
 def run(args) -> int:
+    if args.model in lm.MODELS:
+        raise UsageError(f"jbp check takes a network of a table or image dataset; a language model's gradients "
+                         f"are checked when it trains: jbp train --model {args.model} --data FILE.txt (--check)")
     spec = layers_spec.option(args)
     if args.data is not None and args.dataset is not None:
         raise UsageError("give either --dataset NAME or --data PATH, not both")

@@ -54,6 +54,9 @@ def load(out: str) -> SavedRun:
     ckpt = common.usage(load_checkpoint, path)
     if "settings" not in ckpt.extra:
         raise UsageError(f"{path} holds no run settings: it was not written by jbp train")
+    if "vocab" in ckpt.extra:
+        raise UsageError(f"{out} holds a language model ({ckpt.extra['settings'].get('model')}); "
+                         f"sample it with jbp generate --out {out}")
     s = common.with_lr(dict(ckpt.extra["settings"]))
     record = ckpt.extra.get("preprocessing")
     if record is None:

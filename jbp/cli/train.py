@@ -10,8 +10,8 @@ import time
 import jax
 import numpy as np
 
-from jbp.cli import (common, datacache, datafiles, diagnostics, flags, gradcheck, launch, layers_spec, preprocess,
-                     rundir, runtime, timing)
+from jbp.cli import (common, datacache, datafiles, diagnostics, flags, gradcheck, launch, layers_spec, lm,
+                     preprocess, rundir, runtime, timing)
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
@@ -34,7 +34,9 @@ def add_parser(commands) -> None:
     train = commands.add_parser("train", help="train a network and report test accuracy")
     common.network_options(train)
     train.add_argument("--layers", metavar="SPEC", help=layers_spec.HELP)
-    train.add_argument("--model", help=f"a named network of layers: {', '.join(f'{k} = {v}' for k, v in layers_spec.MODELS.items())}")
+    train.add_argument("--model", help=f"a named network of layers: {', '.join(f'{k} = {v}' for k, v in layers_spec.MODELS.items())}; "
+                       f"or a character-level language model on --dataset shakespeare or --data FILE.txt: "
+                       f"{', '.join(lm.MODELS)} (--hidden and --features then give its widths)")
     train.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default adam)")
     train.add_argument("--lr", type=flags.lr, help="learning rate, > 0 (default: sgd 0.1, momentum 0.05, adam 1e-3, kfac 0.1)")
     train.add_argument("--lr-decay", type=flags.lr_decay, help="multiply the learning rate by this, in (0, 1], every epoch")
@@ -53,6 +55,7 @@ def add_parser(commands) -> None:
                        help="verify the manual gradients against jax.grad first, at the initial parameters (default on)")
     dp.add_options(train)
     datafiles.add_options(train)
+    lm.add_options(train)
 
 
 def progress(total: int, initial: int):
@@ -97,6 +100,8 @@ def regression_rmse(net, params, data) -> float:
 
 
 def run(args) -> int:
+    if lm.wanted(args):
+        return lm.run(args)
     started = time.perf_counter()
     args.layers = layers_spec.option(args)
     if args.resume and not args.out:
