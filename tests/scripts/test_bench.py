@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "scripts" / "bench.py"
+SCRIPT = pathlib.Path(__file__).parents[2] / "scripts" / "bench.py"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 import jbp
 from helpers import problem
 
-TESTS = pathlib.Path(__file__).parent
+TESTS = pathlib.Path(__file__).parents[1]
 
 
 @pytest.mark.parametrize("n_devices", [4, 8])

@@ -6,7 +6,7 @@ import math
 import pathlib
 import sys
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "scripts" / "bench_lstm.py"
+SCRIPT = pathlib.Path(__file__).parents[2] / "scripts" / "bench_lstm.py"
 
 
 def test_a_tiny_run_agrees_and_reports(tmp_path):

@@ -5,7 +5,7 @@ import math
 import pathlib
 import sys
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "scripts" / "bench_memory.py"
+SCRIPT = pathlib.Path(__file__).parents[2] / "scripts" / "bench_memory.py"
 
 
 def test_quick_attention_sweep_reports_every_method(tmp_path):
