@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jbp import _validate
+from jbp.model.losses import IGNORE
 
 
 class Network:
@@ -84,15 +85,20 @@ def _token_inputs(x, want: tuple, vocab: int):
         raise ValueError(f"x has shape {tuple(x.shape)} but the network expects token ids {shape}")
     if x.shape[0] == 0:
         raise ValueError("x is empty: it has 0 rows")
-    if _validate.is_concrete(x):
-        v = np.asarray(x)  # on the host: jnp ops would be staged under jit
-        lo, hi = int(v.min()), int(v.max())
-        if lo < 0 or hi >= vocab:
-            raise ValueError(
-                f"x holds token ids in [{lo}, {hi}] but the network's vocabulary has {vocab} "
-                f"(layers[0].input_vocab); ids must lie in [0, {vocab - 1}]"
-            )
+    _ids_within(x, 0, vocab, lambda lo, hi: (
+        f"x holds token ids in [{lo}, {hi}] but the network's vocabulary has {vocab} "
+        f"(layers[0].input_vocab); ids must lie in [0, {vocab - 1}]"))
     return jnp.asarray(x)
+
+
+def _ids_within(a, low: int, high: int, message) -> None:
+    """Checks that concrete integer ids lie in ``[low, high)``; else ``ValueError(message(lo, hi))``
+    with the ids' own range. Traced ids pass (checked on the host, outside jit)."""
+    if _validate.is_concrete(a):
+        v = np.asarray(a)  # on the host: jnp ops would be staged under jit
+        lo, hi = int(v.min()), int(v.max())
+        if lo < low or hi >= high:
+            raise ValueError(message(lo, hi))
 
 
 def inputs_and_targets(net, params_, x, y):
@@ -149,14 +155,9 @@ def _sequence_labels(y, batch: int, output_shape: tuple, like: str):
             f"y must be integer labels {want} (batch, T), one per position of the output "
             f"{(batch, *output_shape)} ({like} has {batch} rows), got {_validate.describe(y)}"
         )
-    if _validate.is_concrete(y):
-        v = np.asarray(y)
-        lo, hi = int(v.min()), int(v.max())
-        if lo < -1 or hi >= V:
-            raise ValueError(
-                f"y holds labels in [{lo}, {hi}] but the network has {V} classes (output_shape[-1]); "
-                f"labels must lie in [0, {V - 1}], or be -1 for padding"
-            )
+    _ids_within(y, IGNORE, V, lambda lo, hi: (
+        f"y holds labels in [{lo}, {hi}] but the network has {V} classes (output_shape[-1]); "
+        f"labels must lie in [0, {V - 1}], or be {IGNORE} for padding"))
     return jnp.asarray(y)
 
 
@@ -168,14 +169,9 @@ def _class_targets(y, n_classes: int, dtype, like: str):
                 f"y for cross_entropy must be integer labels (batch,) or one-hot rows "
                 f"(batch, {n_classes}), got dtype {y.dtype} with shape {tuple(y.shape)}"
             )
-        if _validate.is_concrete(y):
-            v = np.asarray(y)  # on the host: jnp ops would be staged under jit
-            lo, hi = int(v.min()), int(v.max())
-            if lo < 0 or hi >= n_classes:
-                raise ValueError(
-                    f"y holds labels in [{lo}, {hi}] but the network has {n_classes} classes "
-                    f"(sizes[-1]); labels must lie in [0, {n_classes - 1}]"
-                )
+        _ids_within(y, 0, n_classes, lambda lo, hi: (
+            f"y holds labels in [{lo}, {hi}] but the network has {n_classes} classes "
+            f"(sizes[-1]); labels must lie in [0, {n_classes - 1}]"))
         return jnp.asarray(y)
     if y.ndim != 2 or y.shape[1] != n_classes:
         raise ValueError(
