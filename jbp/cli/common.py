@@ -171,7 +171,15 @@ _accuracy = jax.jit(lambda net, params, x, y: net.accuracy(params, x, y), static
 
 def metric_fns(net):
     loss = functools.partial(_loss, net)
-    accuracy = functools.partial(_accuracy, net) if net.loss_name != "mse" else None
+    accuracy = functools.partial(_row_fraction, net) if net.loss_name != "mse" else None
     return loss, accuracy
+
+
+def _row_fraction(net, params, x, y) -> float:
+    """``net.accuracy`` as the exact fraction ``k / n`` of the ``n`` rows predicted right:
+    the network's mean is rounded to the params' dtype (float32 unless x64 is on), so the
+    same predictions would print and save as different numbers in different dtypes."""
+    n = int(x.shape[0])
+    return round(float(_accuracy(net, params, x, y)) * n) / n
 
 
