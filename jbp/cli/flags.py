@@ -39,13 +39,16 @@ def integer(flag: str, low: int, high: int):
     return parse
 
 
-def real(flag: str, *, low: float, low_open: bool, high: float = math.inf, expected: str):
-    """A finite float in ``(low, high]`` (``low_open``) or ``[low, high]``."""
+def real(flag: str, *, low: float, low_open: bool, high: float = math.inf, high_open: bool = False,
+         expected: str):
+    """A finite float in ``(low, high]`` (``low_open``) or ``[low, high]``, or the same
+    with ``high`` excluded (``high_open``)."""
 
     def parse(text: str) -> float:
         value = _number(flag, text, float)
         above = value > low if low_open else value >= low
-        if not (math.isfinite(value) and above and value <= high):
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
             raise UsageError(f"{flag} must be {expected}, got {text}")
         return value
 
@@ -54,6 +57,7 @@ def real(flag: str, *, low: float, low_open: bool, high: float = math.inf, expec
 
 lr = real("--lr", low=0.0, low_open=True, expected="a finite number > 0")
 lr_decay = real("--lr-decay", low=0.0, low_open=True, high=1.0, expected="a number in (0, 1]")
+dropout = real("--dropout", low=0.0, low_open=False, high=1.0, high_open=True, expected="a number in [0, 1)")
 tol = real("--tol", low=0.0, low_open=False, expected="a finite number >= 0")
 epochs = integer("--epochs", 1, MAX_EPOCHS)
 batch_size = integer("--batch-size", 1, MAX_EPOCHS)

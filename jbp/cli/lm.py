@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jbp.cli import common, gradcheck, rundir
+from jbp.cli import common, flags, gradcheck, rundir
 from jbp.cli import privacy as dp
 from jbp.cli.common import CHECKPOINT, UsageError, say
 from jbp.cli.plots import preload, save
@@ -47,14 +47,16 @@ RECURRENT = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 #: The language models of ``--model``.
 MODELS = ("gpt", *RECURRENT)
 #: Defaults: nanoGPT's CPU configuration of a character-level GPT (4 blocks, 4 heads,
-#: 128 features, context 64, batch 12, lr 1e-3, 2,000 steps).
-DEFAULTS = {"context": 64, "blocks": 4, "heads": 4, "features": 128, "hidden": 128, "steps": 2000,
-            "batch_size": 12, "eval_every": 100, "optimizer": "adam", "seed": 0}
+#: 128 features, context 64, batch 12, lr 1e-3, 2,000 steps, no dropout).
+DEFAULTS = {"context": 64, "blocks": 4, "heads": 4, "features": 128, "dropout": 0.0, "hidden": 128,
+            "steps": 2000, "batch_size": 12, "eval_every": 100, "optimizer": "adam", "seed": 0}
+#: The settings of ``--model gpt`` alone.
+GPT_ONLY = ("blocks", "heads", "dropout")
 #: The optimizers of a language model (the learning rate defaults to each one's, 1e-3 for adam).
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: The settings that define a language-model run; ``--resume`` takes them from the checkpoint.
-SETTINGS = ("model", "dataset", "data", "context", "blocks", "heads", "features", "hidden", "batch_size",
-            "eval_every", "lr", "optimizer", "seed")
+SETTINGS = ("model", "dataset", "data", "context", "blocks", "heads", "features", "dropout", "hidden",
+            "batch_size", "eval_every", "lr", "optimizer", "seed")
 #: Validation windows the validation loss is averaged over (the first ones of the text).
 VAL_WINDOWS = 64
 #: Training windows of ``train``'s gradient check (``--check``, at the initial parameters).
@@ -71,10 +73,22 @@ def add_options(p) -> None:
                    help=f"--model gpt: transformer blocks (default {DEFAULTS['blocks']})")
     p.add_argument("--heads", type=_positive("--heads"),
                    help=f"--model gpt: attention heads, dividing --features (default {DEFAULTS['heads']})")
+    p.add_argument("--dropout", type=flags.dropout, help="--model gpt: dropout rate in [0, 1) after the embeddings "
+                   "and at the end of each residual branch, while training only (default 0)")
     p.add_argument("--steps", type=_positive("--steps"), help="language models: total optimizer steps "
                    f"(default {DEFAULTS['steps']}); with --resume, train up to this")
     p.add_argument("--eval-every", type=_positive("--eval-every"), help="language models: steps compiled per "
                    f"progress line, validation loss and checkpoint (default {DEFAULTS['eval_every']})")
+
+
+def refuse_options(args) -> None:
+    """A run that is not a language model's refuses the options of :func:`add_options`
+    in one line rather than ignoring them (``--dropout``: ``dropout:RATE`` in ``--layers``)."""
+    for k in ("context", "blocks", "heads", "dropout", "steps", "eval_every"):
+        if getattr(args, k, None) is not None:
+            hint = "; for a network of layers put dropout:RATE in --layers" if k == "dropout" else ""
+            raise UsageError(f"--{k.replace('_', '-')} applies to a language model (--model "
+                             f"{'|'.join(MODELS)}){hint}")
 
 
 def _positive(flag: str):
@@ -128,11 +142,12 @@ def settings(args) -> dict:
     s["model"], s["steps"] = args.model or "gpt", args.steps
     if s["model"] == "gpt" and s["hidden"] is not None:
         raise UsageError("--hidden applies to --model lstm, gru or rnn; a GPT's width is --features")
-    if s["model"] != "gpt" and (s["blocks"] is not None or s["heads"] is not None):
-        raise UsageError(f"--{'blocks' if s['blocks'] is not None else 'heads'} applies to --model gpt, "
-                         f"not {s['model']}; its width is --hidden (and --features, the embedding's)")
+    given = [k for k in GPT_ONLY if s[k] is not None]
+    if s["model"] != "gpt" and given:
+        raise UsageError(f"--{given[0]} applies to --model gpt, not {s['model']}; its width is --hidden "
+                         "(and --features, the embedding's)")
     s["features"], s["hidden"] = _width("--features", s["features"]), _width("--hidden", s["hidden"])
-    unused = ("hidden",) if s["model"] == "gpt" else ("blocks", "heads")
+    unused = ("hidden",) if s["model"] == "gpt" else GPT_ONLY
     for k, v in DEFAULTS.items():
         if s.get(k) is None and k not in unused:
             s[k] = v
@@ -149,6 +164,8 @@ def settings(args) -> dict:
 def resumed_settings(args, saved) -> dict:
     """The saved run's settings, ``--steps`` applied; a differing setting is refused."""
     s = dict(saved.extra["settings"])
+    if s["model"] == "gpt":
+        s.setdefault("dropout", 0.0)  # a run saved before --dropout had none
     for k in SETTINGS:
         given = getattr(args, k, None)
         if k in ("features", "hidden"):
@@ -178,23 +195,29 @@ def network(s: dict, vocab: int) -> Sequential:
     if s["model"] == "gpt":
         if s["features"] % s["heads"]:
             raise UsageError(f"--heads {s['heads']} must divide --features {s['features']}")
-        return common.usage(gpt, vocab, s["context"], s["blocks"], s["heads"], s["features"])
+        return common.usage(gpt, vocab, s["context"], s["blocks"], s["heads"], s["features"], s["dropout"])
     layers = [Embedding(vocab, s["features"]), RECURRENT[s["model"]](s["hidden"]), FusedLMHead(vocab)]
     return Sequential((s["context"],), layers, loss="cross_entropy")
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def train_steps(net, optimizer, steps: int, batch: int, params, opt_state, ids, key, start):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), static_argnames="loss_and_grad")
+def train_steps(net, optimizer, steps: int, batch: int, params, opt_state, ids, key, start, loss_and_grad=None):
     """``steps`` optimizer steps from step ``start``; step ``i`` takes ``batch`` windows
     at offsets drawn from ``fold_in(key, i)`` (and its dropout masks from the same key).
-    Returns the parameters, the optimizer state and each step's loss."""
+    ``loss_and_grad``, ``(params, x, y, key=, train=True) -> (loss, grads)``, replaces
+    the hand-derived gradients (``jax.value_and_grad(net.loss)``: the same batches
+    trained by autodiff, for comparison). Returns the parameters, the optimizer state and
+    each step's loss."""
     T = net.input_shape[0]
+    if loss_and_grad is None:
+        def loss_and_grad(params, x, y, key, train):
+            return net.loss_and_grad_unchecked(params, x, y, key, train)
 
     def step(carry, i):
         params, opt_state = carry
         batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, i))
         index = jax.random.randint(batch_key, (batch, 1), 0, ids.shape[0] - T) + jnp.arange(T)
-        loss, grads = net.loss_and_grad_unchecked(params, ids[index], ids[index + 1], dropout_key, True)
+        loss, grads = loss_and_grad(params, ids[index], ids[index + 1], key=dropout_key, train=True)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -259,7 +282,8 @@ def run(args) -> int:
         save_state()
     if args.out:
         preload()
-    shape = (f"gpt {s['blocks']} blocks, {s['heads']} heads, {s['features']} features" if s["model"] == "gpt"
+    shape = (f"gpt {s['blocks']} blocks, {s['heads']} heads, {s['features']} features"
+             + (f", dropout {s['dropout']:g}" if s["dropout"] else "") if s["model"] == "gpt"
              else f"{s['model']} {s['hidden']} hidden, {s['features']} embedding features")
     say(f"jbp train: {data.name} ({len(data.train):,} train / {len(data.val):,} validation characters, "
         f"vocabulary {data.vocab.size}), {shape}, context {T}, {s['optimizer']} lr {s['lr']:g}, "

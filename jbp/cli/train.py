@@ -102,6 +102,7 @@ def regression_rmse(net, params, data) -> float:
 def run(args) -> int:
     if lm.wanted(args):
         return lm.run(args)
+    lm.refuse_options(args)
     started = time.perf_counter()
     args.layers = layers_spec.option(args)
     if args.resume and not args.out:

@@ -90,6 +90,27 @@ def test_the_gradient_check_runs_first_at_the_initial_parameters(text_file, tmp_
     assert check["ok"] and check["examples"] == 4
 
 
+def test_dropout_is_kept_in_the_run_for_resume_and_generate(text_file, tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["train", "--model", "gpt", "--data", str(text_file), "--blocks", "1", "--heads", "2", "--dropout", "0.5",
+            "--steps", "2", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    ckpt = jbp.load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.extra["settings"]["dropout"] == 0.5
+    assert [layer.rate for layer in ckpt.net.layers if isinstance(layer, jbp.layers.Dropout)] == [0.5]
+    # --resume rebuilds the network from the saved settings, which hold the rate
+    assert main(["train", "--resume", "--dropout", "0.1", "--steps", "4", "--no-cache", "--out", str(out)]) == 2
+    assert "--dropout 0.1 differs from the run" in capsys.readouterr().err
+    # generate samples in evaluation mode: the sample is that of the same network without dropout
+    assert main(["generate", "--out", str(out), "--prompt", "the", "--tokens", "12", "--no-cache"]) == 0
+    plain = jbp.models.gpt(ckpt.net.input_vocab, 8, 1, 2, 8)  # the same leaves, without the dropout layers' ()
+    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(plain.init(jax.random.key(0))),
+                                          jax_leaves(ckpt.params))
+    vocab = text.Vocabulary(ckpt.extra["vocab"])
+    ids = jbp.models.generate(plain, params, vocab.encode("the"), 12, key=jax.random.key(0))
+    assert capsys.readouterr().out == vocab.decode(ids) + "\n"
+
+
 def test_resume_refuses_a_changed_setting(gpt_run, capsys):
     out, _ = gpt_run
     assert main(["train", "--resume", "--context", "4", "--out", str(out)]) == 2
@@ -178,6 +199,10 @@ def test_offline_shakespeare_says_to_give_a_text_file(tmp_path, monkeypatch, cap
     (["--model", "gpt", "--data", "TEXT", "--hidden", "16"], "--hidden applies to --model lstm, gru or rnn"),
     (["--model", "gpt", "--data", "TEXT", "--optimizer", "rmsprop"], "--optimizer 'rmsprop' is not available for a"),
     (["--model", "lstm", "--data", "TEXT", "--heads", "2"], "--heads applies to --model gpt, not lstm"),
+    (["--model", "gpt", "--data", "TEXT", "--dropout", "1"], "--dropout must be a number in [0, 1), got 1"),
+    (["--model", "gpt", "--data", "TEXT", "--dropout", "-0.1"], "--dropout must be a number in [0, 1), got -0.1"),
+    (["--model", "rnn", "--data", "TEXT", "--dropout", "0.1"], "--dropout applies to --model gpt, not rnn"),
+    (["--dataset", "xor", "--dropout", "0.1"], "--dropout applies to a language model"),
 ])
 def test_train_mistakes_are_one_line_and_exit_2(text_file, argv, message, capsys):
     argv = [str(text_file) if a == "TEXT" else a for a in argv]
