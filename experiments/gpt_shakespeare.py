@@ -170,8 +170,8 @@ def main(argv=None):
         f"max |Δ parameter| at the end: {param_delta:.2e}. Wall time of the jbp command: {cli_seconds:.0f} s; "
         f"autodiff replay: {ad_wall:.0f} s.",
         ("gradients", "train loss", f"val loss ({VAL_WINDOWS} windows)", "val loss (split)",
-         "ms/step (in training)", f"ms/step (interleaved, median of {args.repeats})", "steps/s",
-         "compile s", "training s (chunks)"),
+         "ms/step (in training)", f"ms/step (interleaved, median of {args.repeats})", "steps/s (interleaved)",
+         "compile s (first chunk - median)", "training s (chunks)"),
         rows,
     )
     sample = generate_sample(run)
