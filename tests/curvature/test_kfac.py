@@ -16,6 +16,8 @@ Which equalities are exact and which are approximations:
   the true one (its mean over many draws converges).
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -378,6 +380,21 @@ def test_cli_trains_and_resumes_with_kfac(tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out
 
 
+def test_cli_trains_the_cnn_with_kfac(tmp_path, capsys):
+    from jbp.cli import main
+
+    y = np.arange(40) % 10  # the cnn has 10 outputs
+    x = (np.random.default_rng(0).random((40, 8, 8, 1)) * 0.3 + y[:, None, None, None] / 10).astype(np.float32)
+    np.savez(tmp_path / "images.npz", x=x, y=y)
+    argv = ["train", "--data", str(tmp_path / "images.npz"), "--model", "cnn", "--optimizer", "kfac", "--epochs", "2",
+            "--batch-size", "16", "--no-check", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "kfac lr 0.1, batch 16" in out
+    losses = [float(v) for v in re.findall(r"loss ([0-9.]+)", out)]
+    assert losses and all(np.isfinite(losses))
+
+
 def test_cli_refuses_kfac_with_another_rule(capsys):
     from jbp.cli import main
 
@@ -499,6 +516,19 @@ def test_statistics_batch_takes_the_factors_from_the_first_rows_as_their_own_bat
     for i in range(2):
         A, G = layer_factors(sub, i)
         assert rel_err(state.A[i], A) <= RTOL and rel_err(state.G[i], G) <= RTOL
+
+
+def test_fit_trains_an_autoencoder():
+    """A 6-4-2-4-6 tanh autoencoder with a sigmoid cross-entropy output reconstructing its input
+    (the benchmark's task, scaled down), with the benchmark's adaptive K-FAC."""
+    optimizer = jbp.kfac(adaptive=True, damping=0.01, damping_every=2)
+    net = jbp.MLP((6, 4, 2, 4, 6), activation="tanh", loss="binary_cross_entropy")
+    params = net.init(jax.random.key(24), jnp.float32)
+    codes = jax.random.bernoulli(jax.random.key(25), 0.5, (32, 2)).astype(jnp.float32)
+    x = jnp.concatenate([codes, codes, 1 - codes], axis=1)  # two bits of information per example
+    start = float(net.loss(params, x, x))
+    trained, h = jbp.fit(net, params, x, x, optimizer=optimizer, epochs=10, batch_size=32)
+    assert not h.diverged and float(net.loss(trained, x, x)) < 0.8 * start
 
 
 def test_adaptive_kfac_trains_with_sampled_statistics_from_a_subset():
