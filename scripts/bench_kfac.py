@@ -24,6 +24,7 @@ repository root:
     PYTHONPATH=$PWD python scripts/bench_kfac.py                     # the full run
     PYTHONPATH=$PWD python scripts/bench_kfac.py --quick             # a short one, smaller grids
     PYTHONPATH=$PWD python scripts/bench_kfac.py --compare-factors   # jbp's A and G against kfac-jax's
+    PYTHONPATH=$PWD python scripts/bench_kfac.py --per-step 10       # time per step, interleaved
 """
 
 import argparse
@@ -236,6 +237,86 @@ def best_of(results, target):
     return min(results.items(), key=rank)
 
 
+def per_step(reps):
+    """Time per step, each optimizer's steps interleaved with the others' (``reps`` rounds of
+    10 steps each, full batches), so that a machine's changing load falls on all alike:
+    the minimum and the median over rounds, and their ratios to Adam's."""
+    x = data()
+    net = jbp.MLP(SIZES, activation="tanh", loss="binary_cross_entropy")
+    params = net.init(jax.random.key(0))
+
+    def jbp_steps(optimizer):
+        step, state = jbp.make_train_step(net, optimizer, donate=False), [params, optimizer.init(params)]
+
+        def go(n):
+            p, s = state
+            for _ in range(n):
+                p, s, _ = step(p, s, x, x)
+            state[:] = jax.block_until_ready((p, s))
+        return go
+
+    runners = {
+        "Adam, lr 0.003": jbp_steps(optax.adam(3e-3)),
+        "jbp K-FAC, adaptive, statistics of 256 rows": jbp_steps(
+            jbp.kfac(adaptive=True, damping=0.01, inverse_every=5, statistics_batch=256)),
+        "jbp K-FAC, adaptive, statistics of all rows": jbp_steps(jbp.kfac(adaptive=True, damping=0.01, inverse_every=5)),
+    }
+    try:
+        optimizer = kfac_jax_optimizer(net, damping=0.01)
+    except ImportError:
+        optimizer = None
+    if optimizer is not None:
+        kparams = to_kfac_jax(params)
+        kstate = [kparams, optimizer.init(kparams, jax.random.key(1), (x, x)), 0, jax.random.key(2)]
+
+        def kfac_jax_steps(n):
+            p, s, t, key = kstate
+            for _ in range(n):
+                key, sub = jax.random.split(key)
+                p, s, _ = optimizer.step(p, s, sub, batch=(x, x), global_step_int=t)
+                t += 1
+            kstate[:] = [jax.block_until_ready(p), s, t, key]
+        runners["kfac-jax, adaptive, statistics of all rows"] = kfac_jax_steps
+    for go in runners.values():
+        go(10)  # compile
+    times = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, go in runners.items():
+            start = time.perf_counter()
+            go(10)
+            times[name].append((time.perf_counter() - start) / 10)
+    adam = times["Adam, lr 0.003"]
+    print(f"jax {jax.__version__}, full batches of {x.shape[0]}, {reps} rounds of 10 steps each\n")
+    print("| optimizer | ms / step, min | x Adam | ms / step, median | x Adam |")
+    print("|---|---|---|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {1e3 * min(t):.2f} | {min(t) / min(adam):.2f} | {1e3 * statistics.median(t):.2f} | "
+              f"{statistics.median(t) / statistics.median(adam):.2f} |")
+
+
+def plot(curves, target, path):
+    """The loss curves against steps and against wall seconds, as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for name, curve in curves.items():
+        steps, seconds, losses = zip(*curve)
+        axes[0].plot(steps, losses, label=name.split(" (")[0])
+        axes[1].plot(seconds, losses)
+    for ax, label in zip(axes, ("steps", "wall seconds (compilation excluded)")):
+        ax.axhline(target, color="gray", lw=0.8, ls="--")
+        ax.set_xlim(left=0)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("training loss")
+    axes[0].set_ylim(top=0.7)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller grids (a short check)")
@@ -244,11 +325,16 @@ def main():
     parser.add_argument("--chunk", type=int, default=None, help="epochs per compiled chunk (default: 10 steps)")
     parser.add_argument("--max-steps", type=int, default=None, help="default 1500; quick 600")
     parser.add_argument("--curves", help="write the loss curves here, as JSON")
+    parser.add_argument("--plot", help="draw the loss curves here, as PNG")
+    parser.add_argument("--per-step", type=int, metavar="ROUNDS",
+                        help="only time the steps, interleaved over ROUNDS rounds, and exit")
     parser.add_argument("--compare-factors", action="store_true",
                         help="compare jbp's K-FAC factors with kfac-jax's (float64) and exit")
     args = parser.parse_args()
     if args.compare_factors:
         return compare_factors()
+    if args.per_step:
+        return per_step(args.per_step)
     target, max_steps = args.target, args.max_steps or (600 if args.quick else 1500)
     x = data()
     batch = min(args.batch or x.shape[0], x.shape[0])
@@ -315,6 +401,8 @@ def main():
             ratios = (f"steps {kfac_row[2][0] / row[2][0]:.2f}, wall time {kfac_row[2][1] / row[2][1]:.2f}, "
                       + ratios)
         print(f"jbp K-FAC / {other}: {ratios}")
+    if args.plot:
+        plot(curves, target, args.plot)
     if args.curves:
         with open(args.curves, "w") as f:
             json.dump({"target": target, "batch": batch, "curves": curves}, f, indent=1)
