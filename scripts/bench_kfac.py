@@ -237,7 +237,7 @@ def best_of(results, target):
     return min(results.items(), key=rank)
 
 
-def per_step(reps):
+def time_per_step(reps):
     """Time per step, each optimizer's steps interleaved with the others' (``reps`` rounds of
     10 steps each, full batches), so that a machine's changing load falls on all alike:
     the minimum and the median over rounds, and their ratios to Adam's."""
@@ -334,7 +334,7 @@ def main():
     if args.compare_factors:
         return compare_factors()
     if args.per_step:
-        return per_step(args.per_step)
+        return time_per_step(args.per_step)
     target, max_steps = args.target, args.max_steps or (600 if args.quick else 1500)
     x = data()
     batch = min(args.batch or x.shape[0], x.shape[0])
