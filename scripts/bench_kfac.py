@@ -190,7 +190,8 @@ def compare_factors():
                 A, G = (f.value for f in block.factors)
                 print(f"  {loss_name} {'-'.join(map(str, sizes))}, {mode}, layer {i}: A {A.shape[0]}x{A.shape[0]} "
                       f"rel. err. {err(ours[0][i], A):.1e}; G {G.shape[0]}x{G.shape[0]} rel. err. "
-                      f"{err(ours[1][i], G):.1e}, jbp's G / kfac-jax's {float(jnp.trace(ours[1][i]) / jnp.trace(G)):.4g}")
+                      f"{err(ours[1][i], G):.1e}, jbp's G / kfac-jax's "
+                      f"{float(jnp.trace(ours[1][i]) / jnp.trace(G)):.4g}")
 
 
 def run(net, params, x, optimizer, *, batch, chunk, max_steps, target, key):
@@ -259,7 +260,8 @@ def time_per_step(reps):
         "Adam, lr 0.003": jbp_steps(optax.adam(3e-3)),
         "jbp K-FAC, adaptive, statistics of 256 rows": jbp_steps(
             jbp.kfac(adaptive=True, damping=0.01, inverse_every=5, statistics_batch=256)),
-        "jbp K-FAC, adaptive, statistics of all rows": jbp_steps(jbp.kfac(adaptive=True, damping=0.01, inverse_every=5)),
+        "jbp K-FAC, adaptive, statistics of all rows": jbp_steps(
+            jbp.kfac(adaptive=True, damping=0.01, inverse_every=5)),
     }
     try:
         optimizer = kfac_jax_optimizer(net, damping=0.01)
