@@ -13,6 +13,9 @@ and ``update(grads, state, params)``. One that also has a true attribute
 the step's forward cache and the ``dys`` of its backward, and can run one more backward
 pass from another output delta (:meth:`Backward.rerun`), e.g. from targets sampled from
 the model (:meth:`Backward.sampled_dys`): no second forward pass, no trace of the network.
+It also holds the batch and the step's loss, and evaluates the loss at other parameters on
+the same batch (:meth:`Backward.loss_at`, one forward pass), which an optimizer that adapts
+its damping to the loss's actual change needs.
 :func:`jbp.kfac` is built on this protocol alone; ``docs/kfac.md`` shows a user's own
 optimizer that uses it.
 
@@ -82,12 +85,21 @@ class Backward:
       dys: the ``dy`` each layer received in the step's backward pass, from the data's
         targets, one entry per layer. The loss is a mean, so row ``i`` of each is
         ``c / B`` times example ``i``'s own log-likelihood gradient (:attr:`scale`).
+      x, y: the batch (checked inputs and targets); ``None`` where not given.
+      loss: the batch's mean loss at :attr:`params`; ``None`` where not given.
+      key, train: the forward pass's PRNG key and mode (dropout), which :meth:`loss_at`
+        reuses.
     """
 
     net: Any
     params: tuple
     cache: Any
     dys: tuple
+    x: Any = None
+    y: Any = None
+    loss: Any = None
+    key: Any = None
+    train: bool = False
 
     @property
     def layers(self) -> tuple:
@@ -115,7 +127,26 @@ class Backward:
         x, y = base.inputs_and_targets(net, params, x, y)
         _, cache = net.forward_unchecked(params, x)
         dys = chain.backward(net.layers, params, cache.residuals, net.output_delta_unchecked(cache, y))[2]
-        return cls(net, params, cache, dys)
+        return cls(net, params, cache, dys, x, y, net.loss_value(cache, y))
+
+    def loss_at(self, params: tuple) -> Array:
+        """The mean loss of the same batch at other ``params`` (BP1-BP2 forward, with the
+        step's key and mode): one more forward pass."""
+        if self.x is None or self.y is None:
+            raise ValueError("Backward.loss_at needs the batch: this Backward was made without x and y")
+        return self.net.loss_value(self.net.forward_unchecked(params, self.x, self.key, self.train)[1], self.y)
+
+    def subset(self, n: int) -> "Backward":
+        """The same pass restricted to the batch's first ``n`` rows, as if the batch had
+        been those rows: the cache, ``x`` and ``y`` sliced, each ``dy`` rescaled by
+        ``B / n`` (a mean over ``n`` rows in place of ``B``); :attr:`loss` is dropped.
+        Every leaf of the forward cache must carry the batch axis first, as the
+        built-in layers' residuals do. ``n >= B`` returns this pass itself."""
+        if n >= self.batch:
+            return self
+        rows = lambda tree: jax.tree.map(lambda a: a[:n], tree)
+        dys = jax.tree.map(lambda d: d[:n] * (self.batch / n), self.dys)
+        return dataclasses.replace(self, cache=rows(self.cache), dys=dys, x=rows(self.x), y=rows(self.y), loss=None)
 
     def rerun(self, delta_out: Array) -> tuple:
         """The ``dys`` of one more backward pass (the one loop, :mod:`jbp.layers.chain`)
@@ -134,14 +165,15 @@ def reads_backward(optimizer) -> bool:
     return bool(getattr(optimizer, "reads_backward", False))
 
 
-def step_args(optimizer, net, params: tuple, p, backprop: bool) -> dict:
+def step_args(optimizer, net, params: tuple, p, backprop: bool, x=None, y=None, key=None) -> dict:
     """The keyword arguments the training step adds to ``optimizer.update``:
     ``{"backward": Backward(...)}`` for an optimizer that reads the backward pass and a
     step that ran its own (``p`` its :class:`jbp.model.rules.Pass`, ``None`` with
-    ``loss_and_grad``; ``backprop`` whether the rule is backprop), else ``{}``."""
+    ``loss_and_grad``; ``backprop`` whether the rule is backprop; ``x``, ``y``, ``key``
+    the step's batch and key, in training mode), else ``{}``."""
     if not reads_backward(optimizer) or p is None or not backprop:
         return {}
-    return {"backward": Backward(net, params, p.cache, p.dys)}
+    return {"backward": Backward(net, params, p.cache, p.dys, x, y, p.loss, key, True)}
 
 
 def missing(name: str) -> ValueError:

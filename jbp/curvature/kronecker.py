@@ -32,7 +32,8 @@ rank-one product has nothing to approximate); over a batch it is the approximati
   ``E[g_i²]`` from each example's own gradient (the layer's backward mapped over the
   batch), ``g / (diag + λ)``; ``"gradient"`` leaves the gradient as it is.
   :meth:`KFAC.describe` says which each layer gets.
-- **Estimation**: exponential moving averages, ``F ← w F + (1 − w) F_batch`` with
+- **Estimation**: optionally from the batch's first ``statistics_batch`` rows only
+  (:meth:`jbp.curvature.Backward.subset`), then exponential moving averages, ``F ← w F + (1 − w) F_batch`` with
   ``w = min(ema, t / (t + 1))`` at step ``t`` (so step 0 takes its batch's factors).
 - **Damping** (Tikhonov, ``F + λ I``), split between the factors as π-damping:
   ``(A + π √λ I) ⊗ (G + √λ/π I)`` with ``π = sqrt((tr A / dim A) / (tr G / dim G))``.
@@ -40,6 +41,15 @@ rank-one product has nothing to approximate); over a batch it is the approximati
   (``lax.cond``), with the damping and each damped factor's condition number.
 - **The update**: ``G⁻¹ dW̄ A⁻¹`` per layer, then any optax chain (default
   ``optax.sgd(learning_rate, momentum)`` after ``optax.add_decayed_weights``).
+- **Adaptive** (``adaptive=True``; Martens and Grosse 2015, sections 6.5 and 7): the step
+  ``δ = α Δ + μ δ_prev`` (``Δ = −F̃⁻¹ g`` the preconditioned gradient, ``δ_prev`` the
+  last step) with ``α`` and ``μ`` minimising the quadratic model
+  ``M(δ) = gᵀδ + ½ δᵀ(C + λ I)δ``, ``C`` the curvature of the mean loss over the whole
+  network, cross-layer terms included (:func:`fisher_gram`), and the damping ``λ``
+  adapted by the Levenberg-Marquardt rule on the reduction ratio
+  ``ρ = (L(θ + δ) − L(θ)) / (gᵀδ + ½ δᵀ C δ)``, measured every ``damping_every`` steps by
+  one more forward pass on the same batch (:meth:`jbp.curvature.Backward.loss_at`):
+  ``λ ← ω λ`` if ``ρ > 3/4``, ``λ ← λ / ω`` if ``ρ < 1/4``, ``ω = damping_decay ** damping_every``.
 
 Per-layer statistics are in the state, :attr:`KFACState.stats` (:class:`KFACStats`).
 """
@@ -84,6 +94,22 @@ class KFACStats(NamedTuple):
     update_norm: Array
 
 
+class KFACQuad(NamedTuple):
+    """The quadratic model's choices of the last step (``adaptive=True``; NaN otherwise).
+
+    Attributes:
+      learning_rate, momentum: ``α`` and ``μ`` of ``δ = α Δ + μ δ_prev``.
+      model_change: ``M(δ) − M(0) = gᵀδ + ½ δᵀ C δ``, the change the model predicts.
+      rho: the reduction ratio ``(L(θ + δ) − L(θ)) / model_change`` at its last
+        measurement (every ``damping_every`` steps).
+    """
+
+    learning_rate: Array
+    momentum: Array
+    model_change: Array
+    rho: Array
+
+
 class KFACState(NamedTuple):
     """:func:`kfac`'s state; every per-layer entry is ``()`` where it does not apply.
 
@@ -94,7 +120,11 @@ class KFACState(NamedTuple):
       A_inv, G_inv: the damped factors' inverses of the last inversion.
       diagonal: the diagonal Fisher's moving average, per fallback layer (params' shape).
       stats: :class:`KFACStats`.
-      inner: the state of the optax chain the preconditioned update goes through.
+      inner: the state of the optax chain the preconditioned update goes through (``()``
+        with ``adaptive``).
+      damping: ``λ`` now (constant unless ``adaptive``).
+      velocity: the last step ``δ_prev`` with ``adaptive`` (params' structure), else ``()``.
+      quad: :class:`KFACQuad`.
     """
 
     count: Array
@@ -106,6 +136,9 @@ class KFACState(NamedTuple):
     diagonal: tuple
     stats: KFACStats
     inner: Any
+    damping: Array
+    velocity: Any
+    quad: KFACQuad
 
 
 def block(p) -> str:
@@ -167,14 +200,80 @@ def precondition(g: Layer, A_inv: Array, G_inv: Array) -> Layer:
     return Layer(W=U[:, :-1].reshape(g.W.shape), b=U[:, -1])
 
 
-def diagonal_fisher(layer, params, residuals, dy: Array, scale: float) -> Any:
-    """``(B / c) Σ_i g(dy_i)²``, the diagonal of the curvature of the mean loss, from each
-    example's own gradient: the layer's backward mapped over the batch's rows."""
+def per_example_grads(layer, params, residuals, dy: Array) -> Any:
+    """Each example's own ``dparams`` (a leading batch axis on every leaf): the layer's
+    backward mapped over the batch's rows."""
     def one(r, d):
         return layer.backward(params, jax.tree.map(lambda a: a[None], r), d[None])[0]
 
-    per_example = jax.vmap(one)(residuals, dy)
-    return jax.tree.map(lambda g: scale * jnp.sum(g * g, axis=0), per_example)
+    return jax.vmap(one)(residuals, dy)
+
+
+def diagonal_fisher(layer, params, residuals, dy: Array, scale: float) -> Any:
+    """``(B / c) Σ_i g(dy_i)²``, the diagonal of the curvature of the mean loss, from each
+    example's own gradient (:func:`per_example_grads`)."""
+    return jax.tree.map(lambda g: scale * jnp.sum(g * g, axis=0), per_example_grads(layer, params, residuals, dy))
+
+
+def fisher_gram(layers, params, residuals, dys, scale: float, vectors) -> Array:
+    """``C_ab = v_aᵀ C v_b`` for the curvature ``C`` of the mean loss over all layers
+    (cross-layer terms included) and parameter-shaped ``vectors`` ``(k,)``: ``(k, k)``.
+
+    ``C = (B / c) Σ_i g_i g_iᵀ``, ``g_i`` example ``i``'s gradient through the chain's
+    ``dys`` (``c / B`` times its log-likelihood gradient), so ``C_ab = (B / c) Σ_i u_ia u_ib``
+    with ``u_ia = g_iᵀ v_a``. With the sampled ``dys`` (targets drawn from the model) ``C``
+    is a Monte Carlo estimate of ``c`` times the true Fisher, unbiased; with the data's,
+    the empirical Fisher. For a Kronecker layer, BP5's operands give
+    ``g_iᵀ v = Σ_t δ_itᵀ V̄ x̄_it`` without forming ``g_i``; another layer maps its backward
+    over the batch (:func:`per_example_grads`).
+    """
+    u = 0.0
+    for layer, p, r, dy, *vs in zip(layers, params, residuals, dys, *vectors):
+        kind = block(p)
+        if kind == "kronecker":
+            a, delta = layer.weight_grad_operands(p, r, dy)
+            a_bar = jnp.concatenate([a, jnp.ones(a.shape[:-1] + (1,), a.dtype)], axis=-1)  # x̄ = [x, 1]
+            n_out = p.W.shape[0]
+            V = jnp.stack([jnp.concatenate([v.W.reshape(n_out, -1), v.b[:, None]], axis=1) for v in vs])
+            projected = jnp.einsum("bti,koi->btko", a_bar, V)  # one matmul, as a forward pass's
+            u = u + jnp.einsum("btko,bto->bk", projected, delta)
+        elif kind == "fallback":
+            g = per_example_grads(layer, p, r, dy)
+            u = u + jnp.stack([sum(jnp.sum((gi * vi).reshape(gi.shape[0], -1), axis=1)
+                                   for gi, vi in zip(jax.tree.leaves(g), jax.tree.leaves(v))) for v in vs], axis=1)
+    return scale * (u.T @ u)
+
+
+def quadratic_model(C: Array, D: Array, b: Array, damping) -> tuple[Array, Array]:
+    """``(w, change)``: the coefficients ``w`` of ``δ = Σ_a w_a v_a`` that minimise
+    ``bᵀw + ½ wᵀ(C + λ D)w`` and the undamped model's change ``bᵀw + ½ wᵀ C w`` there
+    (Martens and Grosse 2015, section 7).
+
+    Args:
+      C: ``v_aᵀ C v_b`` (:func:`fisher_gram`), ``(k, k)``.
+      D: ``v_aᵀ v_b``, ``(k, k)``.
+      b: ``gᵀ v_a``, ``(k,)``.
+      damping: ``λ``.
+    A vector that is zero (the first step's ``δ_prev``) gets the coefficient 0.
+    """
+    zero = jnp.diag(D) == 0
+    damped = C + damping * D
+    keep = ~(zero[:, None] | zero[None, :])
+    damped = jnp.where(keep, damped, jnp.eye(D.shape[0], dtype=D.dtype))  # decouple the zero vectors
+    w = -jnp.linalg.solve(damped, jnp.where(zero, 0, b))
+    return w, b @ w + 0.5 * w @ C @ w
+
+
+def levenberg_marquardt(damping, rho, decay):
+    """``λ`` after a reduction ratio ``ρ``: ``decay · λ`` if ``ρ > 3/4``, ``λ / decay`` if
+    ``ρ < 1/4`` or ``ρ`` is not finite, else ``λ`` (Martens and Grosse 2015, section 6.5)."""
+    worse = (rho < 0.25) | ~jnp.isfinite(rho)
+    return jnp.where(worse, damping / decay, jnp.where(rho > 0.75, damping * decay, damping))
+
+
+def _dot(a, b) -> Array:
+    pairs = list(zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return sum(jnp.sum(x * y) for x, y in pairs) if pairs else jnp.zeros(())
 
 
 def _norm(tree) -> Array:
@@ -201,13 +300,19 @@ class KFAC:
     fallback: str
     seed: int
     then: Optional[optax.GradientTransformation]
+    adaptive: bool
+    damping_every: int
+    damping_decay: float
+    damping_bounds: tuple
+    statistics_batch: Optional[int]
 
     #: The training step hands this optimizer its backward pass.
     reads_backward = True
 
     def __init__(self, learning_rate, damping, ema, inverse_every, fisher, momentum, weight_decay, fallback,
-                 seed, then):
-        if then is None and not callable(learning_rate):
+                 seed, then, adaptive=False, damping_every=5, damping_decay=0.95, damping_bounds=(1e-8, 1e8),
+                 statistics_batch=None):
+        if then is None and not adaptive and not callable(learning_rate):
             _validate.real("learning_rate", learning_rate, positive=True, finite=True)
         _validate.real("damping", damping, positive=True, finite=True)
         _validate.real("ema", ema, finite=True)
@@ -220,13 +325,31 @@ class KFAC:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if then is not None:
             _validate.optimizer(then)
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+        if adaptive and (then is not None or weight_decay):
+            raise ValueError("adaptive=True chooses the step itself (learning rate and momentum from the quadratic "
+                             f"model); it takes no then= or weight_decay=, got then={then!r}, "
+                             f"weight_decay={weight_decay!r}")
+        _validate.real("damping_decay", damping_decay, positive=True, finite=True)
+        if not damping_decay < 1:
+            raise ValueError(f"damping_decay must be in (0, 1), got {damping_decay}")
+        if not (isinstance(damping_bounds, (tuple, list)) and len(damping_bounds) == 2):
+            raise TypeError(f"damping_bounds must be a pair (low, high), got {damping_bounds!r}")
+        low, high = (_validate.real(f"damping_bounds[{i}]", v, positive=True) for i, v in enumerate(damping_bounds))
+        if not low <= damping <= high:
+            raise ValueError(f"damping must lie within damping_bounds {damping_bounds}, got {damping}")
         values = dict(
             learning_rate=learning_rate, damping=float(damping), ema=float(ema),
             inverse_every=_validate.positive_int("inverse_every", inverse_every),
             fisher=_validate.name("fisher", fisher, FISHERS),
             momentum=None if momentum is None else float(momentum), weight_decay=float(weight_decay),
             fallback=_validate.name("fallback", fallback, FALLBACKS),
-            seed=_validate.integer("seed", seed, low=0, high=2**32 - 1), then=then,
+            seed=_validate.integer("seed", seed, low=0, high=2**32 - 1), then=then, adaptive=adaptive,
+            damping_every=_validate.positive_int("damping_every", damping_every),
+            damping_decay=float(damping_decay), damping_bounds=(float(low), float(high)),
+            statistics_batch=None if statistics_batch is None else _validate.positive_int("statistics_batch",
+                                                                                           statistics_batch),
         )
         for k, v in values.items():
             object.__setattr__(self, k, v)
@@ -270,8 +393,12 @@ class KFAC:
         # one array per field: a state whose leaves share a buffer cannot be donated
         nan = lambda: jnp.full((len(kinds),), jnp.nan, dtype)
         stats = KFACStats(nan(), nan(), nan(), nan(), jnp.zeros((len(kinds),), dtype))
+        scalar = lambda v: jnp.full((), v, dtype)
         return KFACState(jnp.zeros((), jnp.int32), jax.random.PRNGKey(self.seed), tuple(A), tuple(G),
-                         tuple(A_inv), tuple(G_inv), tuple(diagonal), stats, self.chain().init(params))
+                         tuple(A_inv), tuple(G_inv), tuple(diagonal), stats,
+                         () if self.adaptive else self.chain().init(params), scalar(self.damping),
+                         jax.tree.map(jnp.zeros_like, params) if self.adaptive else (),
+                         KFACQuad(*(scalar(jnp.nan) for _ in KFACQuad._fields)))
 
     def update(self, grads, state: KFACState, params=None, *, backward: Optional[bw.Backward] = None):
         """``(updates, state)``: the factors of this step's ``backward``, the
@@ -279,6 +406,9 @@ class KFAC:
         if backward is None:
             raise bw.missing("jbp.kfac")
         key, sample_key = jax.random.split(state.key)
+        full = backward
+        if self.statistics_batch is not None:  # the curvature from the batch's first rows
+            backward = backward.subset(self.statistics_batch)
         dys = backward.dys if self.fisher == "empirical" else backward.sampled_dys(sample_key)
         t = state.count.astype(jnp.result_type(float))
         w = jnp.minimum(self.ema, t / (t + 1))  # step 0 takes its batch's factors
@@ -300,7 +430,7 @@ class KFAC:
                 diagonal[i] = average(state.diagonal[i], diagonal_fisher(layer, p, r, dy, backward.scale))
         A_inv, G_inv, stats = jax.lax.cond(
             state.count % self.inverse_every == 0,
-            lambda: self._invert(A, G, state.stats),
+            lambda: self._invert(A, G, state.stats, state.damping),
             lambda: (state.A_inv, state.G_inv, state.stats),
         )
         updates = []
@@ -309,17 +439,43 @@ class KFAC:
             if kind == "kronecker":
                 updates.append(precondition(g, A_inv[i], G_inv[i]))
             elif kind == "fallback" and self.fallback == "diagonal":
-                updates.append(jax.tree.map(lambda gi, d: gi / (d + self.damping), g, diagonal[i]))
+                updates.append(jax.tree.map(lambda gi, d: gi / (d + state.damping), g, diagonal[i]))
             else:
                 updates.append(g)
         updates = tuple(updates)
         norms = jnp.stack([_norm(u) for u in updates]).astype(stats.update_norm.dtype)
+        state = state._replace(count=state.count + 1, key=key, A=tuple(A), G=tuple(G), A_inv=A_inv, G_inv=G_inv,
+                               diagonal=tuple(diagonal), stats=stats._replace(update_norm=norms))
+        if self.adaptive:
+            return self._adapt(grads, updates, state, params, backward, dys, full)
         updates, inner = self.chain().update(updates, state.inner, params)
-        state = KFACState(state.count + 1, key, tuple(A), tuple(G), A_inv, G_inv, tuple(diagonal),
-                          stats._replace(update_norm=norms), inner)
-        return updates, state
+        return updates, state._replace(inner=inner)
 
-    def _invert(self, A: list, G: list, stats: KFACStats):
+    def _adapt(self, grads, preconditioned, state: KFACState, params, backward: bw.Backward, dys,
+               full: bw.Backward):
+        """``adaptive=True``: the step ``α Δ + μ δ_prev`` from the quadratic model (its
+        curvature from ``backward``'s rows and ``dys``), and the damping by the
+        Levenberg-Marquardt rule every ``damping_every`` steps (the loss on ``full``'s batch)."""
+        delta = jax.tree.map(jnp.negative, preconditioned)  # Δ = −F̃⁻¹ g
+        vectors = (delta, state.velocity)
+        C = fisher_gram(backward.layers, params, backward.residuals, dys, backward.scale, vectors)
+        D = jnp.array([[_dot(u, v) for v in vectors] for u in vectors])
+        b = jnp.stack([_dot(grads, v) for v in vectors])
+        dtype = state.damping.dtype
+        (alpha, mu), change = quadratic_model(C.astype(dtype), D.astype(dtype), b.astype(dtype), state.damping)
+        step = jax.tree.map(lambda d, v: alpha.astype(d.dtype) * d + mu.astype(d.dtype) * v, delta, state.velocity)
+
+        def measure():  # one more forward pass on the same batch
+            rho = ((full.loss_at(optax.apply_updates(params, step)) - full.loss) / change).astype(dtype)
+            decay = self.damping_decay ** self.damping_every
+            return rho, jnp.clip(levenberg_marquardt(state.damping, rho, decay), *self.damping_bounds).astype(dtype)
+
+        rho, damping = jax.lax.cond((state.count - 1) % self.damping_every == 0, measure,
+                                    lambda: (state.quad.rho, state.damping))
+        quad = KFACQuad(alpha.astype(dtype), mu.astype(dtype), change.astype(dtype), rho)
+        return step, state._replace(damping=damping, velocity=step, quad=quad)
+
+    def _invert(self, A: list, G: list, stats: KFACStats, damping):
         """The damped factors' inverses, and the damping and conditions in ``stats``."""
         A_inv, G_inv, dA, dG, cA, cG = [], [], [], [], [], []
         for i, (a, g) in enumerate(zip(A, G)):
@@ -329,7 +485,7 @@ class KFAC:
                 dA.append(stats.damping_A[i]), dG.append(stats.damping_G[i])
                 cA.append(stats.cond_A[i]), cG.append(stats.cond_G[i])
                 continue
-            da, dg = pi_damping(a, g, self.damping)
+            da, dg = pi_damping(a, g, damping)
             ai, ca = damped_inverse(a, da)
             gi, cg = damped_inverse(g, dg)
             A_inv.append(ai), G_inv.append(gi)
@@ -352,6 +508,11 @@ def kfac(
     fallback: str = "diagonal",
     seed: int = 0,
     then: Optional[optax.GradientTransformation] = None,
+    adaptive: bool = False,
+    damping_every: int = 5,
+    damping_decay: float = 0.95,
+    damping_bounds: tuple = (1e-8, 1e8),
+    statistics_batch: Optional[int] = None,
 ) -> KFAC:
     """K-FAC (Martens and Grosse 2015; KFC for convolutions): an optimizer for
     :func:`jbp.fit`, :func:`jbp.train_step`, :func:`jbp.fit_stream` and checkpoints.
@@ -382,8 +543,21 @@ def kfac(
       seed: of the sampled targets' PRNG key, kept in the state.
       then: an optax chain in place of the default one, taking the preconditioned
         update (e.g. ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))``).
+      adaptive: Martens and Grosse's step (module docstring): the learning rate and
+        momentum from the quadratic model each step, ``damping`` its initial value,
+        adapted by the Levenberg-Marquardt rule; ``learning_rate`` and ``momentum``
+        are then unused, and ``then`` and ``weight_decay`` refused.
+      damping_every: with ``adaptive``, measure the reduction ratio (one more forward
+        pass) and adapt the damping every this many steps.
+      damping_decay: ``ω`` per step: the damping moves by ``ω ** damping_every``.
+      damping_bounds: ``(low, high)``, the adapted damping's range.
+      statistics_batch: the factors, the diagonal Fisher and the quadratic model's
+        curvature from the first this many rows of each batch (``None``: all rows); the
+        gradient and the loss keep the whole batch. Training shuffles the rows, so these
+        are a fresh sample each step; the curvature's cost falls in proportion.
 
     Returns:
       a :class:`KFAC`.
     """
-    return KFAC(learning_rate, damping, ema, inverse_every, fisher, momentum, weight_decay, fallback, seed, then)
+    return KFAC(learning_rate, damping, ema, inverse_every, fisher, momentum, weight_decay, fallback, seed, then,
+                adaptive, damping_every, damping_decay, damping_bounds, statistics_batch)

@@ -111,7 +111,7 @@ def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt
         if watch is not None:
             watch = monitoring.observe(net, rule, params, p, watch, last)
     # an optimizer that reads the backward pass (jbp.kfac) gets this step's (jbp.curvature)
-    extra = curvature.step_args(optimizer, net, params, p, rules.is_backprop(rule))
+    extra = curvature.step_args(optimizer, net, params, p, rules.is_backprop(rule), x, y, key)
     updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
     return optax.apply_updates(params, updates), opt_state, loss, watch
 

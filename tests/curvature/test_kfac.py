@@ -16,6 +16,8 @@ Which equalities are exact and which are approximations:
   the true one (its mean over many draws converges).
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -325,6 +327,15 @@ def test_refuses_a_step_without_its_backward_pass():
     ({"momentum": 1.5}, r"momentum must be in \[0, 1\) or None, got 1.5"),
     ({"fallback": "zero"}, "fallback"),
     ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+    ({"adaptive": True, "weight_decay": 0.1}, "adaptive=True chooses the step itself.*weight_decay=0.1"),
+    ({"adaptive": True, "then": optax.sgd(0.1)}, "it takes no then= or weight_decay="),
+    ({"adaptive": 1}, "adaptive must be True or False, got 1"),
+    ({"damping_decay": 1.0}, r"damping_decay must be in \(0, 1\), got 1.0"),
+    ({"damping": 10.0, "damping_bounds": (1e-3, 1.0)},
+     r"damping must lie within damping_bounds \(0.001, 1.0\), got 10.0"),
+    ({"damping_bounds": 1.0}, r"damping_bounds must be a pair \(low, high\), got 1.0"),
+    ({"damping_every": 0}, "damping_every"),
+    ({"statistics_batch": 0}, "statistics_batch"),
 ])
 def test_bad_arguments_name_themselves(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -370,6 +381,21 @@ def test_cli_trains_and_resumes_with_kfac(tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out
 
 
+def test_cli_trains_the_cnn_with_kfac(tmp_path, capsys):
+    from jbp.cli import main
+
+    y = np.arange(40) % 10  # the cnn has 10 outputs
+    x = (np.random.default_rng(0).random((40, 8, 8, 1)) * 0.3 + y[:, None, None, None] / 10).astype(np.float32)
+    np.savez(tmp_path / "images.npz", x=x, y=y)
+    argv = ["train", "--data", str(tmp_path / "images.npz"), "--model", "cnn", "--optimizer", "kfac", "--epochs", "2",
+            "--batch-size", "16", "--no-check", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "kfac lr 0.1, batch 16" in out
+    losses = [float(v) for v in re.findall(r"loss ([0-9.]+)", out)]
+    assert losses and all(np.isfinite(losses))
+
+
 def test_cli_refuses_kfac_with_another_rule(capsys):
     from jbp.cli import main
 
@@ -410,3 +436,106 @@ def test_a_users_optimizer_reads_the_backward_through_the_protocol():
     for p, g, dy, n in zip(params, grads, b.dys, new):
         rms = jnp.sqrt(jnp.mean((32 * dy) ** 2)) + 1e-8
         assert rel_err(n.W, p.W - 0.05 * g.W / rms) <= RTOL
+
+
+# --- Adaptive: learning rate and momentum from the quadratic model, damping by Levenberg-Marquardt.
+# Exact (float64, <= 1e-10): the curvature's bilinear form over the whole network equals autodiff's
+# per-example gradients' (empirical Fisher, where every quantity is deterministic); the step solves the
+# damped quadratic model; the reduction ratio is the measured loss change over the model's.
+
+
+def adaptive_net_and_batch():
+    """Dense, tanh, a LayerNorm (a fallback layer) and a sigmoid output: c = 1/2."""
+    net = jbp.Sequential((3,), [Dense(4), "tanh", LayerNorm(), Dense(2)], loss="binary_cross_entropy")
+    params = net.init(jax.random.key(21), jnp.float64)
+    x = jax.random.normal(jax.random.key(22), (6, 3), jnp.float64)
+    y = jax.random.bernoulli(jax.random.key(23), 0.5, (6, 2)).astype(jnp.float64)
+    return net, params, x, y
+
+
+def flat(tree):
+    return np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)])
+
+
+def per_example(net, params, x, y):
+    """Each example's own loss gradient, flattened, by autodiff: ``c`` times its log-likelihood's."""
+    return np.stack([flat(jax.grad(net.loss)(params, x[i:i + 1], y[i:i + 1])) for i in range(x.shape[0])])
+
+
+def test_fisher_gram_is_the_whole_networks_curvature_with_cross_layer_terms():
+    net, params, x, y = adaptive_net_and_batch()
+    b = Backward.of(net, params, x, y)
+    vs = [jax.tree.map(lambda p, k=k: jax.random.normal(jax.random.key(k), p.shape, p.dtype), params) for k in (1, 2)]
+    got = kronecker.fisher_gram(b.layers, params, b.residuals, b.dys, b.scale, vs)
+    g, V = per_example(net, params, x, y), np.stack([flat(v) for v in vs])
+    c = 0.5
+    expected = (g @ V.T).T @ (g @ V.T) / (c * x.shape[0])  # c · mean_i (ĝ_iᵀ v_a)(ĝ_iᵀ v_b), ĝ_i = g_i / c
+    assert rel_err(got, expected) <= RTOL
+
+
+def test_adaptive_steps_solve_the_quadratic_model_and_rho_moves_the_damping():
+    net, params, x, y = adaptive_net_and_batch()
+    opt = jbp.kfac(adaptive=True, damping=0.5, fisher="empirical", inverse_every=1, damping_every=1,
+                   damping_decay=0.9)
+    state, p, lam, c = opt.init(params), params, 0.5, 0.5
+    for step in range(3):
+        old = state
+        new, state, loss = jbp.train_step(net, opt, p, state, x, y)
+        grads = net.loss_and_grad(p, x, y)[1]
+        delta = [kronecker.precondition(grads[i], state.A_inv[i], state.G_inv[i]) for i in (0, 3)]
+        delta = (delta[0], (), jax.tree.map(lambda g, d: g / (d + lam), grads[2], state.diagonal[2]), delta[1])
+        V = np.stack([-flat(delta), flat(old.velocity)])  # Δ = −F̃⁻¹ g, and the last step
+        U = per_example(net, p, x, y) @ V.T
+        C, D, b = U.T @ U / (c * x.shape[0]), V @ V.T, V @ flat(grads)
+        if step == 0:  # no last step: the momentum is 0 and α minimises the model along Δ alone
+            w = np.array([-b[0] / (C[0, 0] + lam * D[0, 0]), 0.0])
+        else:
+            w = np.linalg.solve(C + lam * D, -b)
+        assert rel_err([state.quad.learning_rate, state.quad.momentum], w) <= RTOL
+        assert rel_err(flat(new), flat(p) + w @ V) <= RTOL
+        change = b @ w + 0.5 * w @ C @ w
+        assert float(state.quad.model_change) == pytest.approx(change, rel=1e-10)
+        rho = (float(net.loss(new, x, y)) - float(loss)) / change
+        assert float(state.quad.rho) == pytest.approx(rho, rel=1e-8)
+        lam = lam * 0.9 if rho > 0.75 else lam / 0.9 if rho < 0.25 else lam
+        assert float(state.damping) == pytest.approx(lam, rel=1e-12)
+        p = new
+
+
+@pytest.mark.parametrize("rho, factor", [(0.9, 0.5), (0.5, 1.0), (0.1, 2.0), (-3.0, 2.0), (np.nan, 2.0),
+                                         (np.inf, 2.0)])
+def test_levenberg_marquardt_rule(rho, factor):
+    assert float(kronecker.levenberg_marquardt(1.0, jnp.asarray(rho), 0.5)) == factor
+
+
+def test_statistics_batch_takes_the_factors_from_the_first_rows_as_their_own_batch():
+    net, params, x, y = mlp_and_batch()
+    opt = jbp.kfac(0.1, fisher="empirical", statistics_batch=3)
+    state = opt.update(net.loss_and_grad(params, x, y)[1], opt.init(params), params,
+                       backward=Backward.of(net, params, x, y))[1]
+    sub = Backward.of(net, params, x[:3], y[:3])
+    for i in range(2):
+        A, G = layer_factors(sub, i)
+        assert rel_err(state.A[i], A) <= RTOL and rel_err(state.G[i], G) <= RTOL
+
+
+def test_fit_trains_an_autoencoder():
+    """A 6-4-2-4-6 tanh autoencoder with a sigmoid cross-entropy output reconstructing its input
+    (the benchmark's task, scaled down), with the benchmark's adaptive K-FAC."""
+    optimizer = jbp.kfac(adaptive=True, damping=0.01, damping_every=2)
+    net = jbp.MLP((6, 4, 2, 4, 6), activation="tanh", loss="binary_cross_entropy")
+    params = net.init(jax.random.key(24), jnp.float32)
+    codes = jax.random.bernoulli(jax.random.key(25), 0.5, (32, 2)).astype(jnp.float32)
+    x = jnp.concatenate([codes, codes, 1 - codes], axis=1)  # two bits of information per example
+    start = float(net.loss(params, x, x))
+    trained, h = jbp.fit(net, params, x, x, optimizer=optimizer, epochs=10, batch_size=32)
+    assert not h.diverged and float(net.loss(trained, x, x)) < 0.8 * start
+
+
+def test_adaptive_kfac_trains_with_sampled_statistics_from_a_subset():
+    net, params, x, y = mlp_and_batch(jnp.float32)
+    opt = jbp.kfac(adaptive=True, damping=0.1, statistics_batch=4, damping_every=2)
+    trained, h = jbp.fit(net, params, x, y, optimizer=opt, epochs=8)
+    assert not h.diverged and float(net.loss(trained, x, y)) < 0.5 * float(net.loss(params, x, y))
+    quad = h.opt_state.quad
+    assert float(quad.learning_rate) > 0 and np.isfinite(float(quad.rho)) and float(quad.model_change) < 0
