@@ -210,11 +210,12 @@ def fit(
         raise ValueError(f"privacy cannot be combined with {'monitor=True' if monitor else f'rule {rules.rule_name(rule)!r}'}; "
                          "DP-SGD clips backprop's per-example gradients")
     if state is not None:
-        if mesh is not None or privacy is not None or not rules.is_backprop(rule):
-            what = "mesh" if mesh is not None else "privacy" if privacy is not None else f"rule {rules.rule_name(rule)!r}"
-            raise ValueError(f"state (truncated BPTT) cannot be combined with {what}; it trains one stream of "
+        clash = ("mesh" if mesh is not None else "privacy" if privacy is not None else "monitor=True" if monitor
+                 else None if rules.is_backprop(rule) else f"rule {rules.rule_name(rule)!r}")
+        if clash:
+            raise ValueError(f"state (truncated BPTT) cannot be combined with {clash}; it trains one stream of "
                              "windows per row of the batch, with backprop")
-        state = state_args(net, optimizer, params, x[:batch_size], state, monitor=monitor)
+        state = state_args(net, optimizer, params, x[:batch_size], state)
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=_loss_dtype(params, x))

@@ -198,16 +198,16 @@ def train_step_args(net, optimizer_, params_, opt_state_, loss_and_grad, key=Non
     _validate.function("loss_and_grad", loss_and_grad, "(params, x, y) -> (loss, grads)")
 
 
-def state_args(net, optimizer_, params_, x, state, *, monitor: bool = False):
+def state_args(net, optimizer_, params_, x, state):
     """A step's carried ``state``, checked against ``net.init_state(batch)`` in the
-    parameters' dtype (``None`` stays ``None``); refused where the step would re-run the
-    backward pass without it (the monitor, an optimizer that reads the backward)."""
+    parameters' dtype (``None`` stays ``None``); refused with an optimizer that reads the
+    backward pass (it re-runs the backward without the state)."""
     if state is None:
         return None
     if not callable(getattr(net, "check_state", None)) or not net.stateful:
         raise ValueError("state needs a network with a stateful layer (LSTM, GRU, RNN: jbp.Sequential's "
                          f"init_state); got {type(net).__name__} without one")
-    if monitor or curvature.reads_backward(optimizer_):
-        raise ValueError(f"state cannot be combined with {'monitor=True' if monitor else 'an optimizer that reads the backward pass'}; "
-                         "truncated BPTT trains with backprop and an optax optimizer")
+    if curvature.reads_backward(optimizer_):
+        raise ValueError("state cannot be combined with an optimizer that reads the backward pass (jbp.kfac); "
+                         "truncated BPTT trains with an optax optimizer")
     return net.check_state(state, x.shape[0], jax.tree.leaves(params_)[0].dtype)
