@@ -150,9 +150,9 @@ def figure(results, path):
     for r, style in zip(results, ("-", "--", "-")):
         c = r["curve"]
         axes[0].plot(c[:, 0], c[:, 2], style, marker="o", ms=3, label=r["name"])
-        axes[1].plot(c[:, 1], c[:, 2], style, marker="o", ms=3, label=r["name"])
+        axes[1].plot(c[:, 0] / r["steps_per_s"], c[:, 2], style, marker="o", ms=3, label=r["name"])
     axes[0].set_xlabel("step")
-    axes[1].set_xlabel("training seconds (compilation included)")
+    axes[1].set_xlabel("seconds at the median chunk's speed (steps / steps per second)")
     axes[0].set_ylabel("validation loss (nats per character)")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -204,7 +204,7 @@ def main():
     d_val = float(np.max(np.abs(hand.curve[:, 2] - auto.curve[:, 2])))
     d_val_floor = float(np.max(np.abs(hand.curve[:, 2] - nudged.curve[:, 2])))
     np.savez(out_dir() / ("char_models_quick.npz" if args.quick else "char_models.npz"),
-             **{f"{k}_{n}": getattr(m, k) for n, m in enumerate(models) for k in ("train", "curve")})
+             **{f"{k}_{n}": getattr(m, k) for n, m in enumerate(models) for k in ("train", "curve", "steps_per_s")})
     rows = [[m.name, f"{sum(int(np.prod(a.shape)) for a in jax.tree.leaves(m.params)):,}",
              f"{m.curve[-1, 2]:.4f}", "-" if m.streamed is None else f"{m.streamed:.4f}",
              f"{m.train[-eval_every:].mean():.4f}", f"{m.steps_per_s:.1f}", f"{m.curve[-1, 1]:.0f}"]
@@ -218,7 +218,8 @@ def main():
         f"first {eval_every} steps, {gap(hand, nudged):.1e} over all; validation {d_val_floor:.1e}.",
         ["model", "parameters", "validation loss", "validation, streamed", "training loss (last chunk)",
          "steps/s (median chunk)", "seconds"], rows)
-    results = [{"name": m.name, "sample": m.sample, "curve": m.curve} for m in models[:3]]
+    results = [{"name": m.name, "sample": m.sample, "curve": m.curve, "steps_per_s": m.steps_per_s}
+               for m in models[:3]]
     for r in results:
         print(f"--- {r['name']} ---\n{r['sample']}\n")
     path = out_dir() / "char_models_quick.png" if args.quick else FIGURES / "char_models.png"
