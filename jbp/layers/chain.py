@@ -31,17 +31,29 @@ def layer_keys(key: Optional[Array], n: int) -> tuple:
 
 
 def forward(layers: tuple, params: tuple, x: Array, *, key: Optional[Array] = None,
-            train: bool = False) -> tuple[tuple, tuple]:
+            train: bool = False, state: Optional[tuple] = None) -> tuple[tuple, tuple]:
     """The forward pass through ``layers``: ``(outputs, residuals)``, one entry per layer.
 
-    ``outputs[-1]`` is the chain's output; layer ``i`` gets ``fold_in(key, i)``.
+    ``outputs[-1]`` is the chain's output; layer ``i`` gets ``fold_in(key, i)``. With a
+    ``state`` (one entry per layer, ``None`` for a layer without one), a stateful layer
+    gets ``(its input, state[i])`` (see :mod:`jbp.layers.protocol`).
     """
     outputs, residuals, h = [], [], x
-    for layer, p, k in zip(layers, params, layer_keys(key, len(layers)), strict=True):
-        h, r = layer.forward(p, h, key=k, train=train)
+    state = (None,) * len(layers) if state is None else state
+    for layer, p, k, s in zip(layers, params, layer_keys(key, len(layers)), state, strict=True):
+        h, r = layer.forward(p, h if s is None else (h, s), key=k, train=train)
         outputs.append(h)
         residuals.append(r)
     return tuple(outputs), tuple(residuals)
+
+
+def final_state(layers: tuple, residuals: tuple, state: Optional[tuple]) -> Optional[tuple]:
+    """The state after :func:`forward` ran from ``state``, one entry per layer: each
+    stateful layer's ``final_state`` (``None`` where ``state[i]`` is), the next window's."""
+    if state is None:
+        return None
+    return tuple(None if s is None else layer.final_state(r) for layer, r, s in zip(layers, residuals, state,
+                                                                                   strict=True))
 
 
 #: ``transport(i, dy, dx) -> dx``: the delta that layer ``i`` sends down, given the ``dy``
@@ -50,13 +62,16 @@ Transport = Callable[[int, Array, Array], Array]
 
 
 def backward(layers: tuple, params: tuple, residuals: tuple, dy: Array, *,
-             transport: Optional[Transport] = None) -> tuple[tuple, Array, tuple]:
+             transport: Optional[Transport] = None, state: Optional[tuple] = None) -> tuple[tuple, Array, tuple]:
     """The backward pass from ``dy = dL/d(output)``: ``(grads, dx, dys)``.
 
     Args:
       layers, params, residuals: the chain, its parameters and :func:`forward`'s residuals.
       dy: ``dL/d(output)``, the output's shape.
       transport: how each layer sends the delta down (default its own ``dx``: backprop).
+      state: the ``state`` :func:`forward` ran from: a layer given one returns ``(dx,
+        dstate)``, and only ``dx`` goes down; ``dstate`` is dropped (truncated BPTT: the
+        gradient stops at the window's edge).
 
     Returns:
       ``grads`` with the structure of ``params``; ``dx = dL/d(input)``; ``dys``, the
@@ -67,5 +82,7 @@ def backward(layers: tuple, params: tuple, residuals: tuple, dy: Array, *,
     for i in reversed(range(n)):
         dys[i] = dy
         grads[i], dx = layers[i].backward(params[i], residuals[i], dy)  # this layer's BP3-BP6
+        if state is not None and state[i] is not None:
+            dx = dx[0]  # truncated BPTT: dL/dstate, the gradient across the window's edge, is dropped
         dy = dx if transport is None else transport(i, dy, dx)
     return tuple(grads), dy, tuple(dys)

@@ -36,6 +36,19 @@ never forms the last layer's output:
   loss from the layer's input ``x`` and the integer targets ``y``;
 - ``fused_loss_backward(params, residuals) -> (dparams, dx)``: its gradient.
 
+Two optional methods make a layer stateful, its state carried from one window of a
+long sequence to the next (truncated BPTT; :class:`jbp.layers.LSTM`, ``GRU``, ``RNN``).
+Such a layer's ``forward`` also takes the pair ``(x, state)`` and its ``backward`` then
+returns ``dx`` as ``(dx, dstate)``:
+
+- ``init_state(batch, dtype) -> state``: the state a stream starts from (zeros);
+- ``final_state(residuals) -> state``: the state after the window, from the forward's
+  residuals, in the same structure: what the next window starts from.
+
+A :class:`jbp.Sequential` hands each stateful layer its part of the network's state
+(``state=`` of its ``forward``, ``loss``, ``loss_and_grad``) and drops ``dstate``: no
+gradient crosses the window's edge.
+
 A layer whose inputs are integer ids has the attribute ``input_vocab`` (ids lie in
 ``[0, input_vocab)``); its ``backward`` returns ``dx = None``.
 

@@ -177,6 +177,13 @@ class _Recurrent:
         y = jnp.swapaxes(h, 0, 1) if self.return_sequences else h[-1]
         return y, RecurrentResiduals(x, states, steps)
 
+    def init_state(self, batch: int, dtype=None):
+        """The zero state of ``batch`` sequences, in the form an initial state is given
+        (``h_0`` ``(batch, H)``, or ``LSTMState(h_0, c_0)``): where a stream starts."""
+        batch = _validate.positive_int("batch", batch)
+        dtype = _validate.float_dtype("dtype", dtype)
+        return self._user_state(tuple(jnp.zeros((batch, self.hidden), dtype) for _ in self.STATE))
+
     def final_state(self, residuals: RecurrentResiduals):
         """The state after the last step, in the form an initial state is given
         (``h_T``, or ``LSTMState(h_T, c_T)``): what the next window starts from."""

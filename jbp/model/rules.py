@@ -344,14 +344,17 @@ class Pass(NamedTuple):
 
 
 def forward_backward_unchecked(net, rule, params: Params, feedback: tuple, x: Array, y: Array,
-                               key: Optional[Array] = None, train: bool = False) -> Pass:
+                               key: Optional[Array] = None, train: bool = False, state=None) -> Pass:
     """:func:`forward_backward` on checked arguments: BP1-BP6 with the rule's BP3, by the
-    one forward and backward loop."""
-    _, cache = net.forward_unchecked(params, x, key, train)
+    one forward and backward loop. With a ``state`` (a :class:`jbp.Sequential`'s, see its
+    ``init_state``) the forward starts from it, ``cache.state`` is the state after the
+    window, and no gradient crosses the window's edge."""
+    _, cache = net.forward_unchecked(params, x, key, train) if state is None else \
+        net.forward_unchecked(params, x, key, train, state)
     loss, delta_out = net.loss_value(cache, y), net.output_delta_unchecked(cache, y)
     positions = () if is_backprop(rule) else weighted(net, f"rule {rule_name(rule)!r}")
     send = transport(rule, net.layers, params, cache.residuals, feedback, positions)
-    update, _, dys = chain.backward(net.layers, params, cache.residuals, delta_out, transport=send)
+    update, _, dys = chain.backward(net.layers, params, cache.residuals, delta_out, transport=send, state=state)
     return Pass(loss, cache, delta_out, update, dys)
 
 

@@ -42,12 +42,16 @@ class SequentialCache(NamedTuple):
       out: the network's output ``x^(L) = f(z^(L))``, ``(batch, n_L)``.
       outputs: every layer's output, one entry per layer (what the monitor reads; under
         ``jit`` what nothing reads costs nothing).
+      state: after a forward from a ``state``, the state after the window, one entry per
+        layer (``None`` for a layer without one; see :meth:`Sequential.init_state`);
+        ``None`` for a forward without a state.
     """
 
     residuals: tuple
     z: Array
     out: Array
     outputs: tuple = ()
+    state: Any = None
 
 
 def _with_init(layer, init: Optional[str]):
@@ -228,34 +232,40 @@ class Sequential(Network):
 
     # --- The forward and backward pass, on checked arguments. -------------------------
 
-    def forward_unchecked(self, params, x, key=None, train=False) -> tuple[Array, SequentialCache]:
-        outputs, residuals = chain.forward(self.layers, params, x, key=key, train=train)
+    def forward_unchecked(self, params, x, key=None, train=False, state=None) -> tuple[Array, SequentialCache]:
+        outputs, residuals = chain.forward(self.layers, params, x, key=key, train=train, state=state)
         out = get_activation(self.output_activation).f(outputs[-1])  # BP2 at the output layer
-        return out, SequentialCache(residuals, outputs[-1], out, outputs)
+        return out, SequentialCache(residuals, outputs[-1], out, outputs,
+                                    chain.final_state(self.layers, residuals, state))
 
     def backward_unchecked(self, params, cache: SequentialCache, delta_out: Array) -> tuple:
-        """The chain rule from ``delta_out = dL/dz^(L)`` down: ``(grads, dL/dx^(0))``."""
-        grads, dx, _ = chain.backward(self.layers, params, cache.residuals, delta_out)
+        """The chain rule from ``delta_out = dL/dz^(L)`` down: ``(grads, dL/dx^(0))``; after
+        a forward from a state, the gradient stops at the window's edge."""
+        grads, dx, _ = chain.backward(self.layers, params, cache.residuals, delta_out, state=cache.state)
         return grads, dx
 
-    def _fused_loss_and_grad(self, params, x, y, key, train):
+    def _fused_loss_and_grad(self, params, x, y, key, train, state):
         """With a :attr:`fused_head`: the layers below it, then its loss and gradient from
-        its input, then the chain rule down: ``(loss, grads)``, the logits never formed."""
-        body = self.layers[:-1]
-        outputs, residuals = chain.forward(body, params[:-1], x, key=key, train=train)
+        its input, then the chain rule down: ``(loss, grads, state after the window)``,
+        the logits never formed."""
+        body, body_state = self.layers[:-1], None if state is None else state[:-1]
+        outputs, residuals = chain.forward(body, params[:-1], x, key=key, train=train, state=body_state)
         head_key = chain.layer_keys(key, self.n_layers)[-1]
         h = outputs[-1] if outputs else x
         loss, head_residuals = self.fused_head.fused_loss(params[-1], h, y, key=head_key, train=train)
         d_head, dh = self.fused_head.fused_loss_backward(params[-1], head_residuals)
-        grads, _, _ = chain.backward(body, params[:-1], residuals, dh)
-        return loss, (*grads, d_head)
+        grads, _, _ = chain.backward(body, params[:-1], residuals, dh, state=body_state)
+        return loss, (*grads, d_head), _with_head(chain.final_state(body, residuals, body_state))
 
-    def _fused_loss(self, params, x, y, key, train):
-        """With a :attr:`fused_head`: the loss from the head's input, the logits never formed."""
-        outputs, _ = chain.forward(self.layers[:-1], params[:-1], x, key=key, train=train)
+    def _fused_loss(self, params, x, y, key, train, state):
+        """With a :attr:`fused_head`: ``(loss, state after the window)`` from the head's
+        input, the logits never formed."""
+        body, body_state = self.layers[:-1], None if state is None else state[:-1]
+        outputs, residuals = chain.forward(body, params[:-1], x, key=key, train=train, state=body_state)
         head_key = chain.layer_keys(key, self.n_layers)[-1]
         h = outputs[-1] if outputs else x
-        return self.fused_head.fused_loss(params[-1], h, y, key=head_key, train=train)[0]
+        loss = self.fused_head.fused_loss(params[-1], h, y, key=head_key, train=train)[0]
+        return loss, _with_head(chain.final_state(body, residuals, body_state))
 
     def output_delta_unchecked(self, cache: SequentialCache, y: Array) -> Array:
         return get_loss(self.loss_name).delta(
@@ -283,6 +293,43 @@ class Sequential(Network):
             "init": self.init_name,
         }
 
+    @property
+    def stateful(self) -> bool:
+        """Whether a layer carries a state from one window of a sequence to the next
+        (a recurrent layer: it has ``init_state`` and ``final_state``)."""
+        return any(_is_stateful(layer) for layer in self.layers)
+
+    def init_state(self, batch: int, dtype=None) -> tuple:
+        """The state ``batch`` streams start from, one entry per layer: each stateful
+        layer's ``init_state`` (zeros; ``LSTMState(h, c)`` for an :class:`jbp.layers.LSTM`),
+        ``None`` for the others.
+
+        Pass it as ``state=`` to :meth:`forward`, :meth:`loss`, :meth:`loss_and_grad`,
+        :func:`jbp.train_step` or :func:`jbp.fit`, which return the state after the
+        window: truncated backpropagation through time, where the state crosses from
+        one window of a long sequence to the next and the gradient does not.
+
+        Args:
+          batch: the number of parallel streams, the batch size of every window.
+          dtype: the state's floating dtype (default JAX's default float; the
+            parameters' dtype is the natural choice).
+        """
+        if not self.stateful:
+            raise ValueError("init_state needs a network with a stateful layer (LSTM, GRU, RNN); "
+                             f"none of {[type(layer).__name__ for layer in self.layers]} is")
+        return tuple(layer.init_state(batch, dtype) if _is_stateful(layer) else None for layer in self.layers)
+
+    def check_state(self, state, batch: int, dtype) -> tuple:
+        """Checks ``state`` against :meth:`init_state` ``(batch, dtype)``: the same
+        structure, shapes and dtype (the parameters'); returns it as a tuple of arrays."""
+        want = self.init_state(batch, dtype)
+        if not isinstance(state, (tuple, list)) or len(state) != self.n_layers:
+            raise ValueError(f"state must have one entry per layer ({self.n_layers}), as net.init_state(batch) "
+                             f"gives, got {_validate.describe(state)}")
+        state = tuple(state)
+        _validate.same_tree("state", state, f"net.init_state({batch}) in the parameters' dtype {dtype}", want)
+        return jax.tree.map(jnp.asarray, state)
+
     def check_key(self, key) -> None:
         """Checks a PRNG key for the stochastic layers (``None``: evaluation mode)."""
         if key is not None:
@@ -306,7 +353,7 @@ class Sequential(Network):
         return x, y
 
     def forward(self, params, x: Array, *, key: Optional[Array] = None,
-                train: bool = False) -> tuple[Array, SequentialCache]:
+                train: bool = False, state: Optional[tuple] = None) -> tuple[Array, SequentialCache]:
         """The forward pass: ``(output, cache)``.
 
         Args:
@@ -315,12 +362,20 @@ class Sequential(Network):
           key: PRNG key for stochastic layers in training mode (dropout); layer ``i``
             gets ``fold_in(key, i)``.
           train: training mode (dropout active); default evaluation mode.
+          state: the stateful layers' state to start from (:meth:`init_state`, or the
+            ``cache.state`` of the previous window); default each window from zeros.
 
         Returns:
-          The output ``x^(L)`` ``(batch, n_L)`` and a :class:`SequentialCache`.
+          The output ``x^(L)`` ``(batch, n_L)`` and a :class:`SequentialCache`, whose
+          ``state`` is the state after the window when ``state`` was given.
         """
         x, _ = self._checked(params, x, key=key, train=train)
-        return self.forward_unchecked(params, x, key, train)
+        return self.forward_unchecked(params, x, key, train, self._checked_state(params, x, state))
+
+    def _checked_state(self, params, x, state):
+        if state is None:
+            return None
+        return self.check_state(state, x.shape[0], jax.tree.leaves(params)[0].dtype)
 
     def backward(self, params, cache: SequentialCache, delta_out: Array) -> tuple:
         """The backward pass from the output delta: ``(grads, dL/dx^(0))``.
@@ -347,13 +402,19 @@ class Sequential(Network):
         return self.forward(params, x)[0]
 
     def loss(self, params, x: Array, y: Array, *, key: Optional[Array] = None,
-             train: bool = False) -> Array:
-        """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`)."""
+             train: bool = False, state: Optional[tuple] = None) -> Array:
+        """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`).
+
+        With a ``state`` (see :meth:`forward`) it is ``(loss, state after the window)``,
+        the form of ``jax.value_and_grad(..., has_aux=True)``."""
         x, y = self._checked(params, x, y, key, train)
+        state = self._checked_state(params, x, state)
         if self.fused_head is not None:
-            return self._fused_loss(params, x, y, key, train)
-        _, cache = self.forward_unchecked(params, x, key, train)
-        return self.loss_value(cache, y)
+            loss, state = self._fused_loss(params, x, y, key, train, state)
+        else:
+            _, cache = self.forward_unchecked(params, x, key, train, state)
+            loss, state = self.loss_value(cache, y), cache.state
+        return loss if state is None else (loss, state)
 
     def output_delta(self, cache: SequentialCache, y: Array) -> Array:
         """``dL/dz^(L)``, the output delta that starts the backward pass."""
@@ -363,25 +424,31 @@ class Sequential(Network):
         return self.output_delta_unchecked(cache, y)
 
     def loss_and_grad(self, params, x: Array, y: Array, *, key: Optional[Array] = None,
-                      train: bool = False) -> tuple[Array, tuple]:
+                      train: bool = False, state: Optional[tuple] = None) -> tuple[Array, tuple]:
         """The loss and its hand-derived gradient (no autodiff).
 
         ``train=True`` with a ``key`` is the training step's loss (dropout active, its
         masks drawn from ``key``); :func:`jbp.fit` passes a fresh key per step.
 
+        ``state`` (see :meth:`init_state`) starts the stateful layers from it: truncated
+        BPTT, the gradient of this window only (none flows into ``state``).
+
         Returns:
           ``(loss, grads)``; ``grads`` has exactly the structure, shapes and dtypes of
-          ``params``.
+          ``params``. With a ``state``, ``((loss, state after the window), grads)``, as
+          ``jax.value_and_grad(net.loss, has_aux=True)`` gives.
         """
         x, y = self._checked(params, x, y, key, train)
-        return self.loss_and_grad_unchecked(params, x, y, key, train)
+        return self.loss_and_grad_unchecked(params, x, y, key, train, self._checked_state(params, x, state))
 
-    def loss_and_grad_unchecked(self, params, x, y, key=None, train=False):
+    def loss_and_grad_unchecked(self, params, x, y, key=None, train=False, state=None):
         if self.fused_head is not None:
-            return self._fused_loss_and_grad(params, x, y, key, train)
-        _, cache = self.forward_unchecked(params, x, key, train)
-        grads, _ = self.backward_unchecked(params, cache, self.output_delta_unchecked(cache, y))
-        return self.loss_value(cache, y), grads
+            loss, grads, state = self._fused_loss_and_grad(params, x, y, key, train, state)
+        else:
+            _, cache = self.forward_unchecked(params, x, key, train, state)
+            grads, _ = self.backward_unchecked(params, cache, self.output_delta_unchecked(cache, y))
+            loss, state = self.loss_value(cache, y), cache.state
+        return (loss if state is None else (loss, state)), grads
 
     def accuracy(self, params, x: Array, y: Array) -> Array:
         """Fraction of correct predictions in evaluation mode, as :meth:`jbp.MLP.accuracy`;
@@ -397,6 +464,15 @@ class Sequential(Network):
                 return hits / jnp.maximum(jnp.sum(valid), 1)
             return jnp.mean(jnp.argmax(p, axis=-1) == jnp.argmax(y, axis=-1))
         return jnp.mean((p > 0.5) == (y > 0.5))
+
+
+def _is_stateful(layer) -> bool:
+    return callable(getattr(layer, "init_state", None)) and callable(getattr(layer, "final_state", None))
+
+
+def _with_head(state: Optional[tuple]) -> Optional[tuple]:
+    """The body's state and the fused head's entry, ``None``: the network's state."""
+    return None if state is None else (*state, None)
 
 
 @functools.lru_cache(maxsize=256)

@@ -7,8 +7,8 @@ flushes it to disk and renames it over the old one (``os.replace`` is atomic), s
 in the middle of a save leaves the previous checkpoint intact.
 
 What is saved is what an exact resume needs: parameters, optimizer state, the next epoch,
-the PRNG key of the shuffles (see :func:`jbp.fit`) and a learning rule's fixed feedback
-weights (:mod:`jbp.rules`), plus any JSON-serialisable ``extra`` (the CLI keeps its
+the PRNG key of the shuffles (see :func:`jbp.fit`), a learning rule's fixed feedback
+weights (:mod:`jbp.rules`) and a recurrent network's carried state (truncated BPTT), plus any JSON-serialisable ``extra`` (the CLI keeps its
 configuration and the loss history there).
 """
 
@@ -46,6 +46,8 @@ class Checkpoint(NamedTuple):
       extra: the JSON-serialisable dict saved with it.
       feedback: the learning rule's feedback weights saved, a tuple of arrays (``()``
         if none; pass it to :func:`jbp.fit` as ``feedback``).
+      state: the carried state saved, in the structure of ``net.init_state(batch)``
+        (pass it as ``state`` to :func:`jbp.fit` or :func:`jbp.train_step`), or ``None``.
     """
 
     net: Network
@@ -55,6 +57,7 @@ class Checkpoint(NamedTuple):
     key: Optional[jax.Array]
     extra: dict
     feedback: tuple = ()
+    state: Any = None
 
 
 def _encode(name: str, a) -> tuple[np.ndarray, dict]:
@@ -87,6 +90,7 @@ def save_checkpoint(
     key: Optional[jax.Array] = None,
     extra: Optional[dict] = None,
     feedback: tuple = (),
+    state: Any = None,
 ) -> None:
     """Writes a checkpoint atomically (temporary file, fsync, rename).
 
@@ -100,6 +104,8 @@ def save_checkpoint(
       extra: JSON-serialisable metadata.
       feedback: a learning rule's feedback weights, ``rule.init(net, params)`` (a tuple
         of arrays), to resume a run of that rule exactly.
+      state: the state carried from window to window (``net.init_state(batch)``'s
+        structure, truncated BPTT), to resume such a run exactly; ``None`` if none.
     """
     checkpoint_args(net, params, epoch, key, extra)
     if not isinstance(feedback, (tuple, list)):
@@ -119,6 +125,9 @@ def save_checkpoint(
         put("key", key)
     for i, B in enumerate(feedback):
         put(f"feedback/{i}", B)
+    state_leaves = [] if state is None else _state_leaves(net, params, state)
+    for i, a in enumerate(state_leaves):
+        put(f"state/{i}", a)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -129,6 +138,7 @@ def save_checkpoint(
         "decode": decode,
         "extra": extra or {},
         "n_feedback": len(feedback),
+        "n_state": len(state_leaves),
     }
     try:
         arrays["meta"] = np.array(json.dumps(meta))
@@ -243,6 +253,7 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
         params = jax.tree.unflatten(structure, leaves)
         opt_leaves = [get(f"opt_state/{i}") for i in range(meta["n_opt_state"])]
         feedback = tuple(get(f"feedback/{i}") for i in range(meta.get("n_feedback", 0)))
+        state = _restore_state(net, [get(f"state/{i}") for i in range(meta.get("n_state", 0))])
         base.params(net, params)  # the arrays must fit the network saved with them
         key = _validate.prng_key("key", get("key")) if "key" in arrays else None
         epoch = _validate.integer("epoch", meta["epoch"], low=0)
@@ -258,7 +269,26 @@ def load_checkpoint(path: str | os.PathLike, *, optimizer=None, net=None) -> Che
     opt_state = opt_leaves if has_opt_state else None
     if optimizer is not None and has_opt_state:
         opt_state = restore_opt_state(optimizer, params, opt_leaves, where=f" in {os.fspath(path)}")
-    return Checkpoint(net, params, opt_state, epoch, key, extra, feedback)
+    return Checkpoint(net, params, opt_state, epoch, key, extra, feedback, state)
+
+
+def _state_leaves(net, params: Params, state) -> list:
+    """The leaves of a carried ``state``, checked against ``net.init_state``."""
+    leaves = jax.tree.leaves(state)
+    if not callable(getattr(net, "check_state", None)) or not net.stateful or not leaves:
+        raise ValueError(f"state must be the carried state of a network with a stateful layer "
+                         f"(net.init_state(batch)), got {_validate.describe(state)} for {type(net).__name__}")
+    net.check_state(state, leaves[0].shape[0], jax.tree.leaves(params)[0].dtype)
+    return leaves
+
+
+def _restore_state(net, leaves: list):
+    """The saved state's leaves in the structure of ``net.init_state`` (``None`` if none)."""
+    if not leaves:
+        return None
+    template = net.init_state(leaves[0].shape[0], leaves[0].dtype)
+    return net.check_state(jax.tree.unflatten(jax.tree.structure(template), leaves), leaves[0].shape[0],
+                           leaves[0].dtype)
 
 
 # --- Argument checks at the boundary. ---------------------------------------------

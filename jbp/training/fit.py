@@ -24,7 +24,7 @@ from jbp.model import rules
 from jbp.model.rules import Rule
 from jbp.training import monitor as monitoring
 from jbp.layers.params import Params
-from jbp.training.update import step as one_step
+from jbp.training.update import state_args, step as one_step
 
 Array = jax.Array
 
@@ -58,6 +58,9 @@ class History(NamedTuple):
       layer_stats: with ``monitor=True``, a dict of per-layer statistics, each
         ``(epochs, layers)``, indexed like ``loss`` (see :mod:`jbp.training.monitor` for
         the keys and what they mean); ``None`` otherwise.
+      state: with ``fit(..., state=...)``, the carried state after the last step (before
+        the failing epoch, on divergence): pass it as ``state`` to continue exactly;
+        else ``None``.
     """
 
     loss: Array
@@ -70,6 +73,7 @@ class History(NamedTuple):
     best: Any = None
     privacy: Optional[dp.PrivacySpent] = None
     layer_stats: Optional[dict] = None
+    state: Any = None
 
     def epsilon(self, delta: Optional[float] = None) -> float:
         """DP-SGD's ``ε`` at ``delta`` (default the ``DPSGD``'s) after all epochs so far."""
@@ -116,6 +120,7 @@ def fit(
     rule: Optional[Rule] = None,
     feedback: Optional[tuple] = None,
     monitor: bool = False,
+    state: Optional[tuple] = None,
 ) -> tuple[Params, History]:
     """Trains ``net`` by backpropagation: the seed's loop, compiled end to end.
 
@@ -172,6 +177,15 @@ def fit(
         from the rule's key when not given); pass the saved ones to continue a run.
       monitor: record per-layer statistics in ``history.layer_stats`` (see
         :mod:`jbp.training.monitor`), inside the compiled loop.
+      state: truncated backpropagation through time with a carried state, as a stateful
+        Keras model trains: ``net.init_state(batch_size)`` (or ``history.state`` to
+        continue). Then the rows are not shuffled: ``x`` holds ``batch_size`` parallel
+        streams cut into consecutive windows, row ``k * batch_size + i`` being window
+        ``k`` of stream ``i`` (:func:`jbp.datasets.text.streams` lays a text out so),
+        step ``k`` takes rows ``k * batch_size`` to ``(k + 1) * batch_size``, and the
+        state after each step is the next step's initial state, across epochs too; no
+        gradient crosses a window's edge. Needs ``batch_size``; refuses ``mesh``,
+        ``privacy``, ``monitor`` and a learning rule other than backprop.
 
     Returns:
       ``(params, history)``, see :class:`History`. The parameters are always finite:
@@ -186,7 +200,7 @@ def fit(
     """
     x, y, epochs, batch_size = fit_args(
         net, params, x, y, optimizer, epochs, batch_size, key, tol, opt_state, start_epoch,
-        loss_and_grad,
+        loss_and_grad, shuffle=state is None,
     )
     if privacy is not None:
         dp.fit_args(privacy, net, params, x, y, batch_size, key, tol, loss_and_grad, mesh)
@@ -195,6 +209,13 @@ def fit(
     if privacy is not None and (monitor or not rules.is_backprop(rule)):
         raise ValueError(f"privacy cannot be combined with {'monitor=True' if monitor else f'rule {rules.rule_name(rule)!r}'}; "
                          "DP-SGD clips backprop's per-example gradients")
+    if state is not None:
+        clash = ("mesh" if mesh is not None else "privacy" if privacy is not None else "monitor=True" if monitor
+                 else None if rules.is_backprop(rule) else f"rule {rules.rule_name(rule)!r}")
+        if clash:
+            raise ValueError(f"state (truncated BPTT) cannot be combined with {clash}; it trains one stream of "
+                             "windows per row of the batch, with backprop")
+        state = state_args(net, optimizer, params, x[:batch_size], state)
     if opt_state is None:
         opt_state = optimizer.init(params)
     tol = jnp.asarray(-jnp.inf if tol is None else tol, dtype=_loss_dtype(params, x))
@@ -212,7 +233,7 @@ def fit(
         params, x, y, key, opt_state, validation, best = parallel.replicate(
             mesh, (params, x, y, key, opt_state, validation, best))
     return _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, monitor, params, x, y, key,
-                tol, opt_state, jnp.asarray(start_epoch, jnp.int32), validation, best, feedback, privacy=privacy)
+                tol, opt_state, jnp.asarray(start_epoch, jnp.int32), validation, best, feedback, state, privacy=privacy)
 
 
 def _all_finite(tree) -> Array:
@@ -221,49 +242,55 @@ def _all_finite(tree) -> Array:
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7), static_argnames=("privacy",))
 def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, monitor, params, x, y, key, tol,
-         opt_state, start_epoch, validation, best, feedback, privacy=None):
+         opt_state, start_epoch, validation, best, feedback, state, privacy=None):
     n = x.shape[0]
     steps = n // batch_size
 
     def step(carry, batch, epoch, i, last=False):
-        params, opt_state, watch = carry
+        params, opt_state, watch, state = carry
         # a fresh key per step for stochastic layers, from (key, epoch, step) alone
         k = None if key is None else stochastic.step_key(key, epoch, i)
         params, opt_state, loss, watch = one_step(net, optimizer, rule, params, opt_state, feedback, *batch, k,
-                                                  loss_and_grad=loss_and_grad, watch=watch, last=last)
-        return (params, opt_state, watch), loss
+                                                  loss_and_grad=loss_and_grad, watch=watch, last=last, state=state)
+        if state is not None:  # truncated BPTT: the state after this window starts the next
+            loss, state = loss
+        return (params, opt_state, watch, state), loss
 
-    def run_epoch(start_params, opt_state, epoch):
+    def run_epoch(start_params, opt_state, epoch, state):
         if privacy is not None:  # DP-SGD: Poisson samples, clipped, noisy
             return dp.private_epoch(net, optimizer, privacy, batch_size, start_params, opt_state, x, y,
-                                    jax.random.fold_in(key, epoch)) + (None,)
+                                    jax.random.fold_in(key, epoch)) + (None, None)
         sums = monitoring.start(net, start_params) if monitor else None
+        carry = (start_params, opt_state, sums, state)
         if batch_size == n:  # full batch: the order does not matter, skip the shuffle
-            (params, opt_state, sums), loss = step((start_params, opt_state, sums), (x, y), epoch, 0, last=True)
+            (params, opt_state, sums, state), loss = step(carry, (x, y), epoch, 0, last=True)
         else:
-            # Permute once, then scan over the batches as slices (faster than gathering
-            # x[idx] in every step; the same batches in the same order).
-            order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
-            batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
+            if state is None:
+                # Permute once, then scan over the batches as slices (faster than gathering
+                # x[idx] in every step; the same batches in the same order).
+                order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
+                batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
+            else:  # carried state: the streams' consecutive windows, in order
+                batches = jax.tree.map(lambda a: a[: steps * batch_size].reshape(steps, batch_size, *a.shape[1:]),
+                                       (x, y))
             if monitor:  # the same scan, its last step apart: it takes the norms and angles
-                (params, opt_state, sums), losses = monitoring.epoch_steps(
-                    step, (start_params, opt_state, sums), batches, steps, epoch)
+                (params, opt_state, sums, state), losses = monitoring.epoch_steps(step, carry, batches, steps, epoch)
             else:
-                (params, opt_state, sums), losses = jax.lax.scan(
-                    lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
-                    (start_params, opt_state, sums), (batches, jnp.arange(steps)),
+                (params, opt_state, sums, state), losses = jax.lax.scan(
+                    lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]), carry,
+                    (batches, jnp.arange(steps)),
                 )
             loss = jnp.mean(losses)
         stats = monitoring.finish(net, sums, start_params, params) if monitor else None
-        return params, opt_state, loss, stats
+        return params, opt_state, loss, stats, state
 
     def running(carry):
-        i, _, _, _, reason, _, _ = carry
+        i, _, _, _, reason, _, _, _ = carry
         return (i < epochs) & (reason == RAN_ALL_EPOCHS)
 
     def body(carry):
-        i, params, opt_state, losses, _, val, layer_stats = carry
-        new_params, new_opt_state, loss, stats = run_epoch(params, opt_state, start_epoch + i)
+        i, params, opt_state, losses, _, val, layer_stats, state = carry
+        new_params, new_opt_state, loss, stats, new_state = run_epoch(params, opt_state, start_epoch + i, state)
         ok = jnp.isfinite(loss) & _all_finite(new_params)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         reason = jnp.where(ok, jnp.where(loss <= tol, REACHED_TOL, RAN_ALL_EPOCHS), DIVERGED)
@@ -278,22 +305,24 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
             reason.astype(jnp.int32),
             val,
             monitoring.record(layer_stats, i, stats),
+            keep(new_state, state),
         )
 
     losses = jnp.full((epochs,), jnp.nan, _loss_dtype(params, x))
     val = None if validation is None else (best, losses, losses)
     layer_stats = monitoring.empty_history(net, params, epochs) if monitor else None
-    init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val, layer_stats)
-    i, params, opt_state, losses, reason, val, layer_stats = jax.lax.while_loop(running, body, init)
+    init = (jnp.int32(0), params, opt_state, losses, jnp.int32(RAN_ALL_EPOCHS), val, layer_stats, state)
+    i, params, opt_state, losses, reason, val, layer_stats, state = jax.lax.while_loop(running, body, init)
     # A diverged epoch touched the data too: it counts for privacy.
     spent = None if privacy is None else dp.spent(privacy, n, batch_size, start_epoch + i + (reason == DIVERGED))
     if validation is None:
-        return params, History(losses, start_epoch + i, reason, opt_state, privacy=spent, layer_stats=layer_stats)
+        return params, History(losses, start_epoch + i, reason, opt_state, privacy=spent, layer_stats=layer_stats,
+                               state=state)
     best, val_losses, val_accuracies = val
     # Early stopping returns the best epoch's parameters.
     params = jax.tree.map(lambda b, p: jnp.where(reason == EARLY_STOPPED, b, p), best.params, params)
     return params, History(losses, start_epoch + i, reason, opt_state, val_losses, val_accuracies,
-                           best.epoch, best, spent, layer_stats)
+                           best.epoch, best, spent, layer_stats, state)
 
 
 def _validate_epoch(net, patience, validation, val, params, epoch, i, ok):
@@ -312,7 +341,7 @@ def _validate_epoch(net, patience, validation, val, params, epoch, i, ok):
 
 
 def fit_args(net, params_, x, y, optimizer_, epochs, batch_size, key, tol, opt_state_,
-             start_epoch, loss_and_grad) -> tuple:
+             start_epoch, loss_and_grad, shuffle: bool = True) -> tuple:
     """All of :func:`jbp.fit`'s checks; returns ``(x, y, epochs, batch_size)``."""
     base.network(net)
     _validate.optimizer(optimizer_)
@@ -325,7 +354,7 @@ def fit_args(net, params_, x, y, optimizer_, epochs, batch_size, key, tol, opt_s
     batch_size = n if batch_size is None else _validate.positive_int("batch_size", batch_size)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the data (x has {n} rows)")
-    if key is None and batch_size < n:
+    if key is None and batch_size < n and shuffle:
         raise ValueError(
             "key is required to shuffle mini-batches (batch_size < number of examples); "
             "pass key=jax.random.key(seed)"

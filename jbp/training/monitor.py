@@ -180,7 +180,7 @@ def epoch_steps(step: Callable, carry: tuple, batches: Any, steps: int, epoch: A
 
     Args:
       step: ``(carry, batch, epoch, i, last=False) -> (carry, loss)``, fit's step.
-      carry: ``(params, opt_state, watch)``.
+      carry: ``(params, opt_state, watch, state)``.
       batches: the epoch's batches, each leaf ``(steps, batch_size, ...)``.
       steps: their number.
       epoch: the epoch's absolute index.

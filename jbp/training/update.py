@@ -54,6 +54,7 @@ def train_step(
     key: Optional[Array] = None,
     rule=None,
     feedback: tuple = (),
+    state: Optional[tuple] = None,
 ) -> tuple[Params, Any, Array]:
     """One iteration: forward pass, hand-derived backward pass, optimizer update.
 
@@ -73,41 +74,53 @@ def train_step(
       rule: a learning rule of :mod:`jbp.rules` (default backprop): the optimizer then
         gets the rule's update direction in place of the gradient.
       feedback: the rule's state, ``rule.init(net, params)``.
+      state: truncated backpropagation through time: the state of the network's
+        stateful layers (``net.init_state(batch)``, then what the previous step
+        returned) to start this window from. The step then also returns the state
+        after the window; no gradient crosses into the previous window. With
+        ``loss_and_grad``, that is called with ``state=`` and returns ``((loss,
+        state), grads)``, as ``jax.value_and_grad(net.loss, has_aux=True)`` does.
 
     Returns:
-      ``(params, opt_state, loss)``, ``loss`` being the loss before the update.
+      ``(params, opt_state, loss)``, ``loss`` being the loss before the update; with a
+      ``state``, ``(params, opt_state, loss, state)``.
     """
     train_step_args(net, optimizer, params, opt_state, loss_and_grad, key)
     rule = rules.backprop() if rule is None else rule
     feedback = rules.check_args(rule, net, params, feedback, loss_and_grad)
     x, y = base.inputs_and_targets(net, params, x, y)
+    state = state_args(net, optimizer, params, x, state)
     params, opt_state, loss, _ = step(net, optimizer, rule, params, opt_state, feedback, x, y, key,
-                                      loss_and_grad=loss_and_grad)
-    return params, opt_state, loss
+                                      loss_and_grad=loss_and_grad, state=state)
+    return (params, opt_state, loss) if state is None else (params, opt_state, *loss)
 
 
 def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt_state: Any, feedback: tuple,
          x: Array, y: Array, key: Optional[Array] = None, *, loss_and_grad: Optional[Callable] = None,
-         watch: Optional[monitoring.Watch] = None, last: bool = False):
+         watch: Optional[monitoring.Watch] = None, last: bool = False, state: Optional[tuple] = None):
     """The one training step, on checked arguments: BP1-BP6 under ``rule`` (or
     ``loss_and_grad``), the optimizer's update (BP7), and with a ``watch`` the monitor's
     statistics of the step (:func:`jbp.training.monitor.observe`; ``last``: the epoch's
     last step, which takes the norms and angles).
 
     ``key`` is the step's key for stochastic layers (unused by a network without them);
-    the step runs in training mode.
+    the step runs in training mode. ``state``: the stateful layers' state to start the
+    window from (truncated BPTT, see :func:`train_step`).
 
     Returns:
-      ``(params, opt_state, loss, watch)``.
+      ``(params, opt_state, loss, watch)``; with a ``state``, ``loss`` is the pair
+      ``(loss, state after the window)``.
     """
     key = key if net.stochastic else None
     p = None
     if loss_and_grad is not None:
         mode = {"key": key, "train": True} if net.stochastic else {}
+        if state is not None:
+            mode["state"] = state
         loss, grads = loss_and_grad(params, x, y, **mode)
     else:
-        p = rules.forward_backward_unchecked(net, rule, params, feedback, x, y, key, True)
-        loss, grads = p.loss, p.update
+        p = rules.forward_backward_unchecked(net, rule, params, feedback, x, y, key, True, state)
+        loss, grads = p.loss if state is None else (p.loss, p.cache.state), p.update
         if watch is not None:
             watch = monitoring.observe(net, rule, params, p, watch, last)
     # an optimizer that reads the backward pass (jbp.kfac) gets this step's (jbp.curvature)
@@ -154,7 +167,9 @@ def make_train_step(
     Returns:
       ``step(params, opt_state, x, y, key=None) -> (params, opt_state, loss)``, as
       :func:`train_step` (``key`` for a :class:`jbp.Sequential` in training mode);
-      with a ``rule``, ``step(params, opt_state, x, y, feedback=(), key=None)``.
+      with a ``rule``, ``step(params, opt_state, x, y, feedback=(), key=None)``. Given
+      ``state=`` (truncated BPTT, see :func:`train_step`), ``step(params, opt_state, x,
+      y, state=state) -> (params, opt_state, loss, state)``.
     """
     base.network(net)
     _validate.optimizer(optimizer)
@@ -163,8 +178,9 @@ def make_train_step(
     else:
         rules.check_network(rule, net)
 
-        def one(params, opt_state, x, y, feedback=(), key=None):
-            return train_step(net, optimizer, params, opt_state, x, y, key=key, rule=rule, feedback=feedback)
+        def one(params, opt_state, x, y, feedback=(), key=None, state=None):
+            return train_step(net, optimizer, params, opt_state, x, y, key=key, rule=rule, feedback=feedback,
+                              state=state)
 
     return jax.jit(one, donate_argnums=(0, 1) if donate else ())
 
@@ -180,3 +196,18 @@ def train_step_args(net, optimizer_, params_, opt_state_, loss_and_grad, key=Non
     base.params(net, params_)
     _validate.opt_state(optimizer_, params_, opt_state_)
     _validate.function("loss_and_grad", loss_and_grad, "(params, x, y) -> (loss, grads)")
+
+
+def state_args(net, optimizer_, params_, x, state):
+    """A step's carried ``state``, checked against ``net.init_state(batch)`` in the
+    parameters' dtype (``None`` stays ``None``); refused with an optimizer that reads the
+    backward pass (it re-runs the backward without the state)."""
+    if state is None:
+        return None
+    if not callable(getattr(net, "check_state", None)) or not net.stateful:
+        raise ValueError("state needs a network with a stateful layer (LSTM, GRU, RNN: jbp.Sequential's "
+                         f"init_state); got {type(net).__name__} without one")
+    if curvature.reads_backward(optimizer_):
+        raise ValueError("state cannot be combined with an optimizer that reads the backward pass (jbp.kfac); "
+                         "truncated BPTT trains with an optax optimizer")
+    return net.check_state(state, x.shape[0], jax.tree.leaves(params_)[0].dtype)

@@ -80,6 +80,21 @@ def jax_leaves(tree):
     return jax.tree_util.tree_leaves(tree)
 
 
+def test_a_recurrent_run_carries_its_state_and_resumes_exactly(text_file, tmp_path):
+    common = ["train", "--model", "lstm", "--data", str(text_file), "--hidden", "4", "--context", "5",
+              "--features", "4", "--batch-size", "3", "--eval-every", "2", "--no-cache", "--no-check"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(common + ["--steps", "6", "--out", str(whole)]) == 0
+    assert main(common + ["--steps", "2", "--out", str(split)]) == 0
+    assert main(["train", "--resume", "--steps", "6", "--no-cache", "--no-check", "--out", str(split)]) == 0
+    a, b = _metrics(whole), _metrics(split)
+    assert a["settings"]["carry_state"] is True and a["train_loss"] == b["train_loss"]
+    ca, cb = (jbp.load_checkpoint(out / "checkpoint.npz") for out in (whole, split))
+    for la, lb in zip(jax_leaves((ca.params, ca.state)), jax_leaves((cb.params, cb.state))):
+        np.testing.assert_array_equal(la, lb)
+    assert ca.state[1].h.shape == (3, 4) and np.any(ca.state[1].h != 0)  # the carried state, not zeros
+
+
 def test_the_gradient_check_runs_first_at_the_initial_parameters(text_file, tmp_path, capsys):
     tiny = [a for a in TINY if a != "--no-check"]
     assert main(["train", "--model", "rnn", "--data", str(text_file), "--hidden", "4", "--features", "4",
@@ -201,6 +216,8 @@ def test_offline_shakespeare_says_to_give_a_text_file(tmp_path, monkeypatch, cap
     (["--model", "gpt", "--data", "TEXT", "--dropout", "-0.1"], "--dropout must be a number in [0, 1), got -0.1"),
     (["--model", "rnn", "--data", "TEXT", "--dropout", "0.1"], "--dropout applies to --model gpt, not rnn"),
     (["--dataset", "xor", "--dropout", "0.1"], "--dropout applies to a language model"),
+    (["--model", "gpt", "--data", "TEXT", "--carry-state"], "--carry-state applies to --model lstm, gru or rnn"),
+    (["--model", "lstm", "--data", "TEXT", "--context", "8", "--batch-size", "100"], "too few for --batch-size 100 streams"),
 ])
 def test_train_mistakes_are_one_line_and_exit_2(text_file, argv, message, capsys):
     argv = [str(text_file) if a == "TEXT" else a for a in argv]

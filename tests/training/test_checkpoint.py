@@ -213,3 +213,20 @@ def test_a_rules_feedback_weights_round_trip(tmp_path):
     assert jbp.load_checkpoint(tmp_path / "none.npz").feedback == ()
     with pytest.raises(TypeError, match="feedback must be a tuple of arrays"):
         jbp.save_checkpoint(tmp_path / "bad.npz", net=net, params=params, feedback=feedback[0])
+
+
+def test_a_carried_state_round_trips(tmp_path):
+    from jbp.layers import LSTM, Embedding, FusedLMHead
+
+    net = jbp.Sequential((5,), [Embedding(7, 3), LSTM(4), FusedLMHead(7)], loss="cross_entropy")
+    params = net.init(jax.random.key(0), jnp.float32)
+    x = jax.random.randint(jax.random.key(1), (2, 5), 0, 7)
+    (_, state), _ = net.loss_and_grad(params, x, x, state=net.init_state(2, jnp.float32))
+    jbp.save_checkpoint(tmp_path / "c.npz", net=net, params=params, state=state)
+    loaded = jbp.load_checkpoint(tmp_path / "c.npz")
+    assert jax.tree.structure(loaded.state) == jax.tree.structure(state)
+    jax.tree.map(np.testing.assert_array_equal, loaded.state, state)
+    jbp.save_checkpoint(tmp_path / "d.npz", net=net, params=params)
+    assert jbp.load_checkpoint(tmp_path / "d.npz").state is None
+    with pytest.raises(ValueError, match="state must be the carried state of a network with a stateful layer"):
+        jbp.save_checkpoint(tmp_path / "e.npz", net=NET, params=_trained()[0], state=(jnp.zeros(2),))

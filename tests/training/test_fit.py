@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import jbp
 from jbp.training.fit import DIVERGED, RAN_ALL_EPOCHS, REACHED_TOL
@@ -173,3 +174,52 @@ def test_every_epoch_has_its_own_shuffle_order():
     assert len(set(W)) == 4, W
     again = jbp.fit(ORDER_NET, zero, x, np.zeros((8, 1)), start_epoch=2, **kw)[0]
     assert float(again[0].W[0, 0]) == W[2]
+
+
+def _streams_problem():
+    """A character LSTM, hidden 4, windows of 5, and a text laid out as 2 streams."""
+    from jbp.datasets import text
+    from jbp.layers import LSTM, Embedding, FusedLMHead
+
+    net = jbp.Sequential((5,), [Embedding(7, 3), LSTM(4), FusedLMHead(7)], loss="cross_entropy")
+    ids = np.asarray(jax.random.randint(jax.random.key(3), (41,), 0, 7))
+    x, y = text.streams(ids, 2, 5)  # 4 windows per stream: 4 steps per epoch
+    return net, net.init(jax.random.key(0), jnp.float64), x, y
+
+
+def test_fit_with_a_state_is_the_loop_of_train_steps_carrying_it():
+    net, params, x, y = _streams_problem()
+    opt = optax.adam(1e-2)
+    state0 = net.init_state(2, jnp.float64)
+    fitted, h = jbp.fit(net, params, x, y, optimizer=opt, epochs=2, batch_size=2, state=state0)
+    step = jbp.make_train_step(net, opt, donate=False)
+    p, opt_state, state, losses = params, opt.init(params), state0, []
+    for _ in range(2):
+        for k in range(4):  # in order, rows 2k, 2k + 1: window k of each stream
+            p, opt_state, loss, state = step(p, opt_state, x[2 * k:2 * k + 2], y[2 * k:2 * k + 2], state=state)
+            losses.append(loss)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), fitted, p)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), h.state, state)
+    np.testing.assert_allclose(h.loss, np.reshape(losses, (2, 4)).mean(axis=1), rtol=1e-10)
+
+
+def test_a_fit_with_a_state_resumed_from_its_history_is_bit_identical():
+    net, params, x, y = _streams_problem()
+    kwargs = dict(optimizer=optax.adam(1e-2), batch_size=2)
+    whole, h_whole = jbp.fit(net, params, x, y, epochs=3, state=net.init_state(2, jnp.float64), **kwargs)
+    half, h1 = jbp.fit(net, params, x, y, epochs=1, state=net.init_state(2, jnp.float64), **kwargs)
+    rest, h2 = jbp.fit(net, half, x, y, epochs=2, opt_state=h1.opt_state, start_epoch=h1.epoch, state=h1.state,
+                       **kwargs)
+    jax.tree.map(np.testing.assert_array_equal, rest, whole)
+    jax.tree.map(np.testing.assert_array_equal, h2.state, h_whole.state)
+    np.testing.assert_array_equal(np.concatenate([h1.loss, h2.loss]), h_whole.loss)
+
+
+def test_a_state_is_refused_with_what_cannot_carry_it():
+    net, params, x, y = _streams_problem()
+    state = net.init_state(2, jnp.float64)
+    with pytest.raises(ValueError, match="state cannot be combined with an optimizer that reads the backward"):
+        jbp.fit(net, params, x, y, optimizer=jbp.kfac(0.1), epochs=1, batch_size=2, state=state)
+    with pytest.raises(ValueError, match=r"state\[1\]\.h has shape \(2, 4\)"):
+        jbp.fit(net, params, x, y, optimizer=optax.sgd(0.1), epochs=1, batch_size=4, key=jax.random.key(0),
+                state=state)

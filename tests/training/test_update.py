@@ -88,3 +88,23 @@ def test_make_train_step_checks_its_arguments():
         jbp.make_train_step((3, 4, 2), optax.sgd(0.1))
     with pytest.raises(TypeError, match="optimizer must be an optax.GradientTransformation"):
         jbp.make_train_step(net, 0.1)
+
+
+def test_make_train_step_carries_a_state_and_refuses_it_for_a_network_without_one():
+    from jbp.layers import GRU, Embedding, FusedLMHead
+
+    net = jbp.Sequential((5,), [Embedding(7, 3), GRU(4), FusedLMHead(7)], loss="cross_entropy")
+    params = net.init(jax.random.key(0), jnp.float32)
+    opt = optax.sgd(0.1)
+    x = jax.random.randint(jax.random.key(1), (2, 5), 0, 7)
+    step = jbp.make_train_step(net, opt, donate=False)
+    state = net.init_state(2, jnp.float32)
+    new, _, loss, next_state = step(params, opt.init(params), x, x, state=state)
+    (want_loss, want_state), grads = net.loss_and_grad(params, x, x, state=state)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    np.testing.assert_allclose(next_state[1], want_state[1], rtol=1e-5, atol=1e-7)
+    jax.tree.map(lambda n, p, g: np.testing.assert_allclose(n, p - 0.1 * g, rtol=1e-5, atol=1e-7), new, params, grads)
+    mlp = jbp.MLP((3, 4, 2), loss="cross_entropy")
+    p, xm, ym = problem(mlp, 4, np.float32)
+    with pytest.raises(ValueError, match="state needs a network with a stateful layer"):
+        jbp.train_step(mlp, opt, p, opt.init(p), xm, ym, state=(None,))
