@@ -33,6 +33,25 @@ from jbp.model.losses import IGNORE, get_loss, output_head
 Array = jax.Array
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted(method: Callable, static: tuple) -> Callable:
+    return jax.jit(method, static_argnums=(0, *static))
+
+
+def compiled(method: Callable, net, *args, static: tuple = ()):
+    """``method(net, *args)`` as one XLA program per network and argument shapes, as
+    ``jax.jit`` compiles it, rather than one program per operation: the public methods
+    check their arguments here, in Python, then run the pass compiled. The network and
+    the arguments at the positions ``static`` (counting ``net`` as 0) are static; a
+    network that cannot be hashed (a user's layer that is not frozen) runs op by op, as
+    everything does under ``jax.disable_jit()``, the way to step through a pass."""
+    try:
+        hash((net, *(args[i - 1] for i in static)))
+    except TypeError:
+        return method(net, *args)
+    return _jitted(method, static)(net, *args)
+
+
 class SequentialCache(NamedTuple):
     """What :meth:`Sequential.forward` keeps for the backward pass.
 
@@ -320,7 +339,7 @@ class Sequential(Network):
           The output ``x^(L)`` ``(batch, n_L)`` and a :class:`SequentialCache`.
         """
         x, _ = self._checked(params, x, key=key, train=train)
-        return self.forward_unchecked(params, x, key, train)
+        return compiled(type(self).forward_unchecked, self, params, x, key, train, static=(4,))
 
     def backward(self, params, cache: SequentialCache, delta_out: Array) -> tuple:
         """The backward pass from the output delta: ``(grads, dL/dx^(0))``.
@@ -340,7 +359,7 @@ class Sequential(Network):
         base.params(self, params)
         cache = sequential_cache(self, cache)
         _validate.same_tree("delta_out", delta_out, "cache.z", cache.z)
-        return self.backward_unchecked(params, cache, delta_out)
+        return compiled(type(self).backward_unchecked, self, params, cache, delta_out)
 
     def predict(self, params, x: Array) -> Array:
         """The network's output in evaluation mode, ``(batch, n_L)``."""
@@ -350,6 +369,9 @@ class Sequential(Network):
              train: bool = False) -> Array:
         """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`)."""
         x, y = self._checked(params, x, y, key, train)
+        return compiled(type(self).loss_unchecked, self, params, x, y, key, train, static=(5,))
+
+    def loss_unchecked(self, params, x, y, key=None, train=False):
         if self.fused_head is not None:
             return self._fused_loss(params, x, y, key, train)
         _, cache = self.forward_unchecked(params, x, key, train)
@@ -374,7 +396,7 @@ class Sequential(Network):
           ``params``.
         """
         x, y = self._checked(params, x, y, key, train)
-        return self.loss_and_grad_unchecked(params, x, y, key, train)
+        return compiled(type(self).loss_and_grad_unchecked, self, params, x, y, key, train, static=(5,))
 
     def loss_and_grad_unchecked(self, params, x, y, key=None, train=False):
         if self.fused_head is not None:
@@ -389,6 +411,9 @@ class Sequential(Network):
         if self.loss_name == "mse":
             raise ValueError("accuracy needs a classification loss, but this network's loss is 'mse'")
         x, y = self._checked(params, x, y)
+        return compiled(type(self).accuracy_unchecked, self, params, x, y)
+
+    def accuracy_unchecked(self, params, x, y):
         p = self.forward_unchecked(params, x)[0]
         if self.loss_name == "cross_entropy":
             if y.ndim == p.ndim - 1:  # integer labels, IGNORE (padding) left out
