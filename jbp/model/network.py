@@ -26,7 +26,7 @@ from jbp.model.forward_pass import Cache
 from jbp.layers.initializers import INITIALIZERS
 from jbp.model.losses import output_head
 from jbp.layers.params import Params
-from jbp.model.sequential import Sequential, SequentialCache
+from jbp.model.sequential import Sequential, SequentialCache, compiled
 
 Array = jax.Array
 
@@ -140,7 +140,7 @@ class MLP(Sequential):
         base.params(self, params)
         cache = mlp_cache(self, cache)
         _validate.same_tree("delta_out", delta_out, "cache.zs[-1]", cache.zs[-1])
-        return self.backward_unchecked(params, self.layers_cache(cache), delta_out)
+        return compiled(type(self).backward_unchecked, self, params, self.layers_cache(cache), delta_out)
 
     def output_delta(self, cache: Cache, y: Array) -> Array:
         """``dL/dz^(L)``, the output layer's delta that starts the backward pass."""

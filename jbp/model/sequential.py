@@ -33,6 +33,25 @@ from jbp.model.losses import IGNORE, get_loss, output_head
 Array = jax.Array
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted(method: Callable, static: tuple) -> Callable:
+    return jax.jit(method, static_argnums=(0, *static))
+
+
+def compiled(method: Callable, net, *args, static: tuple = ()):
+    """``method(net, *args)`` as one XLA program per network and argument shapes, as
+    ``jax.jit`` compiles it, rather than one program per operation: the public methods
+    check their arguments here, in Python, then run the pass compiled. The network and
+    the arguments at the positions ``static`` (counting ``net`` as 0) are static; a
+    network that cannot be hashed (a user's layer that is not frozen) runs op by op, as
+    everything does under ``jax.disable_jit()``, the way to step through a pass."""
+    try:
+        hash((net, *(args[i - 1] for i in static)))
+    except TypeError:
+        return method(net, *args)
+    return _jitted(method, static)(net, *args)
+
+
 class SequentialCache(NamedTuple):
     """What :meth:`Sequential.forward` keeps for the backward pass.
 
@@ -370,7 +389,8 @@ class Sequential(Network):
           ``state`` is the state after the window when ``state`` was given.
         """
         x, _ = self._checked(params, x, key=key, train=train)
-        return self.forward_unchecked(params, x, key, train, self._checked_state(params, x, state))
+        state = self._checked_state(params, x, state)
+        return compiled(type(self).forward_unchecked, self, params, x, key, train, state, static=(4,))
 
     def _checked_state(self, params, x, state):
         if state is None:
@@ -395,7 +415,7 @@ class Sequential(Network):
         base.params(self, params)
         cache = sequential_cache(self, cache)
         _validate.same_tree("delta_out", delta_out, "cache.z", cache.z)
-        return self.backward_unchecked(params, cache, delta_out)
+        return compiled(type(self).backward_unchecked, self, params, cache, delta_out)
 
     def predict(self, params, x: Array) -> Array:
         """The network's output in evaluation mode, ``(batch, n_L)``."""
@@ -409,6 +429,9 @@ class Sequential(Network):
         the form of ``jax.value_and_grad(..., has_aux=True)``."""
         x, y = self._checked(params, x, y, key, train)
         state = self._checked_state(params, x, state)
+        return compiled(type(self).loss_unchecked, self, params, x, y, key, train, state, static=(5,))
+
+    def loss_unchecked(self, params, x, y, key=None, train=False, state=None):
         if self.fused_head is not None:
             loss, state = self._fused_loss(params, x, y, key, train, state)
         else:
@@ -439,7 +462,8 @@ class Sequential(Network):
           ``jax.value_and_grad(net.loss, has_aux=True)`` gives.
         """
         x, y = self._checked(params, x, y, key, train)
-        return self.loss_and_grad_unchecked(params, x, y, key, train, self._checked_state(params, x, state))
+        state = self._checked_state(params, x, state)
+        return compiled(type(self).loss_and_grad_unchecked, self, params, x, y, key, train, state, static=(5,))
 
     def loss_and_grad_unchecked(self, params, x, y, key=None, train=False, state=None):
         if self.fused_head is not None:
@@ -456,6 +480,9 @@ class Sequential(Network):
         if self.loss_name == "mse":
             raise ValueError("accuracy needs a classification loss, but this network's loss is 'mse'")
         x, y = self._checked(params, x, y)
+        return compiled(type(self).accuracy_unchecked, self, params, x, y)
+
+    def accuracy_unchecked(self, params, x, y):
         p = self.forward_unchecked(params, x)[0]
         if self.loss_name == "cross_entropy":
             if y.ndim == p.ndim - 1:  # integer labels, IGNORE (padding) left out

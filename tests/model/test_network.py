@@ -77,7 +77,7 @@ def test_predict_is_forward_output():
     out, cache = net.forward(params, x)
     np.testing.assert_allclose(net.predict(params, x), out)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-12)
-    assert out is cache.xs[-1]
+    np.testing.assert_array_equal(cache.xs[-1], out)  # the cache's last x is the output
 
 
 def test_accuracy():
