@@ -9,6 +9,7 @@ parameters in place.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Optional
 
 import jax
@@ -116,8 +117,34 @@ def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt
     return optax.apply_updates(params, updates), opt_state, loss, watch
 
 
+#: The size from which :func:`make_train_step` updates the parameters in place by default:
+#: 32 MiB, glibc's largest threshold for serving an allocation from memory mapped fresh
+#: from the kernel (``DEFAULT_MMAP_THRESHOLD_MAX``). Smaller fresh buffers reuse freed
+#: memory and cost nothing.
+IN_PLACE_MIN_BYTES = 32 * 2**20
+
+
+def in_place_pays(net) -> bool:
+    """Whether updating ``net``'s parameters in place saves more than it costs: whether one
+    of its parameter arrays (in JAX's default float) holds at least
+    :data:`IN_PLACE_MIN_BYTES`.
+
+    In place, BP7 writes ``w − α dL/dw`` over ``w``; but BP3 of every layer above the first
+    reads its ``W`` in a branch of the backward pass that the update of that ``W`` does
+    not wait for, so XLA first copies each such ``W`` (one copy per step, of the size of
+    ``W``). Written to a fresh buffer instead, nothing is copied, and the old buffer is
+    freed after the step: the allocator hands the same memory back at the next step,
+    unless the buffer is so large that it is mapped fresh from the kernel, whose pages
+    then fault and are zeroed at every step (on the benchmark's CPU ~0.3 ms per MiB,
+    several times the copy's cost)."""
+    dtype = _validate.float_dtype("dtype", None)
+    return any(math.prod(a.shape) * dtype.itemsize >= IN_PLACE_MIN_BYTES
+               for a in jax.tree.leaves(net.param_shapes(dtype)))
+
+
 def make_train_step(
-    net, optimizer: optax.GradientTransformation, *, donate: bool = True, rule: Optional[rules.Rule] = None
+    net, optimizer: optax.GradientTransformation, *, donate: Optional[bool] = None,
+    rule: Optional[rules.Rule] = None
 ) -> Callable[..., tuple[Params, Any, Array]]:
     """:func:`train_step` for ``net`` and ``optimizer``, compiled, for a loop of your own.
 
@@ -130,14 +157,16 @@ def make_train_step(
           params, opt_state, loss = step(params, opt_state, x, y)
 
     BP7 reads each ``w`` once and writes ``w − α dL/dw`` in its place, so the new
-    parameters can live in the old ones' memory. With ``donate=True`` the step tells
-    XLA so (``jax.jit(..., donate_argnums=(0, 1))``): the parameters and optimizer state
-    are updated in place instead of into freshly allocated buffers. Fresh buffers are
-    not free: on CPU a large one is new memory whose pages the kernel maps and zeroes
-    on first touch, which for a 4096 x 4096 float32 layer (64 MiB) took ~20 ms on the
-    benchmark's machine, against ~3 ms for the update itself (README, "Performance").
-    The arrays passed in are deleted: always continue with the ones returned.
-    ``donate=False`` keeps them usable.
+    parameters can live in the old ones' memory. Donated arguments
+    (``jax.jit(..., donate_argnums=...)``) are updated in place instead of into freshly
+    allocated buffers, and deleted: always continue with the arrays returned. The
+    optimizer state is donated by default. The parameters are donated by default only
+    where that pays (:func:`in_place_pays`): XLA must copy every weight that BP3 reads
+    before updating it in place, which on networks of small layers costs more than the
+    fresh buffers it saves, while on CPU a fresh buffer of a large layer is new memory
+    whose pages the kernel maps and zeroes at every step (a 4096 x 4096 float32 layer,
+    64 MiB: ~20 ms on the benchmark's machine, against ~3 ms for the update itself;
+    see docs/performance.md).
 
     It compiles once per shape and dtype of its arguments (``net`` and ``optimizer``
     are fixed). Argument checks on values (label range, NaN) need concrete arrays and
@@ -146,7 +175,9 @@ def make_train_step(
     Args:
       net: the :class:`jbp.MLP`.
       optimizer: any optax optimizer; ``optax.sgd(lr)`` is exactly BP7.
-      donate: update ``params`` and ``opt_state`` in place (default).
+      donate: ``True`` updates ``params`` and ``opt_state`` in place, ``False`` neither;
+        by default (``None``) ``opt_state`` always, and ``params`` where
+        :func:`in_place_pays`.
       rule: a learning rule of :mod:`jbp.rules` (default backprop); the step then takes
         its feedback weights as a fifth argument, ``step(params, opt_state, x, y,
         rule.init(net, params))`` (not donated).
@@ -166,7 +197,11 @@ def make_train_step(
         def one(params, opt_state, x, y, feedback=(), key=None):
             return train_step(net, optimizer, params, opt_state, x, y, key=key, rule=rule, feedback=feedback)
 
-    return jax.jit(one, donate_argnums=(0, 1) if donate else ())
+    if donate is None:
+        donated = (0, 1) if in_place_pays(net) else (1,)
+    else:
+        donated = (0, 1) if _validate.flag("donate", donate) else ()
+    return jax.jit(one, donate_argnums=donated)
 
 
 # --- Argument checks at the boundary. ---------------------------------------------

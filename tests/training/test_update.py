@@ -8,6 +8,7 @@ import pytest
 
 import jbp
 from helpers import problem
+from jbp.training import update
 
 
 def test_gradient_descent_is_bp7():
@@ -71,15 +72,24 @@ def test_make_train_step_is_train_step_compiled_once(compiles):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
 
 
-@pytest.mark.parametrize("donate", [True, False])
+@pytest.mark.parametrize("donate", [True, False, None])
 def test_make_train_step_donates_only_when_asked(donate):
     net = jbp.MLP((3, 4, 2), loss="cross_entropy")
     params, x, y = problem(net, 5, np.float64)
-    opt = optax.sgd(0.1)
+    opt = optax.adam(0.1)
     params = _copy(params)
-    new, _, _ = jbp.make_train_step(net, opt, donate=donate)(params, opt.init(params), x, y)
-    assert all(a.is_deleted() == donate for a in jax.tree.leaves(params))
+    opt_state = opt.init(_copy(params))
+    new, _, _ = jbp.make_train_step(net, opt, donate=donate)(params, opt_state, x, y)
+    # by default (None) the state is updated in place, and small layers' params are not
+    assert all(a.is_deleted() == (donate is True) for a in jax.tree.leaves(params))
+    assert all(a.is_deleted() == (donate is not False) for a in jax.tree.leaves(opt_state))
     assert not any(a.is_deleted() for a in jax.tree.leaves(new))
+
+
+def test_in_place_pays_from_a_parameter_array_of_32_mib():
+    assert not update.in_place_pays(jbp.MLP((784, 512, 512, 10)))
+    assert update.in_place_pays(jbp.MLP((4096, 2048, 10)))  # W^(1): 8M entries, 32 MiB in float32
+    assert update.in_place_pays(jbp.MLP((2048, 2048, 10))) == (jnp.zeros(()).dtype == jnp.float64)
 
 
 def test_make_train_step_checks_its_arguments():
