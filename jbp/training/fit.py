@@ -244,11 +244,14 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
             # Permute once, then scan over the batches as slices (faster than gathering
             # x[idx] in every step; the same batches in the same order).
             order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
-            batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
+            batched = lambda idx: jax.tree.map(lambda a: a[idx].reshape(-1, batch_size, *a.shape[1:]), (x, y))
             if monitor:  # the same scan, its last step apart: it takes the norms and angles
+                last = (steps - 1) * batch_size
                 (params, opt_state, sums), losses = monitoring.epoch_steps(
-                    step, (start_params, opt_state, sums), batches, steps, epoch)
+                    step, (start_params, opt_state, sums), batched(order[:last]),
+                    jax.tree.map(lambda a: a[order[last:]], (x, y)), epoch)
             else:
+                batches = batched(order)
                 (params, opt_state, sums), losses = jax.lax.scan(
                     lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
                     (start_params, opt_state, sums), (batches, jnp.arange(steps)),

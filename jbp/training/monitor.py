@@ -174,23 +174,28 @@ def start(net, params: Params) -> Watch:
     return Watch(tuple(jnp.zeros((n,), bool) for n in units), zeros, zeros, zeros)
 
 
-def epoch_steps(step: Callable, carry: tuple, batches: Any, steps: int, epoch: Array) -> tuple:
+def epoch_steps(step: Callable, carry: tuple, batches: Any, last_batch: Any, epoch: Array) -> tuple:
     """An epoch's mini-batch steps, as :func:`jbp.fit`'s ``lax.scan`` takes them, but the
     last one apart with ``last=True``: only it pays for the norms and angles.
+
+    The scan takes its batches as plain ``fit``'s does, as slices of its ``xs`` (indexing
+    the epoch's batches inside the step instead cost index arithmetic in every step, and
+    slicing the last one off the gathered batches a copy of the epoch's data).
 
     Args:
       step: ``(carry, batch, epoch, i, last=False) -> (carry, loss)``, fit's step.
       carry: ``(params, opt_state, watch)``.
-      batches: the epoch's batches, each leaf ``(steps, batch_size, ...)``.
-      steps: their number.
+      batches: the epoch's batches but its last, each leaf ``(steps - 1, batch_size, ...)``.
+      last_batch: its last batch, each leaf ``(batch_size, ...)``.
       epoch: the epoch's absolute index.
 
     Returns:
       ``(carry, losses)``, ``losses`` ``(steps,)`` in the order of the steps.
     """
-    batch = lambda i: jax.tree.map(lambda a: a[i], batches)
-    carry, losses = jax.lax.scan(lambda c, i: step(c, batch(i), epoch, i), carry, jnp.arange(steps - 1))
-    carry, loss = step(carry, batch(steps - 1), epoch, steps - 1, last=True)
+    last = jax.tree.leaves(batches)[0].shape[0]
+    carry, losses = jax.lax.scan(lambda c, b_i: step(c, b_i[0], epoch, b_i[1]), carry,
+                                 (batches, jnp.arange(last)))
+    carry, loss = step(carry, last_batch, epoch, last, last=True)
     return carry, jnp.append(losses, loss)
 
 
