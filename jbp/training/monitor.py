@@ -2,11 +2,11 @@
 
 The backward pass computes, at every step, what is plotted to diagnose training: each
 layer's delta, its weight gradient (or, under a learning rule, its update direction)
-and the optimizer's update. With ``monitor=True`` :func:`jbp.fit` stores one row per
-epoch in ``history.layer_stats``: a dict of arrays ``(epochs, layers)``, one column per
-layer with weights (:func:`jbp.rules.weighted`: ``Dense``, ``Perceptron``, the
-convolutions), first to last; on a :class:`jbp.MLP` layer ``l`` is column ``l - 1``.
-Every network whose layers with parameters all have weights is monitored, and the same
+and the optimizer's update. With ``monitor=True`` :func:`jbp.fit` (and
+:func:`jbp.fit_stream`) stores one row per epoch in ``history.layer_stats``: a dict of
+arrays ``(epochs, layers)``, one column per layer with weights (:func:`jbp.rules.weighted`:
+``Dense``, ``Perceptron``, the convolutions), first to last; on a :class:`jbp.MLP` layer
+``l`` is column ``l - 1``. Every network whose layers with parameters all have weights is monitored, and the same
 network written as an MLP or as a Sequential of dense and activation layers records
 the same. No Python runs per step and it compiles once.
 
