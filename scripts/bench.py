@@ -28,8 +28,9 @@ machine hits both; they are given for wall-clock time and for the process's CPU 
 which other processes on a shared machine disturb less. FLOPs per step are
 ``6 · batch · Σ n_in·n_out`` (forward, input gradients and weight gradients). It also
 reports the steps per second of the compiled epoch loop (``jbp.fit``) against
-Python-dispatched ``jbp`` steps, the compile time, and the temporary and peak memory XLA
-plans for each compiled step (``memory_analysis()``).
+Python-dispatched ``jbp`` steps, the compile time, the bytes XLA counts each compiled
+step reading and writing (``cost_analysis()``; the load does not change them), and the
+temporary and peak memory it plans for it (``memory_analysis()``).
 
 Before timing, every implementation takes one step from the same parameters and data;
 the loss and the new parameters must agree with ``jbp``'s within float32 tolerance.
@@ -374,15 +375,19 @@ def agreement(config, params, x, y) -> dict:
 
 
 def compile_stats(jitted, state, x, y) -> dict:
-    """Lowering + compile time and XLA's planned memory for the compiled step."""
+    """Lowering + compile time, XLA's planned memory and its count of the bytes the
+    compiled step reads and writes (``cost_analysis()``: independent of the load)."""
     t = time.perf_counter()
     compiled = jitted.lower(*state, x, y).compile()
     seconds = time.perf_counter() - t
+    cost = compiled.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list) else cost  # older JAX: one dict per device
     memory = compiled.memory_analysis()
     mib = lambda n: None if memory is None else n / 2**20
     size = lambda field: getattr(memory, field, 0)
     return {
         "compile_s": seconds,
+        "accessed_mb": cost["bytes accessed"] / 1e6 if "bytes accessed" in cost else None,
         "temp_mib": mib(size("temp_size_in_bytes")),
         # Live at once: arguments, outputs not written over donated arguments, temporaries.
         "peak_mib": mib(size("argument_size_in_bytes") + size("output_size_in_bytes")
@@ -597,9 +602,9 @@ def table(results: list, info: dict) -> str:
     lines += [
         "",
         "| config | fit steps/s | dispatched steps/s | fit / PyTorch per-step rate "
-        "| compile jbp / autodiff | temp MiB jbp / autodiff | peak MiB jbp / autodiff "
-        "| agree (max rel. diff) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| compile jbp / autodiff | MB accessed jbp / autodiff | temp MiB jbp / autodiff "
+        "| peak MiB jbp / autodiff | agree (max rel. diff) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         vs_torch = (f"{r['fit_steps_per_s'] * r['torch']['step_s']:.3g}x" if has_torch
@@ -609,6 +614,7 @@ def table(results: list, info: dict) -> str:
         lines.append(
             f"| {r['config']} | {r['fit_steps_per_s']:.3g} | {r['dispatched_steps_per_s']:.3g} "
             f"| {vs_torch} | {r['jbp']['compile_s']:.2f} s / {r['autodiff']['compile_s']:.2f} s "
+            f"| {_mib(r['jbp']['accessed_mb'])} / {_mib(r['autodiff']['accessed_mb'])} "
             f"| {_mib(r['jbp']['temp_mib'])} / {_mib(r['autodiff']['temp_mib'])} "
             f"| {_mib(r['jbp']['peak_mib'])} / {_mib(r['autodiff']['peak_mib'])} "
             f"| {'yes' if ok else 'NO'} ({worst:.1e}) |"
