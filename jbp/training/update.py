@@ -117,30 +117,40 @@ def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt
     return optax.apply_updates(params, updates), opt_state, loss, watch
 
 
-#: The size from which :func:`make_train_step` updates the parameters in place by default:
-#: 32 MiB, glibc's largest threshold for serving an allocation from memory mapped fresh
-#: from the kernel (``DEFAULT_MMAP_THRESHOLD_MAX``). Smaller fresh buffers reuse freed
-#: memory and cost nothing.
+#: A parameter array from this size on is updated in place by :func:`make_train_step`'s
+#: default: 32 MiB, glibc's largest threshold for serving an allocation from memory mapped
+#: fresh from the kernel (``DEFAULT_MMAP_THRESHOLD_MAX``).
 IN_PLACE_MIN_BYTES = 32 * 2**20
+
+#: Below this many bytes of parameters to copy, :func:`make_train_step`'s default updates
+#: in place: on the benchmark's CPU in place saved 10% of the tiny network's step and 3% of
+#: the small one's (5 KiB copied), and cost 3% of the medium one's (1 MiB copied).
+IN_PLACE_MAX_COPY_BYTES = 32 * 2**10
 
 
 def in_place_pays(net) -> bool:
-    """Whether updating ``net``'s parameters in place saves more than it costs: whether one
-    of its parameter arrays (in JAX's default float) holds at least
-    :data:`IN_PLACE_MIN_BYTES`.
+    """Whether updating ``net``'s parameters in place saves more than it costs (in JAX's
+    default float): whether one of its parameter arrays holds at least
+    :data:`IN_PLACE_MIN_BYTES`, or the parameters XLA would copy fewer than
+    :data:`IN_PLACE_MAX_COPY_BYTES`.
 
     In place, BP7 writes ``w − α dL/dw`` over ``w``; but BP3 of every layer above the first
-    reads its ``W`` in a branch of the backward pass that the update of that ``W`` does
-    not wait for, so XLA first copies each such ``W`` (one copy per step, of the size of
-    ``W``). Written to a fresh buffer instead, nothing is copied, and the old buffer is
-    freed after the step: the allocator hands the same memory back at the next step,
-    unless the buffer is so large that it is mapped fresh from the kernel, whose pages
-    then fault and are zeroed at every step (~0.3 ms per MiB on the benchmark's CPU; its
-    large network's step, donated, faults on 72 MiB per step, copies included, against
-    130 MiB not donated)."""
+    with parameters reads them in a branch of the backward pass that their update does
+    not wait for, so XLA first copies them, at every step. Written to fresh buffers
+    instead, nothing is copied, and the old buffers are freed after the step: the
+    allocator hands the same memory back at the next step. In place still saves the
+    fixed cost of allocating the outputs (a few microseconds per call), which outweighs
+    small copies, and the fresh buffers of 32 MiB and more, which are mapped fresh from
+    the kernel and whose pages fault and are zeroed at every step (~0.3 ms per MiB on the
+    benchmark's CPU: its large network's step, in place, faults on 72 MiB per step,
+    copies included, against 130 MiB not)."""
     dtype = _validate.float_dtype("dtype", None)
-    return any(math.prod(a.shape) * dtype.itemsize >= IN_PLACE_MIN_BYTES
-               for a in jax.tree.leaves(net.param_shapes(dtype)))
+    nbytes = lambda a: math.prod(a.shape) * dtype.itemsize
+    layers = [jax.tree.leaves(p) for p in net.param_shapes(dtype)]
+    first = next((i for i, leaves in enumerate(layers) if leaves), len(layers))
+    copied = sum(nbytes(a) for leaves in layers[first + 1:] for a in leaves)
+    largest = max((nbytes(a) for leaves in layers for a in leaves), default=0)
+    return copied < IN_PLACE_MAX_COPY_BYTES or largest >= IN_PLACE_MIN_BYTES
 
 
 def make_train_step(
@@ -163,11 +173,11 @@ def make_train_step(
     allocated buffers, and deleted: always continue with the arrays returned. The
     optimizer state is donated by default. The parameters are donated by default only
     where that pays (:func:`in_place_pays`): XLA must copy every weight that BP3 reads
-    before updating it in place, which on networks of small layers costs more than the
-    fresh buffers it saves, while on CPU a fresh buffer of a large layer is new memory
-    whose pages the kernel maps and zeroes at every step (a 4096 x 4096 float32 layer,
-    64 MiB: ~20 ms on the benchmark's machine, against ~3 ms for the update itself;
-    see docs/performance.md).
+    before updating it in place, which on networks of mid-sized layers costs more than
+    the fresh buffers it saves, while small copies cost less than allocating the outputs
+    and on CPU a fresh buffer of a large layer is new memory whose pages the kernel maps
+    and zeroes at every step (a 4096 x 4096 float32 layer, 64 MiB: ~20 ms on the
+    benchmark's machine, against ~3 ms for the update itself; see docs/performance.md).
 
     It compiles once per shape and dtype of its arguments (``net`` and ``optimizer``
     are fixed). Argument checks on values (label range, NaN) need concrete arrays and
