@@ -9,8 +9,8 @@ interleaved round after round (in a random order each round) after a warm-up, on
 training step of:
 
 - ``jbp``: ``jbp.make_train_step(net, optax.sgd(lr))``: the hand-derived backward, with
-  its default donation (the parameters are updated in place where that pays: the large
-  network);
+  its default donation (the parameters are updated in place where that pays: every
+  configuration here but medium);
 - ``autodiff``: the same network's step written the usual way, ``jax.value_and_grad
   (net.loss)`` then the same optax update, under ``jax.jit``;
 - ``autodiff+donate``: that step with the parameters and optimizer state donated,
