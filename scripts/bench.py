@@ -8,12 +8,13 @@ For each configuration (a network, a batch, plain SGD) it times, in this one pro
 interleaved round after round (in a random order each round) after a warm-up, one
 training step of:
 
-- ``jbp``: ``jbp.make_train_step(net, optax.sgd(lr))``: the hand-derived backward,
-  parameters updated in place (donated);
+- ``jbp``: ``jbp.make_train_step(net, optax.sgd(lr))``: the hand-derived backward, with
+  its default donation (the parameters are updated in place where that pays: every
+  configuration here but medium);
 - ``autodiff``: the same network's step written the usual way, ``jax.value_and_grad
   (net.loss)`` then the same optax update, under ``jax.jit``;
-- ``autodiff+donate``: that step with the same donation as ``jbp`` (to show what the
-  hand-derived backward adds beyond donation);
+- ``autodiff+donate``: that step with the parameters and optimizer state donated,
+  updated in place (what XLA makes of an in-place update of autodiff's step);
 - ``numpy``: a plain NumPy backprop written by hand;
 - ``torch``: PyTorch eager on CPU (skipped with a note when torch is not installed);
 - ``gemm``: an fp32 ``jnp.dot`` of two 2048 x 2048 matrices on JAX's default backend:
@@ -27,8 +28,9 @@ machine hits both; they are given for wall-clock time and for the process's CPU 
 which other processes on a shared machine disturb less. FLOPs per step are
 ``6 · batch · Σ n_in·n_out`` (forward, input gradients and weight gradients). It also
 reports the steps per second of the compiled epoch loop (``jbp.fit``) against
-Python-dispatched ``jbp`` steps, the compile time, and the temporary and peak memory XLA
-plans for each compiled step (``memory_analysis()``).
+Python-dispatched ``jbp`` steps, the compile time, the bytes XLA counts each compiled
+step reading and writing (``cost_analysis()``; the load does not change them), and the
+temporary and peak memory it plans for it (``memory_analysis()``).
 
 Before timing, every implementation takes one step from the same parameters and data;
 the loss and the new parameters must agree with ``jbp``'s within float32 tolerance.
@@ -165,8 +167,9 @@ def problem(config: Config, rows: int, seed: int = 0):
 # step from the implementation's own state.
 
 
-def jax_step(config, params, x, y, *, manual: bool, donate: bool):
-    """jbp's step (``manual``) or the autodiff one, jitted; state is (params, opt_state)."""
+def jax_step(config, params, x, y, *, manual: bool, donate):
+    """jbp's step (``manual``) or the autodiff one, jitted; state is (params, opt_state).
+    ``donate``: True, False, or (jbp only) None for make_train_step's default."""
     net, optimizer = config.net, optax.sgd(LR)
     if manual:
         jitted = jbp.make_train_step(net, optimizer, donate=donate)
@@ -345,7 +348,7 @@ def agreement(config, params, x, y) -> dict:
     """One step of each implementation from the same start: max relative difference
     of the loss and of every updated parameter, against jbp's."""
     flat = lambda p: [a for layer in p for a in (layer.W, layer.b)]
-    step, state, _ = jax_step(config, params, x, y, manual=True, donate=True)
+    step, state, _ = jax_step(config, params, x, y, manual=True, donate=None)
     (want_params, _), want_loss = step(state)
     want = [float(want_loss)] + flat(want_params)
     got = {}
@@ -372,15 +375,19 @@ def agreement(config, params, x, y) -> dict:
 
 
 def compile_stats(jitted, state, x, y) -> dict:
-    """Lowering + compile time and XLA's planned memory for the compiled step."""
+    """Lowering + compile time, XLA's planned memory and its count of the bytes the
+    compiled step reads and writes (``cost_analysis()``: independent of the load)."""
     t = time.perf_counter()
     compiled = jitted.lower(*state, x, y).compile()
     seconds = time.perf_counter() - t
+    cost = compiled.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list) else cost  # older JAX: one dict per device
     memory = compiled.memory_analysis()
     mib = lambda n: None if memory is None else n / 2**20
     size = lambda field: getattr(memory, field, 0)
     return {
         "compile_s": seconds,
+        "accessed_mb": cost["bytes accessed"] / 1e6 if "bytes accessed" in cost else None,
         "temp_mib": mib(size("temp_size_in_bytes")),
         # Live at once: arguments, outputs not written over donated arguments, temporaries.
         "peak_mib": mib(size("argument_size_in_bytes") + size("output_size_in_bytes")
@@ -430,7 +437,7 @@ def run_layers_config(config: LayersConfig, quick: bool) -> dict:
               "batch": config.batch}
     result["agreement"] = layers_agreement(config, params, x, y)
     impls = {}
-    for name, manual, donate in (("jbp", True, True), ("autodiff", False, False),
+    for name, manual, donate in (("jbp", True, None), ("autodiff", False, False),
                                  ("autodiff+donate", False, True)):
         step, state, jitted = jax_step(config, params, x, y, manual=manual, donate=donate)
         result[name] = compile_stats(jitted, state, jnp.asarray(x), jnp.asarray(y))
@@ -465,7 +472,7 @@ def run_config(config: Config, quick: bool) -> dict:
     result["agreement"] = agreement(config, params, x, y)
 
     impls, jitted = {}, {}
-    for name, manual, donate in (("jbp", True, True), ("autodiff", False, False),
+    for name, manual, donate in (("jbp", True, None), ("autodiff", False, False),
                                  ("autodiff+donate", False, True)):
         step, state, jitted[name] = jax_step(config, params, x, y, manual=manual, donate=donate)
         result[name] = compile_stats(jitted[name], state, jnp.asarray(x), jnp.asarray(y))
@@ -595,9 +602,9 @@ def table(results: list, info: dict) -> str:
     lines += [
         "",
         "| config | fit steps/s | dispatched steps/s | fit / PyTorch per-step rate "
-        "| compile jbp / autodiff | temp MiB jbp / autodiff | peak MiB jbp / autodiff "
-        "| agree (max rel. diff) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| compile jbp / autodiff | MB accessed jbp / autodiff | temp MiB jbp / autodiff "
+        "| peak MiB jbp / autodiff | agree (max rel. diff) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         vs_torch = (f"{r['fit_steps_per_s'] * r['torch']['step_s']:.3g}x" if has_torch
@@ -607,6 +614,7 @@ def table(results: list, info: dict) -> str:
         lines.append(
             f"| {r['config']} | {r['fit_steps_per_s']:.3g} | {r['dispatched_steps_per_s']:.3g} "
             f"| {vs_torch} | {r['jbp']['compile_s']:.2f} s / {r['autodiff']['compile_s']:.2f} s "
+            f"| {_mib(r['jbp']['accessed_mb'])} / {_mib(r['autodiff']['accessed_mb'])} "
             f"| {_mib(r['jbp']['temp_mib'])} / {_mib(r['autodiff']['temp_mib'])} "
             f"| {_mib(r['jbp']['peak_mib'])} / {_mib(r['autodiff']['peak_mib'])} "
             f"| {'yes' if ok else 'NO'} ({worst:.1e}) |"

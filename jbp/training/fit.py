@@ -269,16 +269,17 @@ def _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, moni
                 # Permute once, then scan over the batches as slices (faster than gathering
                 # x[idx] in every step; the same batches in the same order).
                 order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch_size]
-                batches = jax.tree.map(lambda a: a[order].reshape(steps, batch_size, *a.shape[1:]), (x, y))
             else:  # carried state: the streams' consecutive windows, in order
-                batches = jax.tree.map(lambda a: a[: steps * batch_size].reshape(steps, batch_size, *a.shape[1:]),
-                                       (x, y))
-            if monitor:  # the same scan, its last step apart: it takes the norms and angles
-                (params, opt_state, sums, state), losses = monitoring.epoch_steps(step, carry, batches, steps, epoch)
+                order = slice(0, steps * batch_size)
+            batched = lambda idx: jax.tree.map(lambda a: a[idx].reshape(-1, batch_size, *a.shape[1:]), (x, y))
+            if monitor:  # the same scan, its last step apart: it takes the norms and angles (no state)
+                last = (steps - 1) * batch_size
+                (params, opt_state, sums, state), losses = monitoring.epoch_steps(
+                    step, carry, batched(order[:last]), jax.tree.map(lambda a: a[order[last:]], (x, y)), epoch)
             else:
                 (params, opt_state, sums, state), losses = jax.lax.scan(
                     lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]), carry,
-                    (batches, jnp.arange(steps)),
+                    (batched(order), jnp.arange(steps)),
                 )
             loss = jnp.mean(losses)
         stats = monitoring.finish(net, sums, start_params, params) if monitor else None

@@ -2,11 +2,11 @@
 
 The backward pass computes, at every step, what is plotted to diagnose training: each
 layer's delta, its weight gradient (or, under a learning rule, its update direction)
-and the optimizer's update. With ``monitor=True`` :func:`jbp.fit` stores one row per
-epoch in ``history.layer_stats``: a dict of arrays ``(epochs, layers)``, one column per
-layer with weights (:func:`jbp.rules.weighted`: ``Dense``, ``Perceptron``, the
-convolutions), first to last; on a :class:`jbp.MLP` layer ``l`` is column ``l - 1``.
-Every network whose layers with parameters all have weights is monitored, and the same
+and the optimizer's update. With ``monitor=True`` :func:`jbp.fit` (and
+:func:`jbp.fit_stream`) stores one row per epoch in ``history.layer_stats``: a dict of
+arrays ``(epochs, layers)``, one column per layer with weights (:func:`jbp.rules.weighted`:
+``Dense``, ``Perceptron``, the convolutions), first to last; on a :class:`jbp.MLP` layer
+``l`` is column ``l - 1``. Every network whose layers with parameters all have weights is monitored, and the same
 network written as an MLP or as a Sequential of dense and activation layers records
 the same. No Python runs per step and it compiles once.
 
@@ -174,23 +174,28 @@ def start(net, params: Params) -> Watch:
     return Watch(tuple(jnp.zeros((n,), bool) for n in units), zeros, zeros, zeros)
 
 
-def epoch_steps(step: Callable, carry: tuple, batches: Any, steps: int, epoch: Array) -> tuple:
+def epoch_steps(step: Callable, carry: tuple, batches: Any, last_batch: Any, epoch: Array) -> tuple:
     """An epoch's mini-batch steps, as :func:`jbp.fit`'s ``lax.scan`` takes them, but the
     last one apart with ``last=True``: only it pays for the norms and angles.
+
+    The scan takes its batches as plain ``fit``'s does, as slices of its ``xs`` (indexing
+    the epoch's batches inside the step instead cost index arithmetic in every step, and
+    slicing the last one off the gathered batches a copy of the epoch's data).
 
     Args:
       step: ``(carry, batch, epoch, i, last=False) -> (carry, loss)``, fit's step.
       carry: ``(params, opt_state, watch, state)``.
-      batches: the epoch's batches, each leaf ``(steps, batch_size, ...)``.
-      steps: their number.
+      batches: the epoch's batches but its last, each leaf ``(steps - 1, batch_size, ...)``.
+      last_batch: its last batch, each leaf ``(batch_size, ...)``.
       epoch: the epoch's absolute index.
 
     Returns:
       ``(carry, losses)``, ``losses`` ``(steps,)`` in the order of the steps.
     """
-    batch = lambda i: jax.tree.map(lambda a: a[i], batches)
-    carry, losses = jax.lax.scan(lambda c, i: step(c, batch(i), epoch, i), carry, jnp.arange(steps - 1))
-    carry, loss = step(carry, batch(steps - 1), epoch, steps - 1, last=True)
+    last = jax.tree.leaves(batches)[0].shape[0]
+    carry, losses = jax.lax.scan(lambda c, b_i: step(c, b_i[0], epoch, b_i[1]), carry,
+                                 (batches, jnp.arange(last)))
+    carry, loss = step(carry, last_batch, epoch, last, last=True)
     return carry, jnp.append(losses, loss)
 
 

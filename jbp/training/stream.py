@@ -67,6 +67,7 @@ def fit_stream(
     loss_and_grad: Optional[Callable] = None,
     rule=None,
     feedback: Optional[tuple] = None,
+    monitor: bool = False,
 ) -> tuple[Params, History]:
     """Trains ``net`` on data read a chunk at a time (see the module for the order).
 
@@ -87,10 +88,13 @@ def fit_stream(
       block_size: rows read as one contiguous slice (arrays); default ``batch_size``.
       validation, patience, best: as for :func:`jbp.fit`, evaluated after every epoch.
       rule, feedback: a learning rule and its state, as for :func:`jbp.fit`.
+      monitor: per-layer statistics in ``history.layer_stats``, as for :func:`jbp.fit`
+        (see :mod:`jbp.training.monitor`): every chunk's last step takes the norms and
+        angles, and the epoch keeps its last chunk's, those of the epoch's last step.
 
     Each step is :func:`jbp.training.update.step`, the one training step of
-    :func:`jbp.fit`. DP-SGD (Poisson samples of the whole data set) and ``monitor`` are
-    :func:`jbp.fit`'s only.
+    :func:`jbp.fit`. DP-SGD (Poisson samples of the whole data set) is :func:`jbp.fit`'s
+    only.
 
     Returns:
       ``(params, history)`` as :func:`jbp.fit` returns them.
@@ -110,22 +114,27 @@ def fit_stream(
     else:
         _validate.opt_state(optimizer, params, opt_state)
     validation, patience, best = early_stopping.check_args(net, params, validation, patience, best, start_epoch)
-    rule, feedback, _ = monitoring.fit_args(net, params, rule, feedback, False, loss_and_grad, None)
+    rule, feedback, monitor = monitoring.fit_args(net, params, rule, feedback, monitor, loss_and_grad, None)
     if key is not None:
         _validate.prng_key("key", key)
     source = _source(data, epochs, batch_size, key, block_size, steps_per_chunk)
 
     losses = np.full(epochs, np.nan)
     val_losses, val_accuracies = np.full(epochs, np.nan), np.full(epochs, np.nan)
+    layer_stats = monitoring.empty_history(net, params, epochs) if monitor else None
     reason, i = RAN_ALL_EPOCHS, 0
     while i < epochs and reason == RAN_ALL_EPOCHS:
         epoch = start_epoch + i
-        new_params, new_opt_state, loss = _run_epoch(
-            net, optimizer, loss_and_grad, rule, feedback, key, epoch, params, opt_state, source(epoch), net_dtype=dtype)
+        watch = monitoring.start(net, params) if monitor else None
+        new_params, new_opt_state, loss, watch = _run_epoch(
+            net, optimizer, loss_and_grad, rule, feedback, key, epoch, params, opt_state, watch, source(epoch),
+            net_dtype=dtype)
         losses[i] = loss
         if not (np.isfinite(loss) and bool(_all_finite(new_params))):
             reason = DIVERGED
             break
+        if monitor:
+            layer_stats = monitoring.record(layer_stats, i, _finish(net, watch, params, new_params))
         params, opt_state = new_params, new_opt_state
         if tol is not None and loss <= tol:
             reason = REACHED_TOL
@@ -136,7 +145,8 @@ def fit_stream(
                 reason = EARLY_STOPPED
         i += 1
     as_array = lambda a: jnp.asarray(a, dtype)
-    history = History(as_array(losses), jnp.int32(start_epoch + i), jnp.int32(reason), opt_state)
+    history = History(as_array(losses), jnp.int32(start_epoch + i), jnp.int32(reason), opt_state,
+                      layer_stats=layer_stats)
     if validation is None:
         return params, history
     if reason == EARLY_STOPPED:
@@ -145,16 +155,18 @@ def fit_stream(
                                     best_epoch=best.epoch, best=best)
 
 
-def _run_epoch(net, optimizer, loss_and_grad, rule, feedback, key, epoch, params, opt_state, chunks, net_dtype):
-    """Runs one epoch's chunks; the next chunk is read while the current one trains."""
+def _run_epoch(net, optimizer, loss_and_grad, rule, feedback, key, epoch, params, opt_state, watch, chunks,
+               net_dtype):
+    """Runs one epoch's chunks; the next chunk is read while the current one trains.
+    Returns ``(params, opt_state, loss, watch)``."""
     chunk_losses, pending, first = [], None, 0
     chunks = iter(chunks)
     ready = next(chunks, None)
     while ready is not None:
         x, y, shuffle_key = ready
         x, y = _on_device(net, params, x, y, net_dtype)
-        params, opt_state, l = _chunk(net, optimizer, loss_and_grad, rule, params, opt_state, feedback, x, y,
-                                      shuffle_key, key, jnp.int32(epoch), jnp.int32(first))
+        params, opt_state, watch, l = _chunk(net, optimizer, loss_and_grad, rule, params, opt_state, watch, feedback,
+                                             x, y, shuffle_key, key, jnp.int32(epoch), jnp.int32(first))
         first += x.shape[0]
         ready = next(chunks, None)  # host work, while the device runs the chunk just dispatched
         if pending is not None:
@@ -163,7 +175,7 @@ def _run_epoch(net, optimizer, loss_and_grad, rule, feedback, key, epoch, params
         chunk_losses.append(l)
     if not chunk_losses:
         raise ValueError("data yielded no batches for an epoch; expected at least one (x_batch, y_batch)")
-    return params, opt_state, float(jnp.mean(jnp.concatenate(chunk_losses)))
+    return params, opt_state, float(jnp.mean(jnp.concatenate(chunk_losses))), watch
 
 
 def _on_device(net, params, x, y, dtype):
@@ -180,25 +192,35 @@ def _on_device(net, params, x, y, dtype):
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _chunk(net, optimizer, loss_and_grad, rule, params, opt_state, feedback, x, y, shuffle_key, key, epoch, first):
+def _chunk(net, optimizer, loss_and_grad, rule, params, opt_state, watch, feedback, x, y, shuffle_key, key, epoch,
+           first):
     """K steps on a chunk ``x`` ``(K, B, ...)``, ``y`` ``(K, B, ...)``, its rows first shuffled
     among themselves if ``shuffle_key`` is given; the chunk's steps are the epoch's
-    ``first, first + 1, ...``."""
+    ``first, first + 1, ...``. With a monitor's ``watch`` (else ``None``) the last step
+    takes the norms and angles (:func:`jbp.training.monitor.epoch_steps`)."""
     K, B = x.shape[:2]
     if shuffle_key is not None:
         order = jax.random.permutation(shuffle_key, K * B)
         x, y = (a.reshape(K * B, *a.shape[2:])[order].reshape(a.shape) for a in (x, y))
 
-    def step(carry, batch):
-        params, opt_state = carry
-        x, y, i = batch
+    def step(carry, batch, epoch, i, last=False):
+        params, opt_state, watch = carry
         k = None if key is None else stochastic.step_key(key, epoch, first + i)
-        params, opt_state, loss, _ = one_step(net, optimizer, rule, params, opt_state, feedback, x, y, k,
-                                              loss_and_grad=loss_and_grad)
-        return (params, opt_state), loss
+        params, opt_state, loss, watch = one_step(net, optimizer, rule, params, opt_state, feedback, *batch, k,
+                                                  loss_and_grad=loss_and_grad, watch=watch, last=last)
+        return (params, opt_state, watch), loss
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (x, y, jnp.arange(K)))
-    return params, opt_state, losses
+    if watch is None:
+        (params, opt_state, watch), losses = jax.lax.scan(
+            lambda carry, batch_i: step(carry, batch_i[0], epoch, batch_i[1]),
+            (params, opt_state, watch), ((x, y), jnp.arange(K)))
+    else:
+        (params, opt_state, watch), losses = monitoring.epoch_steps(
+            step, (params, opt_state, watch), (x[:-1], y[:-1]), (x[-1], y[-1]), epoch)
+    return params, opt_state, watch, losses
+
+
+_finish = jax.jit(monitoring.finish, static_argnums=0)
 
 
 @jax.jit

@@ -9,6 +9,7 @@ parameters in place.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Optional
 
 import jax
@@ -129,8 +130,45 @@ def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt
     return optax.apply_updates(params, updates), opt_state, loss, watch
 
 
+#: A parameter array from this size on is updated in place by :func:`make_train_step`'s
+#: default: 32 MiB, glibc's largest threshold for serving an allocation from memory mapped
+#: fresh from the kernel (``DEFAULT_MMAP_THRESHOLD_MAX``).
+IN_PLACE_MIN_BYTES = 32 * 2**20
+
+#: Below this many bytes of parameters to copy, :func:`make_train_step`'s default updates
+#: in place: on the benchmark's CPU in place saved 10% of the tiny network's step and 3% of
+#: the small one's (5 KiB copied), and cost 3% of the medium one's (1 MiB copied).
+IN_PLACE_MAX_COPY_BYTES = 32 * 2**10
+
+
+def in_place_pays(net) -> bool:
+    """Whether updating ``net``'s parameters in place saves more than it costs (in JAX's
+    default float): whether one of its parameter arrays holds at least
+    :data:`IN_PLACE_MIN_BYTES`, or the parameters XLA would copy fewer than
+    :data:`IN_PLACE_MAX_COPY_BYTES`.
+
+    In place, BP7 writes ``w − α dL/dw`` over ``w``; but BP3 of every layer above the first
+    with parameters reads them in a branch of the backward pass that their update does
+    not wait for, so XLA first copies them, at every step. Written to fresh buffers
+    instead, nothing is copied, and the old buffers are freed after the step: the
+    allocator hands the same memory back at the next step. In place still saves the
+    fixed cost of allocating the outputs (a few microseconds per call), which outweighs
+    small copies, and the fresh buffers of 32 MiB and more, which are mapped fresh from
+    the kernel and whose pages fault and are zeroed at every step (~0.3 ms per MiB on the
+    benchmark's CPU: its large network's step, in place, faults on 72 MiB per step,
+    copies included, against 130 MiB not)."""
+    dtype = _validate.float_dtype("dtype", None)
+    nbytes = lambda a: math.prod(a.shape) * dtype.itemsize
+    layers = [jax.tree.leaves(p) for p in net.param_shapes(dtype)]
+    first = next((i for i, leaves in enumerate(layers) if leaves), len(layers))
+    copied = sum(nbytes(a) for leaves in layers[first + 1:] for a in leaves)
+    largest = max((nbytes(a) for leaves in layers for a in leaves), default=0)
+    return copied < IN_PLACE_MAX_COPY_BYTES or largest >= IN_PLACE_MIN_BYTES
+
+
 def make_train_step(
-    net, optimizer: optax.GradientTransformation, *, donate: bool = True, rule: Optional[rules.Rule] = None
+    net, optimizer: optax.GradientTransformation, *, donate: Optional[bool] = None,
+    rule: Optional[rules.Rule] = None
 ) -> Callable[..., tuple[Params, Any, Array]]:
     """:func:`train_step` for ``net`` and ``optimizer``, compiled, for a loop of your own.
 
@@ -143,14 +181,16 @@ def make_train_step(
           params, opt_state, loss = step(params, opt_state, x, y)
 
     BP7 reads each ``w`` once and writes ``w − α dL/dw`` in its place, so the new
-    parameters can live in the old ones' memory. With ``donate=True`` the step tells
-    XLA so (``jax.jit(..., donate_argnums=(0, 1))``): the parameters and optimizer state
-    are updated in place instead of into freshly allocated buffers. Fresh buffers are
-    not free: on CPU a large one is new memory whose pages the kernel maps and zeroes
-    on first touch, which for a 4096 x 4096 float32 layer (64 MiB) took ~20 ms on the
-    benchmark's machine, against ~3 ms for the update itself (README, "Performance").
-    The arrays passed in are deleted: always continue with the ones returned.
-    ``donate=False`` keeps them usable.
+    parameters can live in the old ones' memory. Donated arguments
+    (``jax.jit(..., donate_argnums=...)``) are updated in place instead of into freshly
+    allocated buffers, and deleted: always continue with the arrays returned. The
+    optimizer state is donated by default. The parameters are donated by default only
+    where that pays (:func:`in_place_pays`): XLA must copy every weight that BP3 reads
+    before updating it in place, which on networks of mid-sized layers costs more than
+    the fresh buffers it saves, while small copies cost less than allocating the outputs
+    and on CPU a fresh buffer of a large layer is new memory whose pages the kernel maps
+    and zeroes at every step (a 4096 x 4096 float32 layer, 64 MiB: ~20 ms on the
+    benchmark's machine, against ~3 ms for the update itself; see docs/performance.md).
 
     It compiles once per shape and dtype of its arguments (``net`` and ``optimizer``
     are fixed). Argument checks on values (label range, NaN) need concrete arrays and
@@ -159,7 +199,9 @@ def make_train_step(
     Args:
       net: the :class:`jbp.MLP`.
       optimizer: any optax optimizer; ``optax.sgd(lr)`` is exactly BP7.
-      donate: update ``params`` and ``opt_state`` in place (default).
+      donate: ``True`` updates ``params`` and ``opt_state`` in place, ``False`` neither;
+        by default (``None``) ``opt_state`` always, and ``params`` where
+        :func:`in_place_pays`.
       rule: a learning rule of :mod:`jbp.rules` (default backprop); the step then takes
         its feedback weights as a fifth argument, ``step(params, opt_state, x, y,
         rule.init(net, params))`` (not donated).
@@ -182,7 +224,11 @@ def make_train_step(
             return train_step(net, optimizer, params, opt_state, x, y, key=key, rule=rule, feedback=feedback,
                               state=state)
 
-    return jax.jit(one, donate_argnums=(0, 1) if donate else ())
+    if donate is None:
+        donated = (0, 1) if in_place_pays(net) else (1,)
+    else:
+        donated = (0, 1) if _validate.flag("donate", donate) else ()
+    return jax.jit(one, donate_argnums=donated)
 
 
 # --- Argument checks at the boundary. ---------------------------------------------

@@ -36,7 +36,7 @@ def test_json_holds_what_the_table_shows(run):
     assert r["config"] == "tiny" and r["sizes"] == [2, 8, 1] and r["batch"] == 4
     assert r["flops_per_step"] == 6 * 4 * (2 * 8 + 8 * 1)
     for name in ("jbp", "autodiff", "autodiff+donate"):
-        for key in ("step_s", "vs_autodiff", "gflops", "pct_gemm", "compile_s", "temp_mib"):
+        for key in ("step_s", "vs_autodiff", "gflops", "pct_gemm", "compile_s", "accessed_mb", "temp_mib"):
             assert math.isfinite(r[name][key]) and r[name][key] >= 0, (name, key, r[name][key])
     assert r["numpy"]["step_s"] > 0 and r["gemm_gflops"] > 0
     assert r["fit_steps_per_s"] > 0 and r["dispatched_steps_per_s"] > 0

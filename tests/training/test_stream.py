@@ -153,3 +153,15 @@ def test_a_network_with_dropout_streams_with_a_fresh_key_per_step():
     rest, _ = jbp.fit_stream(DROPOUT_NET, half, (x, y), epochs=1, batch_size=4, opt_state=h1.opt_state,
                              start_epoch=h1.epoch, **kw)
     jax.tree.map(np.testing.assert_array_equal, rest, whole)
+
+
+def test_monitor_streams_fits_layer_stats():
+    """Full batch, one step an epoch: the streamed epoch is fit's, statistics included."""
+    x, y = problem()
+    got_params, got = jbp.fit_stream(NET, params0(), lambda epoch: [(x, y)], optimizer=OPT, epochs=2,
+                                     steps_per_chunk=1, monitor=True)
+    want_params, want = jbp.fit(NET, params0(), x, y, optimizer=OPT, epochs=2, monitor=True)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got_params, want_params)
+    assert set(got.layer_stats) == set(jbp.training.monitor.LAYER_STATS)
+    for name, value in want.layer_stats.items():
+        np.testing.assert_allclose(got.layer_stats[name], value, rtol=1e-5, atol=1e-7, err_msg=name)

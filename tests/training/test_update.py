@@ -8,6 +8,7 @@ import pytest
 
 import jbp
 from helpers import problem
+from jbp.training import update
 
 
 def test_gradient_descent_is_bp7():
@@ -71,15 +72,28 @@ def test_make_train_step_is_train_step_compiled_once(compiles):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
 
 
-@pytest.mark.parametrize("donate", [True, False])
-def test_make_train_step_donates_only_when_asked(donate):
-    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+@pytest.mark.parametrize("sizes, donate, params_donated", [
+    ((3, 4, 2), True, True),
+    ((3, 4, 2), False, False),
+    ((3, 4, 2), None, True),  # 2 x 4 weights to copy: cheaper than allocating the outputs
+    ((3, 4, 2048), None, False),  # 64 KiB of W^(1) to copy
+])
+def test_make_train_step_donates_only_when_asked(sizes, donate, params_donated):
+    net = jbp.MLP(sizes, loss="cross_entropy")
     params, x, y = problem(net, 5, np.float64)
-    opt = optax.sgd(0.1)
+    opt = optax.adam(0.1)
     params = _copy(params)
-    new, _, _ = jbp.make_train_step(net, opt, donate=donate)(params, opt.init(params), x, y)
-    assert all(a.is_deleted() == donate for a in jax.tree.leaves(params))
+    opt_state = opt.init(_copy(params))
+    new, _, _ = jbp.make_train_step(net, opt, donate=donate)(params, opt_state, x, y)
+    assert all(a.is_deleted() == params_donated for a in jax.tree.leaves(params))
+    assert all(a.is_deleted() == (donate is not False) for a in jax.tree.leaves(opt_state))
     assert not any(a.is_deleted() for a in jax.tree.leaves(new))
+
+
+def test_in_place_pays_for_small_copies_and_large_arrays():
+    assert update.in_place_pays(jbp.MLP((64, 128, 10)))  # 10 x 128 weights to copy
+    assert not update.in_place_pays(jbp.MLP((784, 512, 512, 10)))  # 512 x 512 and 10 x 512
+    assert update.in_place_pays(jbp.MLP((4096, 2048, 10)))  # W^(0): 8M entries, 32 MiB in float32
 
 
 def test_make_train_step_checks_its_arguments():
