@@ -64,9 +64,11 @@ def test_check_command_prints_the_table(capsys):
     assert "params[1].b" in out and out.rstrip().endswith("PASSED")
 
 
-@pytest.mark.parametrize("dataset", ["xor", "sine", "moons", "spirals", "digits"])
+@pytest.mark.parametrize("dataset", ["xor", "sine", "digits"])
 def test_mutations_pass_on_correct_gradients_on_every_built_in_dataset(dataset, capsys):
-    # relu: XOR's (0, 0) row and digits' blank pixels put every unit on its kink at zero biases
+    # relu: XOR's (0, 0) row and digits' blank pixels put every unit on its kink at zero
+    # biases; sine is the squared-error head. (moons and spirals are two real inputs and
+    # a softmax head, as xor is, with no point on a kink.)
     argv = ["check", "--mutations", "--dataset", dataset, "--hidden", "6,6", "--activation", "relu"]
     assert main(argv) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
