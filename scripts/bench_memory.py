@@ -23,6 +23,7 @@ Run from the repository root:
     PYTHONPATH=$PWD python scripts/bench_memory.py --quick          # a smoke run
     PYTHONPATH=$PWD python scripts/bench_memory.py                  # memory, full sweeps
     PYTHONPATH=$PWD python scripts/bench_memory.py --time --rss     # plus time and RSS (slow)
+    PYTHONPATH=$PWD python scripts/bench_memory.py --time --only gpt --sizes gpt:512x4   # chosen sizes
 """
 
 from __future__ import annotations
@@ -282,6 +283,9 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=256, help="query chunk of checkpointed attention")
     parser.add_argument("--head-chunk", type=int, default=None,
                         help="token positions per chunk of the head (jbp and checkpoint); default 2^20 logits' worth")
+    parser.add_argument("--sizes", action="append", metavar="KIND:AxB,...",
+                        help="these sizes in place of KIND's sweep, e.g. attention:8x1024,4x4096 (B·H x T), "
+                             "head:512x32768 (N x V), gpt:1024x4 (T x batch)")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -300,7 +304,16 @@ def main(argv=None):
         "command": " ".join(["scripts/bench_memory.py", *(argv if argv is not None else sys.argv[1:])]),
         "block": args.block, "chunk": args.chunk, "head_chunk": args.head_chunk, "results": {}, "tables": {},
     }
-    for kind, sizes in sweeps(args.quick).items():
+    chosen = sweeps(args.quick)
+    for spec in args.sizes or ():
+        kind, _, sizes = spec.partition(":")
+        if kind not in METHODS or not sizes:
+            parser.error(f"--sizes must be KIND:AxB,... with KIND one of {', '.join(METHODS)}, got {spec!r}")
+        try:
+            chosen[kind] = [tuple(int(v) for v in size.split("x", 1)) for size in sizes.split(",")]
+        except ValueError:
+            parser.error(f"--sizes {spec!r}: each size must be two integers AxB")
+    for kind, sizes in chosen.items():
         if args.only and kind not in args.only:
             continue
         rows = []
