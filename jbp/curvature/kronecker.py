@@ -625,9 +625,7 @@ class KFAC:
                 dA.append(stats.damping_A[i]), dG.append(stats.damping_G[i])
                 cA.append(stats.cond_A[i]), cG.append(stats.cond_G[i])
                 continue
-            da, dg = pi_damping(a, g, damping)
-            ai, ca = damped_inverse(a, da)
-            gi, cg = damped_inverse(g, dg)
+            ai, gi, da, dg, ca, cg = self._invert_one(a, g, damping)
             A_inv.append(ai), G_inv.append(gi)
             dA.append(da), dG.append(dg), cA.append(ca), cG.append(cg)
         dtype = stats.damping_A.dtype
