@@ -26,9 +26,11 @@ import pytest
 
 import jbp
 from jbp.curvature import Backward, KFACState, kronecker
-from jbp.layers import Conv1D, Conv2D, Dense, Flatten, LayerNorm
+from jbp.layers import GRU, LSTM, RNN, CausalSelfAttention, Conv1D, Conv2D, Dense, Embedding, Flatten, LayerNorm
 from jbp.layers import chain
 from jbp.layers.params import Layer
+from jbp.layers.protocol import weight_blocks
+from jbp.layers.transformer import transformer_block
 
 RTOL = 1e-10
 
@@ -548,16 +550,16 @@ def test_expand_on_a_sequence_equals_the_dense_over_its_rows():
     """Exact: a ``Dense`` over ``(B, T, F)`` under "expand" has the ``A ⊗ G`` of the same
     ``Dense`` over the ``B·T`` rows as examples (the cross-entropy's mean runs over every
     position; ``c = 1/T``)."""
-    from jbp.layers import Embedding
-    B, T, F, V = 3, 4, 5, 6
+    B, T, V = 3, 4, 6
     x = jax.random.randint(jax.random.key(0), (B, T), 0, V)
     y = jax.random.randint(jax.random.key(1), (B, T), 0, V)
-    seq = jbp.Sequential((T,), [Embedding(V, F), Dense(V)], loss="cross_entropy")
-    rows = jbp.Sequential((F,), [Dense(V)], loss="cross_entropy")
+    seq = jbp.Sequential((T,), [Embedding(V, 5), Dense(V)], loss="cross_entropy")
     params = seq.init(jax.random.key(2), jnp.float64)
-    A, G = layer_factors(Backward.of(seq, params, x, y), 1)
-    embedded = params[0].table[x]
-    A_rows, G_rows = layer_factors(Backward.of(rows, params[1:], embedded.reshape(B * T, F), y.reshape(-1)), 0)
+    b = Backward.of(seq, params, x, y)
+    A, G = layer_factors(b, 1)
+    # the rows as B·T examples of one position: the same deltas (both losses are means over B·T), c = 1
+    a_rows, d_rows = (v.reshape(B * T, 1, -1) for v in (b.residuals[1], b.dys[1]))
+    A_rows, G_rows = kronecker.factors(a_rows, d_rows, B * T)
     assert rel_err(np.kron(A, G), np.kron(A_rows, G_rows)) <= RTOL
 
 
@@ -565,7 +567,6 @@ def test_reduce_is_exact_when_every_position_sees_the_same_input():
     """Exact: one example whose ``T`` positions see the same input ``x``: its gradient
     ``Σ_t δ_t x̄ᵀ = (Σ_t δ_t) x̄ᵀ`` is rank one, and "reduce"'s ``A ⊗ G`` is ``g gᵀ / c``
     from autodiff (``c = 1/T``); "expand"'s is not (its ``G`` sums ``δ_t δ_tᵀ`` over positions)."""
-    from jbp.layers import Embedding
     T, V = 4, 5
     net = jbp.Sequential((T,), [Embedding(V, 3), Dense(V)], loss="cross_entropy")
     params = net.init(jax.random.key(0), jnp.float64)
@@ -587,8 +588,6 @@ def test_reduce_with_one_position_is_martens_and_grosse():
 
 
 def shared_layer_cases():
-    from jbp.layers import GRU, LSTM, RNN, CausalSelfAttention
-    from jbp.layers.transformer import transformer_block
     return [CausalSelfAttention(2, keep="probs"), CausalSelfAttention(2, keep="lse", block=2), RNN(3), LSTM(3),
             GRU(3), transformer_block(4, 2)[0], transformer_block(4, 2, hidden=6)[1]]
 
@@ -596,7 +595,6 @@ def shared_layer_cases():
 @pytest.mark.parametrize("layer", shared_layer_cases(), ids=lambda l: type(l).__name__)
 def test_kronecker_operands_reproduce_each_weight_block(layer):
     """Exact: each block's ``Σ_{b,t} δᵀ a`` and ``Σ_{b,t} δ`` are the backward's ``dW`` and ``db``."""
-    from jbp.layers.protocol import weight_blocks
     x = jax.random.normal(jax.random.key(0), (2, 5, 4), jnp.float64)
     params, shape = layer.init(jax.random.key(1), (5, 4), jnp.float64)
     y, residuals = layer.forward(params, x)
@@ -615,23 +613,22 @@ def test_kronecker_operands_reproduce_each_weight_block(layer):
 def test_first_step_on_an_lstm_preconditions_each_block(approximation):
     """Exact: the first step's ``W`` and ``U`` updates are ``−lr G⁻¹ dW̄ A⁻¹`` with the
     state's factors, those of ``factors(..., approximation)``; ``describe`` names the blocks."""
-    from jbp.layers import LSTM, Embedding
-    net = jbp.Sequential((4,), [Embedding(5, 2), LSTM(3), Dense(5)], loss="cross_entropy")
+    net = jbp.Sequential((3, 2), [LSTM(2, return_sequences=False), Dense(2)], loss="mse")
     params = net.init(jax.random.key(0), jnp.float64)
-    x = jax.random.randint(jax.random.key(1), (3, 4), 0, 5)
-    y = jax.random.randint(jax.random.key(2), (3, 4), 0, 5)
+    x = jax.random.normal(jax.random.key(1), (2, 3, 2), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (2, 2), jnp.float64)
     opt = jbp.kfac(0.5, momentum=None, fisher="empirical", approximation=approximation)
-    assert f"2 Kronecker blocks, weights shared over positions ({approximation})" in opt.describe(net)[1]
+    assert f"2 Kronecker blocks, weights shared over positions ({approximation})" in opt.describe(net)[0]
     new, state = jbp.train_step(net, opt, params, opt.init(params), x, y)[:2]
     b = Backward.of(net, params, x, y)
-    operands = net.layers[1].kronecker_operands(params[1], b.residuals[1], b.dys[1])
+    operands = net.layers[0].kronecker_operands(params[0], b.residuals[0], b.dys[0])
     grads = net.loss_and_grad(params, x, y)[1]
     A_inv, G_inv = [], []
-    for (a, d), bias, A_state, G_state in zip(operands, (True, False), state.A[1], state.G[1]):
+    for (a, d), bias, A_state, G_state in zip(operands, (True, False), state.A[0], state.G[0]):
         A, G = kronecker.factors(a, d, b.scale, approximation, bias)
         assert rel_err(A_state, A) <= RTOL and rel_err(G_state, G) <= RTOL
         dA, dG = kronecker.pi_damping(A, G, 0.1)
         A_inv.append(kronecker.damped_inverse(A, dA)[0]), G_inv.append(kronecker.damped_inverse(G, dG)[0])
-    u = kronecker.precondition_blocks(grads[1], ((("W",), ("b",)), (("U",), None)), A_inv, G_inv)
-    for got, p, ui in zip(new[1], params[1], u):
+    u = kronecker.precondition_blocks(grads[0], ((("W",), ("b",)), (("U",), None)), A_inv, G_inv)
+    for got, p, ui in zip(new[0], params[0], u):
         assert rel_err(got, p - 0.5 * ui) <= RTOL
