@@ -39,6 +39,7 @@ loss                        targets drawn given the output     ``c``
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -68,9 +69,13 @@ def sample_targets(loss_name: str, z: Array, out: Array, key: Array) -> Array:
                      f"got loss {loss_name!r}; use fisher='empirical'")
 
 
-def nll_scale(loss_name: str, n_outputs: int) -> float:
-    """``c``: example ``i``'s loss is ``c`` times its negative log-likelihood (module table)."""
-    return 1.0 / n_outputs if loss_name == "binary_cross_entropy" else 1.0
+def nll_scale(loss_name: str, n_outputs: int, positions: int = 1) -> float:
+    """``c``: example ``i``'s loss is ``c`` times its negative log-likelihood (module table).
+    An output of ``positions`` positions (a sequence's ``(B, T, m)``: ``T``) divides the
+    cross-entropies by them too, as their means run over every position (padding aside)."""
+    if loss_name == "binary_cross_entropy":
+        return 1.0 / (n_outputs * positions)
+    return 1.0 / positions if loss_name == "cross_entropy" else 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +123,8 @@ class Backward:
         """``B / c``: ``(B / c) Σ_i dy_i dy_iᵀ`` is ``c`` times the average of the
         per-example log-likelihood gradients' outer products, the curvature of the mean
         loss (``c`` from :func:`nll_scale`)."""
-        return self.batch / nll_scale(self.net.loss_name, self.cache.z.shape[-1])
+        z = self.cache.z
+        return self.batch / nll_scale(self.net.loss_name, z.shape[-1], math.prod(z.shape[1:-1]))
 
     @classmethod
     def of(cls, net, params: tuple, x: Array, y: Array) -> "Backward":

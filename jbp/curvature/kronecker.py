@@ -27,7 +27,17 @@ rank-one product has nothing to approximate); over a batch it is the approximati
   positions, ``dW̄ = Σ_t δ_t x̄_tᵀ`` (``x̄_t`` the window position ``t`` saw), and
   ``A = (1/B) Σ_{b, t} x̄ x̄ᵀ`` (sum over positions), ``G = (1/(B T)) Σ_{b, t} δ δᵀ``
   (mean over positions), assuming the positions' derivatives uncorrelated.
-- **Other layers with parameters** (norms, embeddings, a residual block): no Kronecker
+- **Weights shared over positions** (Eschenhagen et al. 2023): a sequence's ``Dense``,
+  attention's four projections, a recurrent layer's ``W`` and ``U`` (shared by the time
+  steps), the layers inside a :class:`jbp.layers.Residual`. A layer with several weight
+  matrices gets one Kronecker block each (its params declare them, its
+  ``kronecker_operands`` gives their operands; :mod:`jbp.layers.protocol`), with
+  ``approximation="expand"`` (each position an example: the sums over positions above)
+  or ``"reduce"`` (``A`` from each example's mean input over positions, ``G`` from its
+  delta summed over them), :func:`factors`. Parameters in none of its blocks (a norm's
+  gain inside a residual block) keep their plain gradient. A sequence's cross-entropy is
+  a mean over positions too, so ``c = 1/T`` there.
+- **Other layers with parameters** (norms, embeddings): no Kronecker
   block. ``fallback="diagonal"`` preconditions with the diagonal of the same Fisher,
   ``E[g_i²]`` from each example's own gradient (the layer's backward mapped over the
   batch), ``g / (diag + λ)``; ``"gradient"`` leaves the gradient as it is.
@@ -67,6 +77,7 @@ import optax
 from jbp import _validate
 from jbp.curvature import backward as bw
 from jbp.layers.params import Layer
+from jbp.layers.protocol import weight_blocks
 
 Array = jax.Array
 
@@ -74,6 +85,8 @@ Array = jax.Array
 FISHERS = ("sampled", "empirical")
 #: ``fallback=``: what a layer without a Kronecker block gets.
 FALLBACKS = ("diagonal", "gradient")
+#: ``approximation=``: weights shared over positions (Eschenhagen et al. 2023).
+APPROXIMATIONS = ("expand", "reduce")
 
 
 class KFACStats(NamedTuple):
@@ -143,13 +156,39 @@ class KFACState(NamedTuple):
 
 def block(p) -> str:
     """What a layer with params ``p`` gets: ``"kronecker"`` for a :class:`jbp.Layer`
-    ``(W, b)`` (its layer must have ``weight_grad_operands``), ``"none"`` without
-    parameters, else ``"fallback"``."""
+    ``(W, b)`` (its layer must have ``weight_grad_operands``), ``"blocks"`` for params
+    holding several weight blocks (:func:`jbp.layers.protocol.weight_blocks`; its layer
+    must have ``kronecker_operands``), ``"none"`` without parameters, else ``"fallback"``."""
     if not jax.tree.leaves(p):
         return "none"
     if isinstance(p, Layer) and jnp.ndim(p.W) >= 2:
         return "kronecker"
+    if weight_blocks(p):
+        return "blocks"
     return "fallback"
+
+
+def get_path(tree, path: tuple):
+    """The node of ``tree`` at ``path`` (field names and tuple indices)."""
+    for k in path:
+        tree = getattr(tree, k) if isinstance(k, str) else tree[k]
+    return tree
+
+
+def set_path(tree, path: tuple, value):
+    """``tree`` with the node at ``path`` replaced by ``value`` (NamedTuples and tuples)."""
+    if not path:
+        return value
+    k, rest = path[0], path[1:]
+    if isinstance(k, str):
+        return tree._replace(**{k: set_path(getattr(tree, k), rest, value)})
+    return type(tree)(set_path(v, rest, value) if i == k else v for i, v in enumerate(tree))
+
+
+def block_sizes(p, weight: tuple, bias) -> tuple[int, int]:
+    """``(dim A, dim G) = (n_in + 1 or n_in without a bias, n_out)`` of one weight block."""
+    W = get_path(p, weight)
+    return math.prod(W.shape[1:]) + (bias is not None), W.shape[0]
 
 
 def factor_sizes(p: Layer) -> tuple[int, int]:
@@ -157,19 +196,36 @@ def factor_sizes(p: Layer) -> tuple[int, int]:
     return math.prod(p.W.shape[1:]) + 1, p.W.shape[0]
 
 
-def factors(a: Array, delta: Array, scale: float) -> tuple[Array, Array]:
-    """One batch's ``A = (1/B) Σ_{b,t} x̄ x̄ᵀ`` and ``G = (scale / T) Σ_{b,t} dy dyᵀ``.
+def factors(a: Array, delta: Array, scale: float, approximation: str = "expand",
+            bias: bool = True) -> tuple[Array, Array]:
+    """One batch's factors of a weight shared by ``T`` positions (Eschenhagen et al. 2023).
+
+    - ``"expand"`` (each position an example of its own, as KFC's convolutions):
+      ``A = (1/B) Σ_{b,t} x̄ x̄ᵀ`` and ``G = (scale / T) Σ_{b,t} dy dyᵀ``. The paper writes
+      ``A = (1/(BT)) Σ x̄ x̄ᵀ``, ``G = scale Σ dy dyᵀ``: the same ``A ⊗ G``, and the same
+      π-damped inverse (π moves the factor ``T`` between the dampings too).
+    - ``"reduce"`` (the positions summed before the outer products):
+      ``A = (1/B) Σ_b x̂_b x̂_bᵀ`` with ``x̂_b = (1/T) Σ_t x̄_bt`` and
+      ``G = scale Σ_b (Σ_t dy_bt)(Σ_t dy_bt)ᵀ``.
+
+    With ``T = 1`` both are Martens and Grosse's factors.
 
     Args:
-      a: the inputs ``(B, T, n_in)`` (a ones column is appended: the bias).
+      a: the inputs ``(B, T, n_in)`` (a ones column is appended for the bias).
       delta: the chain's deltas ``(B, T, n_out)`` at the same positions.
       scale: ``B / c`` (:attr:`jbp.curvature.backward.Backward.scale`).
+      approximation: ``"expand"`` or ``"reduce"``.
+      bias: whether the weight has a bias (``x̄ = [x, 1]``) or not (``x̄ = x``).
     """
     batch, positions = a.shape[0], a.shape[1]
+    if bias:
+        a = jnp.concatenate([a, jnp.ones(a.shape[:-1] + (1,), a.dtype)], axis=-1)  # x̄ = [x, 1]
+    if approximation == "reduce":
+        a_hat, delta_sum = jnp.mean(a, axis=1), jnp.sum(delta, axis=1)
+        return a_hat.T @ a_hat / batch, scale * (delta_sum.T @ delta_sum)
     a = a.reshape(batch * positions, -1)
-    a_bar = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)  # x̄ = [x, 1]
     delta = delta.reshape(batch * positions, -1)
-    return a_bar.T @ a_bar / batch, (scale / positions) * (delta.T @ delta)
+    return a.T @ a / batch, (scale / positions) * (delta.T @ delta)
 
 
 def pi_damping(A: Array, G: Array, damping) -> tuple[Array, Array]:
@@ -198,6 +254,21 @@ def precondition(g: Layer, A_inv: Array, G_inv: Array) -> Layer:
     dW_bar = jnp.concatenate([g.W.reshape(n_out, -1), g.b[:, None]], axis=1)
     U = G_inv @ dW_bar @ A_inv
     return Layer(W=U[:, :-1].reshape(g.W.shape), b=U[:, -1])
+
+
+def precondition_blocks(g, blocks: tuple, A_inv: tuple, G_inv: tuple):
+    """``g`` with each weight block's ``[dW, db]`` (or ``dW`` alone without a bias)
+    replaced by ``G⁻¹ dW̄ A⁻¹``; leaves in no block keep their gradient."""
+    for (weight, bias), a_inv, g_inv in zip(blocks, A_inv, G_inv):
+        dW = get_path(g, weight)
+        dW_bar = dW.reshape(dW.shape[0], -1)
+        if bias is not None:
+            dW_bar = jnp.concatenate([dW_bar, get_path(g, bias)[:, None]], axis=1)
+        U = g_inv @ dW_bar @ a_inv
+        if bias is not None:
+            g, U = set_path(g, bias, U[:, -1]), U[:, :-1]
+        g = set_path(g, weight, U.reshape(dW.shape))
+    return g
 
 
 def per_example_grads(layer, params, residuals, dy: Array) -> Any:
@@ -271,6 +342,29 @@ def levenberg_marquardt(damping, rho, decay):
     return jnp.where(worse, damping / decay, jnp.where(rho > 0.75, damping * decay, damping))
 
 
+def block_operands(i: int, layer, p, residuals, dy) -> tuple:
+    """``layer.kronecker_operands(p, residuals, dy)``, checked: one ``(a, delta)`` per
+    weight block of ``p`` (:func:`jbp.layers.protocol.weight_blocks`)."""
+    method = getattr(layer, "kronecker_operands", None)
+    if not callable(method):
+        raise TypeError(f"jbp.kfac: layers[{i}] ({type(layer).__name__}) has parameters with weight blocks but no "
+                        "kronecker_operands(params, residuals, dy) method (see jbp.layers.protocol)")
+    operands, blocks = tuple(method(p, residuals, dy)), weight_blocks(p)
+    if len(operands) != len(blocks):
+        raise ValueError(f"jbp.kfac: layers[{i}] ({type(layer).__name__}).kronecker_operands gave {len(operands)} "
+                         f"(a, delta) pairs for its {len(blocks)} weight blocks")
+    return operands
+
+
+def _leaf_paths(tree, prefix: tuple = ()) -> list:
+    """The paths (field names, tuple indices) of ``tree``'s array leaves."""
+    if hasattr(tree, "_fields"):
+        return [q for k in tree._fields for q in _leaf_paths(getattr(tree, k), prefix + (k,))]
+    if isinstance(tree, (tuple, list)):
+        return [q for i, v in enumerate(tree) for q in _leaf_paths(v, prefix + (i,))]
+    return [prefix] if tree is not None else []
+
+
 def _dot(a, b) -> Array:
     pairs = list(zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     return sum(jnp.sum(x * y) for x, y in pairs) if pairs else jnp.zeros(())
@@ -305,13 +399,14 @@ class KFAC:
     damping_decay: float
     damping_bounds: tuple
     statistics_batch: Optional[int]
+    approximation: str
 
     #: The training step hands this optimizer its backward pass.
     reads_backward = True
 
     def __init__(self, learning_rate, damping, ema, inverse_every, fisher, momentum, weight_decay, fallback,
                  seed, then, adaptive=False, damping_every=5, damping_decay=0.95, damping_bounds=(1e-8, 1e8),
-                 statistics_batch=None):
+                 statistics_batch=None, approximation="expand"):
         if then is None and not adaptive and not callable(learning_rate):
             _validate.real("learning_rate", learning_rate, positive=True, finite=True)
         _validate.real("damping", damping, positive=True, finite=True)
@@ -350,6 +445,7 @@ class KFAC:
             damping_decay=float(damping_decay), damping_bounds=(float(low), float(high)),
             statistics_batch=None if statistics_batch is None else _validate.positive_int("statistics_batch",
                                                                                            statistics_batch),
+            approximation=_validate.name("approximation", approximation, APPROXIMATIONS),
         )
         for k, v in values.items():
             object.__setattr__(self, k, v)
@@ -370,6 +466,17 @@ class KFAC:
             if kind == "kronecker":
                 a, g = factor_sizes(p)
                 lines.append(f"{name}: Kronecker factors A {a}x{a} (input and bias), G {g}x{g} (delta)")
+            elif kind == "blocks":
+                blocks = weight_blocks(p)
+                parts = []
+                for weight, bias in blocks:
+                    a, g = block_sizes(p, weight, bias)
+                    parts.append(f"{'.'.join(map(str, weight))} A {a}x{a} G {g}x{g}")
+                covered = {b for blk in blocks for b in blk if b is not None}
+                rest = [".".join(map(str, path)) for path in _leaf_paths(p) if path not in covered]
+                lines.append(f"{name}: {len(blocks)} Kronecker blocks, weights shared over positions "
+                             f"({self.approximation}): " + ", ".join(parts)
+                             + (f"; plain gradient for {', '.join(rest)}" if rest else ""))
             elif kind == "fallback":
                 lines.append(f"{name}: {'diagonal Fisher' if self.fallback == 'diagonal' else 'plain gradient'} "
                              "(no Kronecker-factored block)")
@@ -383,6 +490,14 @@ class KFAC:
         dtype = jnp.result_type(*jax.tree.leaves(params))
         A, G, A_inv, G_inv, diagonal = [], [], [], [], []
         for p, kind in zip(params, kinds):
+            if kind == "blocks":
+                sizes = [block_sizes(p, *blk) for blk in weight_blocks(p)]
+                A.append(tuple(jnp.zeros((a, a), dtype) for a, _ in sizes))
+                G.append(tuple(jnp.zeros((g, g), dtype) for _, g in sizes))
+                A_inv.append(tuple(jnp.eye(a, dtype=dtype) for a, _ in sizes))
+                G_inv.append(tuple(jnp.eye(g, dtype=dtype) for _, g in sizes))
+                diagonal.append(())
+                continue
             sizes = factor_sizes(p) if kind == "kronecker" else None
             A.append(jnp.zeros((sizes[0],) * 2, dtype) if sizes else ())
             G.append(jnp.zeros((sizes[1],) * 2, dtype) if sizes else ())
@@ -424,8 +539,17 @@ class KFAC:
                         f"jbp.kfac: layers[{i}] ({type(layer).__name__}) has jbp.Layer(W, b) parameters but no "
                         "weight_grad_operands(params, residuals, dy) method, which its Kronecker factors need "
                         "(see jbp.layers.protocol)")
-                A_batch, G_batch = factors(*operands(p, r, dy), backward.scale)
+                A_batch, G_batch = factors(*operands(p, r, dy), backward.scale, self.approximation)
                 A[i], G[i] = average(state.A[i], A_batch), average(state.G[i], G_batch)
+            elif kind == "blocks":
+                if self.adaptive:
+                    raise ValueError(f"jbp.kfac(adaptive=True): layers[{i}] ({type(layer).__name__}) has several "
+                                     "weight blocks, which the adaptive step's quadratic model does not support; "
+                                     "use adaptive=False")
+                batch_factors = [factors(a, d, backward.scale, self.approximation, bias is not None)
+                                 for (a, d), (_, bias) in zip(block_operands(i, layer, p, r, dy), weight_blocks(p))]
+                A[i] = average(state.A[i], tuple(f[0] for f in batch_factors))
+                G[i] = average(state.G[i], tuple(f[1] for f in batch_factors))
             elif kind == "fallback" and self.fallback == "diagonal":
                 diagonal[i] = average(state.diagonal[i], diagonal_fisher(layer, p, r, dy, backward.scale))
         A_inv, G_inv, stats = jax.lax.cond(
@@ -438,6 +562,8 @@ class KFAC:
             kind = block(p)
             if kind == "kronecker":
                 updates.append(precondition(g, A_inv[i], G_inv[i]))
+            elif kind == "blocks":
+                updates.append(precondition_blocks(g, weight_blocks(p), A_inv[i], G_inv[i]))
             elif kind == "fallback" and self.fallback == "diagonal":
                 updates.append(jax.tree.map(lambda gi, d: gi / (d + state.damping), g, diagonal[i]))
             else:
@@ -475,19 +601,31 @@ class KFAC:
         quad = KFACQuad(alpha.astype(dtype), mu.astype(dtype), change.astype(dtype), rho)
         return step, state._replace(damping=damping, velocity=step, quad=quad)
 
+    @staticmethod
+    def _invert_one(a: Array, g: Array, damping) -> tuple:
+        """``(A_inv, G_inv, damping_A, damping_G, cond_A, cond_G)`` of one block."""
+        da, dg = pi_damping(a, g, damping)
+        ai, ca = damped_inverse(a, da)
+        gi, cg = damped_inverse(g, dg)
+        return ai, gi, da, dg, ca, cg
+
     def _invert(self, A: list, G: list, stats: KFACStats, damping):
         """The damped factors' inverses, and the damping and conditions in ``stats``."""
         A_inv, G_inv, dA, dG, cA, cG = [], [], [], [], [], []
         for i, (a, g) in enumerate(zip(A, G)):
+            if isinstance(a, tuple) and a:  # several blocks: the largest of each statistic
+                inverted = [self._invert_one(ab, gb, damping) for ab, gb in zip(a, g)]
+                A_inv.append(tuple(v[0] for v in inverted)), G_inv.append(tuple(v[1] for v in inverted))
+                for out, k in ((dA, 2), (dG, 3), (cA, 4), (cG, 5)):
+                    out.append(jnp.max(jnp.stack([v[k] for v in inverted])))
+                continue
             if isinstance(a, tuple):  # no Kronecker block
                 A_inv.append(())
                 G_inv.append(())
                 dA.append(stats.damping_A[i]), dG.append(stats.damping_G[i])
                 cA.append(stats.cond_A[i]), cG.append(stats.cond_G[i])
                 continue
-            da, dg = pi_damping(a, g, damping)
-            ai, ca = damped_inverse(a, da)
-            gi, cg = damped_inverse(g, dg)
+            ai, gi, da, dg, ca, cg = self._invert_one(a, g, damping)
             A_inv.append(ai), G_inv.append(gi)
             dA.append(da), dG.append(dg), cA.append(ca), cG.append(cg)
         dtype = stats.damping_A.dtype
@@ -513,6 +651,7 @@ def kfac(
     damping_decay: float = 0.95,
     damping_bounds: tuple = (1e-8, 1e8),
     statistics_batch: Optional[int] = None,
+    approximation: str = "expand",
 ) -> KFAC:
     """K-FAC (Martens and Grosse 2015; KFC for convolutions): an optimizer for
     :func:`jbp.fit`, :func:`jbp.train_step`, :func:`jbp.fit_stream` and checkpoints.
@@ -555,9 +694,14 @@ def kfac(
         curvature from the first this many rows of each batch (``None``: all rows); the
         gradient and the loss keep the whole batch. Training shuffles the rows, so these
         are a fresh sample each step; the curvature's cost falls in proportion.
+      approximation: the factors of a weight shared by positions (a sequence's, a
+        convolution's, attention's projections, a recurrent layer's ``W`` and ``U``):
+        ``"expand"`` (each position an example) or ``"reduce"`` (positions summed
+        first), Eschenhagen et al. 2023 (:func:`factors`). :meth:`KFAC.describe` says
+        which layers have such blocks.
 
     Returns:
       a :class:`KFAC`.
     """
     return KFAC(learning_rate, damping, ema, inverse_every, fisher, momentum, weight_decay, fallback, seed, then,
-                adaptive, damping_every, damping_decay, damping_bounds, statistics_batch)
+                adaptive, damping_every, damping_decay, damping_bounds, statistics_batch, approximation)

@@ -63,6 +63,10 @@ class AttentionParams(NamedTuple):
     value: Layer
     out: Layer
 
+    #: K-FAC's weight blocks (:mod:`jbp.layers.protocol`): each projection, the key's without a bias.
+    kronecker_blocks = ((("query", "W"), ("query", "b")), (("key",), None), (("value", "W"), ("value", "b")),
+                        (("out", "W"), ("out", "b")))
+
 
 def split_heads(a: Array, heads: int) -> Array:
     """``(batch, T, H·d)`` to ``(batch, H, T, d)``."""
@@ -244,17 +248,31 @@ class CausalSelfAttention:
         O = merge_heads(O_heads)
         return dense(params.out, O), (x, Q, K, V, O, kept)
 
-    def backward(self, params: AttentionParams, residuals: tuple, dy: Array) -> tuple[AttentionParams, Array]:
-        """``(AttentionParams(dquery, dkey, dvalue, dout), dx)``."""
+    def _deltas(self, params: AttentionParams, residuals: tuple, dy: Array) -> tuple[Array, Array, Array]:
+        """``(dQ, dK, dV)``, the projections' deltas, heads merged: BP3 through the
+        output projection, then the attention's backward."""
         x, Q, K, V, O, kept = residuals
-        d_out, dO = _projection_backward(params.out, O, dy)
-        dO = split_heads(dO, self.heads)
+        dO = split_heads(input_grad(dy, params.out.W), self.heads)
         if self.keep == "probs":
             dQ, dK, dV = attention_backward(kept, Q, K, V, dO)
         else:
             dQ, dK, dV = blocked_backward(Q, K, V, *kept, dO, min(self.block, x.shape[1]))
-        d_query, dx_q = _projection_backward(params.query, x, merge_heads(dQ))
-        dK = merge_heads(dK)
+        return merge_heads(dQ), merge_heads(dK), merge_heads(dV)
+
+    def backward(self, params: AttentionParams, residuals: tuple, dy: Array) -> tuple[AttentionParams, Array]:
+        """``(AttentionParams(dquery, dkey, dvalue, dout), dx)``."""
+        x, O = residuals[0], residuals[4]
+        d_out = Layer(W=weight_grad(_rows(dy), _rows(O)), b=bias_grad(_rows(dy)))  # BP5, BP6
+        dQ, dK, dV = self._deltas(params, residuals, dy)
+        d_query, dx_q = _projection_backward(params.query, x, dQ)
         d_key, dx_k = weight_grad(_rows(dK), _rows(x)), input_grad(dK, params.key)  # BP5, BP3
-        d_value, dx_v = _projection_backward(params.value, x, merge_heads(dV))
+        d_value, dx_v = _projection_backward(params.value, x, dV)
         return AttentionParams(d_query, d_key, d_value, d_out), dx_q + dx_k + dx_v  # three paths add
+
+    def kronecker_operands(self, params: AttentionParams, residuals: tuple, dy: Array) -> tuple:
+        """BP5's operands of the four projections, in :attr:`AttentionParams.kronecker_blocks`'
+        order (:mod:`jbp.layers.protocol`): ``((x, dQ), (x, dK), (x, dV), (O, dy))``, each
+        ``(B, T, ·)``; every projection's weight is shared by the ``T`` positions."""
+        x, O = residuals[0], residuals[4]
+        dQ, dK, dV = self._deltas(params, residuals, dy)
+        return (x, dQ), (x, dK), (x, dV), (O, dy)

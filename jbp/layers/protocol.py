@@ -72,6 +72,22 @@ One more optional method is for K-FAC (:mod:`jbp.curvature`), on a layer whose p
   Σ_{b, t} delta[b, t]ᵀ a[b, t]`` and ``db = Σ_{b, t} delta[b, t]``. :class:`jbp.layers.Dense`,
   :class:`jbp.layers.Perceptron` and the convolutions have it.
 
+A layer whose weights are several matrices, each shared by ``T`` positions (attention's
+projections, a recurrent layer's ``W`` and ``U``, a block of layers), gives K-FAC one
+Kronecker block per matrix in two parts:
+
+- its params type (a NamedTuple class) declares the blocks, ``kronecker_blocks = ((weight_path,
+  bias_path or None), ...)``, each path a tuple of field names from the params to a
+  weight ``(n_out, n_in)`` and to its bias ``(n_out,)`` (:class:`jbp.layers.AttentionParams`,
+  :class:`jbp.layers.recurrent.RecurrentParams`); a ``jbp.Layer`` is one block ``(W, b)``,
+  and a plain tuple of params holds its entries' blocks, in order (:func:`weight_blocks`);
+- the layer computes their operands, ``kronecker_operands(params, residuals, dy) ->
+  ((a, delta), ...)``, one pair per block in :func:`weight_blocks`' order, each as
+  ``weight_grad_operands``' (``dW = Σ_{b,t} delta[b, t]ᵀ a[b, t]``, ``db = Σ_{b,t} delta[b, t]``).
+  :class:`jbp.layers.CausalSelfAttention`, the recurrent layers and
+  :class:`jbp.layers.Residual` have it. Parameters in no block (a norm's gain, a GRU's
+  ``b_h``) keep their plain gradient.
+
 Per-example gradients assume that a layer treats the examples of a batch independently
 (row ``i`` of ``y`` depends on row ``i`` of ``x`` only), as every built-in layer does.
 
@@ -88,6 +104,8 @@ import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+
+from jbp.layers.params import Layer
 
 Array = jax.Array
 
@@ -141,3 +159,19 @@ class StaticShape:
     what pooling and flattening need to give ``dx`` the shape of ``x``."""
 
     shape: tuple
+
+
+def weight_blocks(params: Any, prefix: tuple = ()) -> tuple:
+    """K-FAC's weight blocks in ``params``: ``((weight_path, bias_path or None), ...)``,
+    each path a tuple of field names and tuple indices from ``params``. A ``jbp.Layer``
+    with a ``W`` of two or more axes is one block ``(W, b)``; a params NamedTuple whose
+    class has ``kronecker_blocks`` holds those; a plain tuple or list holds its entries'
+    blocks, in order; anything else none."""
+    if isinstance(params, Layer):
+        return ((prefix + ("W",), prefix + ("b",)),) if getattr(params.W, "ndim", 0) >= 2 else ()
+    declared = getattr(type(params), "kronecker_blocks", None)
+    if declared is not None:
+        return tuple((prefix + tuple(w), None if b is None else prefix + tuple(b)) for w, b in declared)
+    if type(params) in (tuple, list):
+        return tuple(block for i, p in enumerate(params) for block in weight_blocks(p, prefix + (i,)))
+    return ()

@@ -83,6 +83,9 @@ class RecurrentParams(NamedTuple):
     U: Array
     b: Array
 
+    #: K-FAC's weight blocks (:mod:`jbp.layers.protocol`): ``W`` with the bias ``b``, ``U`` alone.
+    kronecker_blocks = ((("W",), ("b",)), (("U",), None))
+
 
 class GRUParams(NamedTuple):
     """A :class:`GRU`'s parameters (or their gradients): :class:`RecurrentParams`'s
@@ -93,6 +96,10 @@ class GRUParams(NamedTuple):
     U: Array
     b: Array
     b_h: Array
+
+    #: K-FAC's weight blocks: as :class:`RecurrentParams`'; ``b_h`` (the candidate rows' bias
+    #: of ``U`` alone) is in none.
+    kronecker_blocks = ((("W",), ("b",)), (("U",), None))
 
 
 class LSTMState(NamedTuple):
@@ -239,6 +246,14 @@ class _Recurrent:
     def _param_grads(self, da: Array, dm: Array, x: Array, h_prev: Array):
         """BP5 and BP6 summed over time: the rows of every step and example at once."""
         return RecurrentParams(W=weight_grad(da, x), U=weight_grad(dm, h_prev), b=bias_grad(da))
+
+    def kronecker_operands(self, params, residuals: RecurrentResiduals, dy: Array) -> tuple:
+        """BP5's operands of ``W`` and of ``U``, batch first (:mod:`jbp.layers.protocol`):
+        ``((x, da), (h_prev, dm))``, each ``(B, T, ·)``, with ``dW = Σ_{b,t} da_btᵀ x_bt``
+        and ``dU = Σ_{b,t} dm_btᵀ h_{b,t-1}``: the weights are shared by the ``T`` steps.
+        One more reverse scan."""
+        da, dm, _, _, xs, h_prev = self._reverse_scan(params, residuals, dy, False)
+        return (xs, jnp.swapaxes(da, 0, 1)), (jnp.swapaxes(h_prev, 0, 1), jnp.swapaxes(dm, 0, 1))
 
     def per_example_sq_norms(self, params, residuals: RecurrentResiduals, dy: Array) -> Array:
         """``‖dparams_i‖²`` per example, ``(B,)``, for per-example clipping: example

@@ -9,8 +9,9 @@ import jax
 
 from jbp import _validate
 from jbp._validate import describe
-from jbp.layers import args, chain, per_example
+from jbp.layers import args, chain, per_example, protocol
 from jbp.layers.activation import as_layer
+from jbp.layers.params import Layer
 
 Array = jax.Array
 
@@ -74,6 +75,28 @@ class Residual:
         ``dy`` it receives in the block's backward (:mod:`jbp.layers.per_example`)."""
         _, _, dys = chain.backward(self.layers, params, residuals, dy)
         return per_example.sq_norms(self.layers, params, residuals, dys, "Residual's layers")
+
+    def kronecker_operands(self, params: tuple, residuals: tuple, dy: Array) -> tuple:
+        """BP5's operands of the inner layers' weight blocks, in the order K-FAC finds the
+        blocks in ``params`` (:mod:`jbp.layers.protocol`): each inner layer's
+        ``weight_grad_operands`` (``jbp.Layer`` params) or ``kronecker_operands``, from the
+        ``dy`` it receives in the block's backward."""
+        _, _, dys = chain.backward(self.layers, params, residuals, dy)
+        operands = []
+        for i, (layer, p, r, d) in enumerate(zip(self.layers, params, residuals, dys)):
+            if not protocol.weight_blocks(p):
+                continue
+            if isinstance(p, Layer):
+                method = getattr(layer, "weight_grad_operands", None)
+                found = None if method is None else (method(p, r, d),)
+            else:
+                method = getattr(layer, "kronecker_operands", None)
+                found = None if method is None else tuple(method(p, r, d))
+            if found is None:
+                raise TypeError(f"Residual's layers[{i}] ({type(layer).__name__}) has weight blocks but no "
+                                "weight_grad_operands or kronecker_operands method (see jbp.layers.protocol)")
+            operands.extend(found)
+        return tuple(operands)
 
     def backward(self, params: tuple, residuals: tuple, dy: Array) -> tuple[tuple, Array]:
         """``(dparams, dy + dh_0)``: both paths summed; the block by the one backward loop."""

@@ -26,9 +26,11 @@ import pytest
 
 import jbp
 from jbp.curvature import Backward, KFACState, kronecker
-from jbp.layers import Conv1D, Conv2D, Dense, Flatten, LayerNorm
+from jbp.layers import GRU, LSTM, RNN, CausalSelfAttention, Conv1D, Conv2D, Dense, Embedding, Flatten, LayerNorm
 from jbp.layers import chain
 from jbp.layers.params import Layer
+from jbp.layers.protocol import weight_blocks
+from jbp.layers.transformer import transformer_block
 
 RTOL = 1e-10
 
@@ -539,3 +541,94 @@ def test_adaptive_kfac_trains_with_sampled_statistics_from_a_subset():
     assert not h.diverged and float(net.loss(trained, x, y)) < 0.5 * float(net.loss(params, x, y))
     quad = h.opt_state.quad
     assert float(quad.learning_rate) > 0 and np.isfinite(float(quad.rho)) and float(quad.model_change) < 0
+
+
+# --- Weights shared over positions: expand and reduce (Eschenhagen et al. 2023). ------
+
+
+def test_expand_on_a_sequence_equals_the_dense_over_its_rows():
+    """Exact: a ``Dense`` over ``(B, T, F)`` under "expand" has the ``A ⊗ G`` of the same
+    ``Dense`` over the ``B·T`` rows as examples (the cross-entropy's mean runs over every
+    position; ``c = 1/T``)."""
+    B, T, V = 3, 4, 6
+    x = jax.random.randint(jax.random.key(0), (B, T), 0, V)
+    y = jax.random.randint(jax.random.key(1), (B, T), 0, V)
+    seq = jbp.Sequential((T,), [Embedding(V, 5), Dense(V)], loss="cross_entropy")
+    params = seq.init(jax.random.key(2), jnp.float64)
+    b = Backward.of(seq, params, x, y)
+    A, G = layer_factors(b, 1)
+    # the rows as B·T examples of one position: the same deltas (both losses are means over B·T), c = 1
+    a_rows, d_rows = (v.reshape(B * T, 1, -1) for v in (b.residuals[1], b.dys[1]))
+    A_rows, G_rows = kronecker.factors(a_rows, d_rows, B * T)
+    assert rel_err(np.kron(A, G), np.kron(A_rows, G_rows)) <= RTOL
+
+
+def test_reduce_is_exact_when_every_position_sees_the_same_input():
+    """Exact: one example whose ``T`` positions see the same input ``x``: its gradient
+    ``Σ_t δ_t x̄ᵀ = (Σ_t δ_t) x̄ᵀ`` is rank one, and "reduce"'s ``A ⊗ G`` is ``g gᵀ / c``
+    from autodiff (``c = 1/T``); "expand"'s is not (its ``G`` sums ``δ_t δ_tᵀ`` over positions)."""
+    T, V = 4, 5
+    net = jbp.Sequential((T,), [Embedding(V, 3), Dense(V)], loss="cross_entropy")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x, y = jnp.full((1, T), 2), jax.random.randint(jax.random.key(2), (1, T), 0, V)
+    g = vec(jax.grad(lambda p: net.loss(p, x, y))(params)[1])
+    b = Backward.of(net, params, x, y)
+    operands = net.layers[1].weight_grad_operands(params[1], b.residuals[1], b.dys[1])
+    A, G = kronecker.factors(*operands, b.scale, "reduce")
+    assert rel_err(np.kron(A, G), T * np.outer(g, g)) <= RTOL
+    A, G = kronecker.factors(*operands, b.scale, "expand")
+    assert rel_err(np.kron(A, G), T * np.outer(g, g)) > 1e-3
+
+
+def test_reduce_with_one_position_is_martens_and_grosse():
+    a = jax.random.normal(jax.random.key(0), (5, 1, 3), jnp.float64)
+    d = jax.random.normal(jax.random.key(1), (5, 1, 2), jnp.float64)
+    for got, want in zip(kronecker.factors(a, d, 5.0, "reduce"), kronecker.factors(a, d, 5.0, "expand")):
+        assert rel_err(got, want) <= RTOL
+
+
+def shared_layer_cases():
+    return [CausalSelfAttention(2, keep="probs"), CausalSelfAttention(2, keep="lse", block=2), RNN(3), LSTM(3),
+            GRU(3), transformer_block(4, 2)[0], transformer_block(4, 2, hidden=6)[1]]
+
+
+@pytest.mark.parametrize("layer", shared_layer_cases(), ids=lambda l: type(l).__name__)
+def test_kronecker_operands_reproduce_each_weight_block(layer):
+    """Exact: each block's ``Σ_{b,t} δᵀ a`` and ``Σ_{b,t} δ`` are the backward's ``dW`` and ``db``."""
+    x = jax.random.normal(jax.random.key(0), (2, 5, 4), jnp.float64)
+    params, shape = layer.init(jax.random.key(1), (5, 4), jnp.float64)
+    y, residuals = layer.forward(params, x)
+    dy = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
+    grads, _ = layer.backward(params, residuals, dy)
+    blocks, operands = weight_blocks(params), layer.kronecker_operands(params, residuals, dy)
+    assert len(blocks) == len(operands) >= 2
+    for (weight, bias), (a, delta) in zip(blocks, operands):
+        dW = kronecker.get_path(grads, weight)
+        assert rel_err(jnp.einsum("bto,bti->oi", delta, a), dW.reshape(dW.shape[0], -1)) <= RTOL
+        if bias is not None:
+            assert rel_err(jnp.sum(delta, axis=(0, 1)), kronecker.get_path(grads, bias)) <= RTOL
+
+
+@pytest.mark.parametrize("approximation", ["expand", "reduce"])
+def test_first_step_on_an_lstm_preconditions_each_block(approximation):
+    """Exact: the first step's ``W`` and ``U`` updates are ``−lr G⁻¹ dW̄ A⁻¹`` with the
+    state's factors, those of ``factors(..., approximation)``; ``describe`` names the blocks."""
+    net = jbp.Sequential((3, 2), [LSTM(2, return_sequences=False), Dense(2)], loss="mse")
+    params = net.init(jax.random.key(0), jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (2, 3, 2), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (2, 2), jnp.float64)
+    opt = jbp.kfac(0.5, momentum=None, fisher="empirical", approximation=approximation)
+    assert f"2 Kronecker blocks, weights shared over positions ({approximation})" in opt.describe(net)[0]
+    new, state = jbp.train_step(net, opt, params, opt.init(params), x, y)[:2]
+    b = Backward.of(net, params, x, y)
+    operands = net.layers[0].kronecker_operands(params[0], b.residuals[0], b.dys[0])
+    grads = net.loss_and_grad(params, x, y)[1]
+    A_inv, G_inv = [], []
+    for (a, d), bias, A_state, G_state in zip(operands, (True, False), state.A[0], state.G[0]):
+        A, G = kronecker.factors(a, d, b.scale, approximation, bias)
+        assert rel_err(A_state, A) <= RTOL and rel_err(G_state, G) <= RTOL
+        dA, dG = kronecker.pi_damping(A, G, 0.1)
+        A_inv.append(kronecker.damped_inverse(A, dA)[0]), G_inv.append(kronecker.damped_inverse(G, dG)[0])
+    u = kronecker.precondition_blocks(grads[0], ((("W",), ("b",)), (("U",), None)), A_inv, G_inv)
+    for got, p, ui in zip(new[0], params[0], u):
+        assert rel_err(got, p - 0.5 * ui) <= RTOL
