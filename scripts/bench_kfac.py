@@ -111,23 +111,22 @@ def run_kfac_jax(net, params, x, optimizer, *, chunk, max_steps, target, key):
     back = lambda kp: tuple(jbp.Layer(w.T, b) for w, b in kp)
     steps, seconds, compile_s = 0, 0.0, 0.0
     curve, per_step = [(0, 0.0, float(loss(params)))], []
-    while steps < max_steps and curve[-1][2] > target:
+
+    def run_chunk():
+        nonlocal key, kparams, state, steps
         start = time.perf_counter()
         for _ in range(chunk):
             key, sub = jax.random.split(key)
             kparams, state, _ = optimizer.step(kparams, state, sub, batch=(x, x), global_step_int=steps)
             steps += 1
         jax.block_until_ready(kparams)
-        elapsed = time.perf_counter() - start
+        return time.perf_counter() - start
+
+    while steps < max_steps and curve[-1][2] > target:
+        elapsed = run_chunk()
         if steps == chunk:  # the first chunk compiles: time its steps after the first apart
             compile_s = elapsed
-            start = time.perf_counter()
-            for _ in range(chunk):
-                key, sub = jax.random.split(key)
-                kparams, state, _ = optimizer.step(kparams, state, sub, batch=(x, x), global_step_int=steps)
-                steps += 1
-            jax.block_until_ready(kparams)
-            elapsed = time.perf_counter() - start
+            elapsed = run_chunk()
             compile_s -= elapsed
             seconds += elapsed * 2  # the first chunk's steps, at the second's pace
             per_step.append(elapsed / chunk)
