@@ -16,6 +16,7 @@ Which equalities are exact and which are approximations:
   the true one (its mean over many draws converges).
 """
 
+import json
 import re
 
 import jax
@@ -396,6 +397,21 @@ def test_cli_trains_the_cnn_with_kfac(tmp_path, capsys):
     assert "kfac lr 0.1, batch 16" in out
     losses = [float(v) for v in re.findall(r"loss ([0-9.]+)", out)]
     assert losses and all(np.isfinite(losses))
+
+
+def test_cli_trains_an_autoencoder_with_kfac(tmp_path, capsys):
+    from jbp.cli import main
+
+    x = np.random.default_rng(1).random((60, 8)).astype(np.float32)
+    x[:, 4:] = x[:, :4] ** 2  # half the inputs a function of the other half: a code of 4 can hold them
+    np.savez(tmp_path / "ae.npz", x=x, y=x)  # an autoencoder: the targets are the inputs
+    argv = ["train", "--data", str(tmp_path / "ae.npz"), "--hidden", "8,4,8", "--activation", "tanh",
+            "--optimizer", "kfac", "--lr", "0.03", "--epochs", "10", "--batch-size", "16", "--no-check",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert "network 8-8-4-8-8 tanh -> identity (mse), kfac lr 0.03" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_loss"][-1] < 0.5 * metrics["initial_train_loss"], metrics["train_loss"]
 
 
 def test_cli_refuses_kfac_with_another_rule(capsys):
