@@ -197,7 +197,7 @@ def mlp_and_batch(dtype=jnp.float64):
 def test_first_step_is_lr_times_the_preconditioned_gradient():
     net, params, x, y = mlp_and_batch()
     opt = jbp.kfac(0.5, damping=0.01, momentum=None, fisher="empirical")
-    new, state, _ = jbp.train_step(net, opt, params, opt.init(params), x, y)
+    new, state, _ = jax.jit(lambda p, s: jbp.train_step(net, opt, p, s, x, y))(params, opt.init(params))
     b = Backward.of(net, params, x, y)
     grads = net.loss_and_grad(params, x, y)[1]
     for i in range(2):
