@@ -231,8 +231,8 @@ def train_steps(net, optimizer, steps: int, batch: int, params, opt_state, ids, 
     of the ``batch`` streams of ``ids`` (:func:`jbp.datasets.text.streams`' layout)
     from ``state``, zeros at window 0. Dropout masks come from ``fold_in(key, i)`` too.
     ``loss_and_grad``, ``(params, x, y, key=, train=) -> (loss, grads)``, replaces the
-    network's hand-derived gradients (``jax.value_and_grad(net.loss)``: the same batches
-    trained by autodiff, for comparison).
+    network's hand-derived gradients (autodiff of ``net.loss``: the same batches trained
+    by autodiff, for comparison).
 
     Returns the parameters, the optimizer state, each step's loss and the state after
     the last step (``None`` without one)."""

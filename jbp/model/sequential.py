@@ -426,7 +426,7 @@ class Sequential(Network):
         """The loss, a scalar: the mean over the batch (see :mod:`jbp.model.losses`).
 
         With a ``state`` (see :meth:`forward`) it is ``(loss, state after the window)``,
-        the form of ``jax.value_and_grad(..., has_aux=True)``."""
+        the form of a loss with an auxiliary output (``has_aux=True`` in JAX's autodiff)."""
         x, y = self._checked(params, x, y, key, train)
         state = self._checked_state(params, x, state)
         return compiled(type(self).loss_unchecked, self, params, x, y, key, train, state, static=(5,))
@@ -458,8 +458,8 @@ class Sequential(Network):
 
         Returns:
           ``(loss, grads)``; ``grads`` has exactly the structure, shapes and dtypes of
-          ``params``. With a ``state``, ``((loss, state after the window), grads)``, as
-          ``jax.value_and_grad(net.loss, has_aux=True)`` gives.
+          ``params``. With a ``state``, ``((loss, state after the window), grads)``, the
+          form JAX's autodiff gives for a loss with an auxiliary output.
         """
         x, y = self._checked(params, x, y, key, train)
         state = self._checked_state(params, x, state)

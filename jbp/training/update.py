@@ -80,7 +80,7 @@ def train_step(
         returned) to start this window from. The step then also returns the state
         after the window; no gradient crosses into the previous window. With
         ``loss_and_grad``, that is called with ``state=`` and returns ``((loss,
-        state), grads)``, as ``jax.value_and_grad(net.loss, has_aux=True)`` does.
+        state), grads)``, the form JAX's autodiff gives for a loss with an auxiliary output.
 
     Returns:
       ``(params, opt_state, loss)``, ``loss`` being the loss before the update; with a
