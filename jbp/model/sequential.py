@@ -263,28 +263,29 @@ class Sequential(Network):
         grads, dx, _ = chain.backward(self.layers, params, cache.residuals, delta_out, state=cache.state)
         return grads, dx
 
-    def _fused_loss_and_grad(self, params, x, y, key, train, state):
-        """With a :attr:`fused_head`: the layers below it, then its loss and gradient from
-        its input, then the chain rule down: ``(loss, grads, state after the window)``,
-        the logits never formed."""
+    def _fused_forward(self, params, x, y, key, train, state):
+        """With a :attr:`fused_head`: the layers below it, then its loss from their output,
+        the logits never formed: ``(loss, head_residuals, body_residuals, body_state)``."""
         body, body_state = self.layers[:-1], None if state is None else state[:-1]
         outputs, residuals = chain.forward(body, params[:-1], x, key=key, train=train, state=body_state)
         head_key = chain.layer_keys(key, self.n_layers)[-1]
         h = outputs[-1] if outputs else x
         loss, head_residuals = self.fused_head.fused_loss(params[-1], h, y, key=head_key, train=train)
+        return loss, head_residuals, residuals, body_state
+
+    def _fused_loss_and_grad(self, params, x, y, key, train, state):
+        """With a :attr:`fused_head`: :meth:`_fused_forward`, the head's gradient from its
+        input, then the chain rule down: ``(loss, grads, state after the window)``."""
+        loss, head_residuals, residuals, body_state = self._fused_forward(params, x, y, key, train, state)
         d_head, dh = self.fused_head.fused_loss_backward(params[-1], head_residuals)
+        body = self.layers[:-1]
         grads, _, _ = chain.backward(body, params[:-1], residuals, dh, state=body_state)
         return loss, (*grads, d_head), _with_head(chain.final_state(body, residuals, body_state))
 
     def _fused_loss(self, params, x, y, key, train, state):
-        """With a :attr:`fused_head`: ``(loss, state after the window)`` from the head's
-        input, the logits never formed."""
-        body, body_state = self.layers[:-1], None if state is None else state[:-1]
-        outputs, residuals = chain.forward(body, params[:-1], x, key=key, train=train, state=body_state)
-        head_key = chain.layer_keys(key, self.n_layers)[-1]
-        h = outputs[-1] if outputs else x
-        loss = self.fused_head.fused_loss(params[-1], h, y, key=head_key, train=train)[0]
-        return loss, _with_head(chain.final_state(body, residuals, body_state))
+        """With a :attr:`fused_head`: ``(loss, state after the window)``."""
+        loss, _, residuals, body_state = self._fused_forward(params, x, y, key, train, state)
+        return loss, _with_head(chain.final_state(self.layers[:-1], residuals, body_state))
 
     def output_delta_unchecked(self, cache: SequentialCache, y: Array) -> Array:
         return get_loss(self.loss_name).delta(
