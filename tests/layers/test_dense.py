@@ -40,7 +40,7 @@ def test_each_equation_has_one_definition():
     assert backward_pass.bias_grad is dense_module.bias_grad
 
 
-def test_init_matches_the_mlp():
+def test_init_matches_the_mlp(optimized):
     layer = Dense(5, init="he_normal")
     key = jax.random.key(3)
     (want,) = jbp.MLP((4, 5), init="he_normal").init(key, dtype=jnp.float32)

@@ -1,6 +1,7 @@
 """MLP: a frozen, hashable description; its methods; configuration errors."""
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -89,18 +90,17 @@ def test_accuracy():
         jbp.MLP((2, 1)).accuracy(jbp.MLP((2, 1)).init(jax.random.key(0)), x, jnp.zeros((3, 1)))
 
 
-@pytest.mark.parametrize("init", ["glorot_uniform", "he_normal", "lecun_normal"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_init_draws_the_seeds_weights_bit_for_bit(init, dtype):
+def test_init_draws_the_seeds_weights_bit_for_bit(optimized):
     """The reference is the seed's draw written out: layer l's W from the l-th of
     ``split(key, L)`` by the init scheme, b zero (the figures measured with it hold)."""
     from jbp.model.initializers import init_weight
 
     sizes = (5, 7, 4, 3)
-    with jax.enable_x64(dtype == np.float64):
-        params = jbp.MLP(sizes, init=init).init(jax.random.key(11), dtype)
-        keys = jax.random.split(jax.random.key(11), len(sizes) - 1)
-        for layer, k, n_in, n_out in zip(params, keys, sizes[:-1], sizes[1:]):
-            np.testing.assert_array_equal(layer.W, init_weight(init, k, n_in, n_out, dtype))
-            np.testing.assert_array_equal(layer.b, np.zeros(n_out, dtype))
-            assert layer.W.dtype == dtype
+    for init, dtype in itertools.product(["glorot_uniform", "he_normal", "lecun_normal"], [np.float32, np.float64]):
+        with jax.enable_x64(dtype == np.float64):
+            params = jbp.MLP(sizes, init=init).init(jax.random.key(11), dtype)
+            keys = jax.random.split(jax.random.key(11), len(sizes) - 1)
+            for layer, k, n_in, n_out in zip(params, keys, sizes[:-1], sizes[1:]):
+                np.testing.assert_array_equal(layer.W, init_weight(init, k, n_in, n_out, dtype), err_msg=f"{init} {dtype}")
+                np.testing.assert_array_equal(layer.b, np.zeros(n_out, dtype))
+                assert layer.W.dtype == dtype
