@@ -20,9 +20,13 @@ training step of:
 - ``gemm``: an fp32 ``jnp.dot`` of two 2048 x 2048 matrices on JAX's default backend:
   the machine's matmul rate, measured in the same rounds.
 
-Each timing sample runs a few steps back to back (enough for ~5 ms, or one step) and
-waits for the result; rounds repeat for up to ~25 s per configuration (15 to 150);
-the table shows medians per step. The ratios are medians over rounds of the
+Each timing sample takes one untimed step, then runs a few steps back to back (enough
+for ~5 ms, or one step) and waits for the result. The rounds come in two phases of up
+to ~12.5 s each (15 to 150 rounds): first XLA's programs among themselves (``jbp``,
+``autodiff``, ``autodiff+donate``, ``gemm``), which give the ratios to autodiff; then
+``jbp`` among ``numpy`` and ``torch``, whose threads keep spinning after their step and
+slow whatever runs next, so that they would otherwise blur the first comparison. The
+table shows medians per step. The ratios are medians over rounds of the
 ratio of the two implementations' samples in that round, so that a slow moment of the
 machine hits both; they are given for wall-clock time and for the process's CPU time,
 which other processes on a shared machine disturb less. FLOPs per step are
@@ -294,9 +298,12 @@ class Timed:
         self.samples, self.cpu_samples = [], []
 
     def sample(self) -> tuple[float, float]:
-        """Seconds per step: wall clock, and CPU time of this process (all its threads)."""
+        """Seconds per step: wall clock, and CPU time of this process (all its threads),
+        of ``k`` steps after one untimed step, which takes the switch from whatever ran
+        before (another runtime's threads still spinning, caches holding its data)."""
+        self.state, out = self.step(self.state)
+        _block((self.state, out))
         t, cpu = time.perf_counter(), time.process_time()
-        out = None
         for _ in range(self.k):
             self.state, out = self.step(self.state)
         _block((self.state, out))
@@ -477,24 +484,27 @@ def run_config(config: Config, quick: bool) -> dict:
         step, state, jitted[name] = jax_step(config, params, x, y, manual=manual, donate=donate)
         result[name] = compile_stats(jitted[name], state, jnp.asarray(x), jnp.asarray(y))
         impls[name] = Timed(step, state)
+    impls["gemm"] = Timed(*gemm_step())
+    others = {"jbp": Timed(*jax_step(config, params, x, y, manual=True, donate=None)[:2])}
     step, state = numpy_step(config, params, x, y)
-    impls["numpy"] = Timed(step, state)
+    others["numpy"] = Timed(step, state)
     if torch is not None:
         step, state, _ = torch_step(config, params, x, y)
-        impls["torch"] = Timed(step, state)
-    impls["gemm"] = Timed(*gemm_step())
+        others["torch"] = Timed(step, state)
 
     # Short samples and many rounds: on a shared machine, other processes' bursts then
-    # hit single rounds, which the medians discard.
+    # hit single rounds, which the medians discard. Two phases of half the budget each:
+    # XLA's programs among themselves, then jbp among NumPy and PyTorch, whose threads
+    # keep spinning after a step and slow whatever runs next.
     target, max_k, budget, (min_rounds, max_rounds) = (
-        (0.002, 50, 0.5, (3, 5)) if quick else (0.005, 500, 25.0, (15, 150))
+        (0.002, 50, 0.25, (3, 5)) if quick else (0.005, 500, 12.5, (15, 150))
     )
-    for impl in impls.values():
+    for impl in [*impls.values(), *others.values()]:
         impl.calibrate(target, max_k)
-    rounds = interleave(impls, min_rounds, max_rounds, budget)
+    result["rounds"] = interleave(impls, min_rounds, max_rounds, budget)
+    result["rounds_beside_others"] = interleave(others, min_rounds, max_rounds, budget)
     samples = {name: impl.samples for name, impl in impls.items()}
     cpu = {name: impl.cpu_samples for name, impl in impls.items()}
-    result["rounds"] = rounds
 
     gemm_s = statistics.median(samples["gemm"])
     result["gemm_gflops"] = 2 * GEMM_N**3 / gemm_s / 1e9
@@ -514,9 +524,10 @@ def run_config(config: Config, quick: bool) -> dict:
         r["gflops"] = config.flops / r["step_s"] / 1e9
         r["pct_gemm"] = 100 * paired_ratio([config.flops / t for t in samples[name]],
                                            [2 * GEMM_N**3 / t for t in samples["gemm"]])
-    if torch is not None:
-        result["torch"]["vs_jbp"] = paired_ratio(samples["torch"], samples["jbp"])
-    result["numpy"]["vs_jbp"] = paired_ratio(samples["numpy"], samples["jbp"])
+    for name in ("numpy", "torch"):
+        if name in others:
+            result[name] = {"step_s": statistics.median(others[name].samples),
+                            "vs_jbp": paired_ratio(others[name].samples, others["jbp"].samples)}
     result.update(fit_rate(config, params, quick))
     result["dispatched_steps_per_s"] = 1 / result["jbp"]["step_s"]
     return result
