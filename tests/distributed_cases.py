@@ -4,8 +4,9 @@ environment of `jbp launch` (the file name keeps pytest from collecting it).
     python distributed_cases.py CASE OUT_DIR
 
 ``fit``: trains NET on a mesh over every device of every process, in two calls (the
-second continuing from the first's ``history.epoch`` and ``opt_state``), and saves the results and the examples of each batch this process fed into
-OUT_DIR/process-I.npz.
+second continuing from the first's ``history.epoch`` and ``opt_state``), then in one call
+under feedback alignment (RULE), and saves the results and the examples of each batch
+this process fed into OUT_DIR/process-I.npz.
 ``mismatch``: process 1 passes other data and another network; fit must refuse.
 """
 
@@ -32,6 +33,7 @@ NET = jbp.MLP((3, 6, 2), activation="tanh", loss="cross_entropy")
 N_EXAMPLES, BATCH, EPOCHS = 32, 8, 8
 # momentum gives the optimizer a state; tol stops the run at epoch 6, in the second call
 KWARGS = dict(optimizer=optax.sgd(0.1, momentum=0.9), batch_size=BATCH, key=jax.random.key(1), tol=0.665)
+RULE = jbp.rules.feedback_alignment(jax.random.key(7))
 
 
 def _host(a):
@@ -47,9 +49,11 @@ def fit_case(out):
     p1, opt_state = jax.tree.map(lambda a: a.addressable_data(0), (p1, h1.opt_state))
     p2, h2 = jbp.fit(NET, p1, x, y, mesh=mesh, epochs=EPOCHS // 2, opt_state=opt_state,
                      start_epoch=int(h1.epoch), **KWARGS)
+    p_fa, _ = jbp.fit(NET, params, x, y, mesh=mesh, epochs=EPOCHS, rule=RULE, **KWARGS)
     rows = distributed.local_rows(mesh, BATCH)
     arrays = {
         "params": [_host(a) for a in jax.tree.leaves(p2)],
+        "fa_params": [_host(a) for a in jax.tree.leaves(p_fa)],
         "opt_state": [_host(a) for a in jax.tree.leaves(h2.opt_state)],
         "loss": np.concatenate([_host(h1.loss), _host(h2.loss)]),
         "epoch_reason": [int(h1.epoch), int(h2.epoch), int(h2.stop_reason)],

@@ -46,6 +46,16 @@ MESHES = {
 }
 
 
+def test_feedback_alignment_equals_its_single_device_fit():
+    """Each device takes the rule's update on its slice, with the feedback replicated."""
+    net = jbp.MLP((3, 6, 6, 2), activation="tanh", loss="cross_entropy")
+    params, x, y = problem(net, 32, np.float64)
+    kwargs = dict(KWARGS, rule=jbp.rules.feedback_alignment(jax.random.key(3)), tol=None, epochs=3)
+    want, _ = jbp.fit(net, params, x, y, **kwargs)
+    got, _ = jbp.fit(net, params, x, y, mesh=MESHES["explicit"](), **kwargs)
+    _assert_close(got, want)
+
+
 @pytest.mark.parametrize("make_mesh", MESHES.values(), ids=MESHES.keys())
 def test_equals_the_single_device_fit(make_mesh):
     mesh = make_mesh()

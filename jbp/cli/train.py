@@ -156,9 +156,8 @@ def run(args) -> int:
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
     rule = common.usage(diagnostics.rule, s["rule"], s["seed"])
     diagnostics.check(rule, net, s.get("layers"))
-    if not rule.is_backprop and (privacy is not None or mesh is not None):
-        raise UsageError(f"--rule {s['rule']} cannot be combined with {'--dp-*' if privacy is not None else 'jbp launch'}; "
-                         "those train with backprop")
+    if not rule.is_backprop and privacy is not None:
+        raise UsageError(f"--rule {s['rule']} cannot be combined with --dp-*; DP-SGD clips backprop's per-example gradients")
     if s["optimizer"] == "kfac" and (not rule.is_backprop or privacy is not None or mesh is not None):
         raise UsageError("--optimizer kfac reads the step's own backprop pass; it cannot be combined with "
                          f"{'--rule ' + s['rule'] if not rule.is_backprop else '--dp-*' if privacy is not None else 'jbp launch'}")

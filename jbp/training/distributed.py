@@ -178,15 +178,20 @@ def fit_epochs(
     tol: Array,
     opt_state: Any,
     start_epoch: int,
+    rule=None,
+    feedback: tuple = (),
 ) -> Epochs:
     """:func:`jbp.fit`'s loop on a mesh that spans processes (arguments checked by ``fit``).
 
     Returns the parameters and optimizer state replicated on ``mesh``; ``loss`` has
-    ``epochs`` entries, NaN for those not run, as ``History.loss``.
+    ``epochs`` entries, NaN for those not run, as ``History.loss``. Under a learning
+    ``rule`` other than backprop each device takes the rule's update on its slice, with
+    the ``feedback`` weights replicated.
     """
+    rule = rules.backprop() if rule is None else rule
     try:
         return _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params, x, y, key, tol,
-                           opt_state, start_epoch)
+                           opt_state, start_epoch, rule, feedback)
     except jax.errors.JaxRuntimeError as e:  # from any collective: the check, a placement, a step
         raise ProcessLost(
             f"training across {jax.process_count()} processes stopped: a collective failed, so "
@@ -195,15 +200,16 @@ def fit_epochs(
 
 
 def _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params, x, y, key, tol, opt_state,
-                start_epoch) -> Epochs:
-    check_same("fit", _describe(net, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch))
+                start_epoch, rule, feedback) -> Epochs:
+    check_same("fit", {**_describe(net, epochs, batch_size, params, x, y, key, tol, opt_state, start_epoch),
+                       "rule": rules.rule_name(rule), "feedback": _checksum(feedback)})
     n = x.shape[0]
     steps = n // batch_size
     rows = local_rows(mesh, batch_size)
     batches = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
     x_host, y_host = np.asarray(x), np.asarray(y)
     tol = np.asarray(tol, x_host.dtype)
-    step = parallel.DataParallel(net, mesh, loss_and_grad)
+    step = parallel.DataParallel(net, mesh, loss_and_grad, None if rules.is_backprop(rule) else rule)
 
     def epoch_batches(epoch):
         mine = batch_indices(key, epoch, n, batch_size, rows)
@@ -214,13 +220,13 @@ def _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params,
 
     # from host copies: an array committed to one device of this process (a replicated
     # result's local part) cannot be placed across processes directly
-    params, opt_state = parallel.replicate(mesh, jax.tree.map(_host, (params, opt_state)))
+    params, opt_state, feedback = parallel.replicate(mesh, jax.tree.map(_host, (params, opt_state, feedback)))
     losses = np.full((epochs,), np.nan, x_host.dtype)
     done, reached_tol, diverged = 0, False, False
     xs, ys = epoch_batches(start_epoch)
     while done < epochs:
-        new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, params, opt_state, xs, ys, key,
-                                                     jnp.int32(start_epoch + done))
+        new_params, new_opt_state, loss, ok = _epoch(net, optimizer, step, rule, params, opt_state, feedback, xs,
+                                                     ys, key, jnp.int32(start_epoch + done))
         if done + 1 < epochs:  # build the next epoch's batches while this one runs
             xs, ys = epoch_batches(start_epoch + done + 1)
         losses[done] = np.asarray(loss)
@@ -242,8 +248,8 @@ def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _epoch(net, optimizer, loss_and_grad, params, opt_state, xs, ys, key, epoch):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _epoch(net, optimizer, loss_and_grad, rule, params, opt_state, feedback, xs, ys, key, epoch):
     """One epoch over the global batches ``xs[i], ys[i]``: ``(params, opt_state, mean
     loss, whether the loss and the new parameters are finite)``."""
 
@@ -252,7 +258,7 @@ def _epoch(net, optimizer, loss_and_grad, params, opt_state, xs, ys, key, epoch)
         x, y, i = batch
         # a fresh key per step for stochastic layers, from (key, epoch, step), as in fit
         k = None if key is None else stochastic.step_key(key, epoch, i)
-        params, opt_state, loss, _ = one_step(net, optimizer, rules.backprop(), params, opt_state, (), x, y, k,
+        params, opt_state, loss, _ = one_step(net, optimizer, rule, params, opt_state, feedback, x, y, k,
                                               loss_and_grad=loss_and_grad)
         return (params, opt_state), loss
 

@@ -154,9 +154,11 @@ def fit(
       mesh: a device mesh with an axis ``"data"`` to train data parallel: each batch is
         split over that axis (``batch_size`` must be a multiple of its size) and the
         parameters stay replicated; see :mod:`jbp.training.parallel`. The result equals the
-        single-device one up to rounding. A mesh over the devices of several processes
-        (after ``jax.distributed.initialize``) trains on the same batches, each process
-        feeding only its slice of each; see :mod:`jbp.training.distributed`.
+        single-device one up to rounding, also under a ``rule`` (each device takes the
+        rule's update on its slice; ``monitor=True`` is refused). A mesh over the devices
+        of several processes (after ``jax.distributed.initialize``) trains on the same
+        batches, each process feeding only its slice of each; see
+        :mod:`jbp.training.distributed`.
       privacy: a :class:`jbp.DPSGD` to train with DP-SGD: each step is then a Poisson
         sample of expected size ``batch_size``, clipped per example, with Gaussian noise
         (see :mod:`jbp.training.privacy`); ``history.epsilon()`` is the privacy spent.
@@ -226,12 +228,12 @@ def fit(
                 raise ValueError("validation is not supported with a mesh that spans processes; "
                                  "evaluate the returned parameters instead")
             r = distributed.fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params,
-                                       x, y, key, tol, opt_state, start_epoch)
+                                       x, y, key, tol, opt_state, start_epoch, rule, feedback)
             reason = DIVERGED if r.diverged else REACHED_TOL if r.reached_tol else RAN_ALL_EPOCHS
             return r.params, History(r.loss, jnp.int32(start_epoch + r.epochs_done), jnp.int32(reason), r.opt_state)
-        loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad)
-        params, x, y, key, opt_state, validation, best = parallel.replicate(
-            mesh, (params, x, y, key, opt_state, validation, best))
+        loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad, None if rules.is_backprop(rule) else rule)
+        params, x, y, key, opt_state, validation, best, feedback = parallel.replicate(
+            mesh, (params, x, y, key, opt_state, validation, best, feedback))
     return _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, monitor, params, x, y, key,
                 tol, opt_state, jnp.asarray(start_epoch, jnp.int32), validation, best, feedback, state, privacy=privacy)
 

@@ -132,11 +132,8 @@ def fit_args(net, params: Params, rule, feedback, monitor, loss_and_grad, mesh) 
             "monitor=True reads the hand-derived backward pass's deltas, so it cannot be "
             "combined with loss_and_grad; pass one or the other"
         )
-    if mesh is not None and (monitor or not rules.is_backprop(rule)):
-        raise ValueError(
-            f"mesh cannot be combined with {'monitor=True' if monitor else f'rule {rules.rule_name(rule)!r}'} "
-            "yet; train data parallel with backprop and monitor=False"
-        )
+    if mesh is not None and monitor:
+        raise ValueError("mesh cannot be combined with monitor=True yet; train data parallel with monitor=False")
     return rule, feedback, monitor
 
 

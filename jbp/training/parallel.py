@@ -22,6 +22,7 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jbp.model import rules
 from jbp.model.base import Network
 from jbp.layers.params import Params
 
@@ -34,39 +35,41 @@ DATA_AXIS = "data"
 class DataParallel(NamedTuple):
     """``(params, x, y) -> (loss, grads)`` that runs data parallel over ``mesh``: each
     device computes ``loss_and_grad`` (default the hand-derived ``net.loss_and_grad``) on
-    its slice of the batch. Hashable, so :func:`jbp.fit` takes it as a static argument."""
+    its slice of the batch; with a learning ``rule`` other than backprop, the rule's
+    update (:func:`jbp.rules.loss_and_update`, its feedback weights replicated) in place
+    of the gradient. Hashable, so :func:`jbp.fit` takes it as a static argument."""
 
     net: Network
     mesh: Mesh
     loss_and_grad: Optional[Callable] = None
+    rule: Any = None
 
     def __call__(self, params: Params, x: Array, y: Array, *, key: Optional[Array] = None,
-                 train: bool = False) -> tuple[Array, Params]:
+                 train: bool = False, feedback: tuple = ()) -> tuple[Array, Params]:
         """For a network with stochastic layers (dropout), each device draws its masks
         from ``fold_in(key, device index)``: the slices get independent masks."""
         batch = NamedSharding(self.mesh, P(DATA_AXIS))
         if dict(zip(self.mesh.axis_names, self.mesh.axis_types))[DATA_AXIS] == AxisType.Explicit:
             # shard_map does not reshard its inputs on an explicit axis; on an Auto one it does
             x, y = jax.sharding.reshard(x, batch), jax.sharding.reshard(y, batch)
-        if not self.net.stochastic:
-            return jax.shard_map(
-                self._per_device,
-                mesh=self.mesh,
-                in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
-                out_specs=(P(), P()),
-            )(params, x, y)
-        per_device = lambda params, x, y, key: self._per_device(params, x, y, key=key, train=train)
+        key = key if self.net.stochastic else None
+        per_device = lambda params, feedback, x, y, key: self._per_device(params, feedback, x, y, key, train)
         return jax.shard_map(
             per_device,
             mesh=self.mesh,
-            in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P()),
+            in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P()),
             out_specs=(P(), P()),
-        )(params, x, y, key)
+        )(params, feedback, x, y, key)
 
-    def _per_device(self, params, x, y, **mode):
-        if mode.get("key") is not None:
-            mode["key"] = jax.random.fold_in(mode["key"], jax.lax.axis_index(DATA_AXIS))
-        loss, grads = (self.loss_and_grad or self.net.loss_and_grad)(params, x, y, **mode)  # BP1-BP6 on this slice
+    def _per_device(self, params, feedback, x, y, key, train):
+        if key is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+        if self.rule is not None:  # BP1-BP6 with the rule's BP3 on this slice
+            p = rules.forward_backward_unchecked(self.net, self.rule, params, feedback, x, y, key, train)
+            loss, grads = p.loss, p.update
+        else:  # BP1-BP6 on this slice
+            mode = {"key": key, "train": train} if self.net.stochastic else {}
+            loss, grads = (self.loss_and_grad or self.net.loss_and_grad)(params, x, y, **mode)
         return jax.lax.pmean((loss, grads), DATA_AXIS)
 
 

@@ -118,6 +118,8 @@ def step(net, optimizer: optax.GradientTransformation, rule, params: Params, opt
         mode = {"key": key, "train": True} if net.stochastic else {}
         if state is not None:
             mode["state"] = state
+        if not rules.is_backprop(rule):  # data parallel under a rule (jbp.training.parallel)
+            mode["feedback"] = feedback
         loss, grads = loss_and_grad(params, x, y, **mode)
     else:
         p = rules.forward_backward_unchecked(net, rule, params, feedback, x, y, key, True, state)

@@ -29,19 +29,21 @@ def _outputs(results):
     return "\n".join(f"process {i}: status {status}\n{err[-3000:]}" for i, (status, _, err) in enumerate(results))
 
 
-def _single_device():
+def _single_device(**rule):
     params, x, y = problem(cases.NET, cases.N_EXAMPLES, np.float64)
-    return jbp.fit(cases.NET, params, x, y, epochs=cases.EPOCHS, **cases.KWARGS)
+    return jbp.fit(cases.NET, params, x, y, epochs=cases.EPOCHS, **cases.KWARGS, **rule)
 
 
 @pytest.mark.parametrize("processes, devices", [(2, 2), (1, 4)], ids=["2x2", "1x4"])
 def test_equals_the_single_device_fit(tmp_path, processes, devices):
     """Same parameters, optimizer state, history and batches as one fit on one device,
-    though trained in two calls (the second resuming from the first) and stopped by tol."""
+    though trained in two calls (the second resuming from the first) and stopped by tol;
+    and under feedback alignment, the same parameters as its fit on one device."""
     with joined(processes, devices, [sys.executable, *CASES, "fit", str(tmp_path)]) as procs:
         results = finish(procs)
     assert all(status == 0 for status, _, _ in results), _outputs(results)
     want, history = _single_device()
+    want_fa, _ = _single_device(rule=cases.RULE)
     assert int(history.epoch) == 6 and history.reason == "reached tol"
     key, n, batch = cases.KWARGS["key"], cases.N_EXAMPLES, cases.BATCH
     got = [dict(np.load(tmp_path / f"process-{i}.npz")) for i in range(processes)]
@@ -49,6 +51,7 @@ def test_equals_the_single_device_fit(tmp_path, processes, devices):
         assert list(g["devices"]) == [processes, processes * devices]
         leaves = lambda name: [g[f"{name}/{i}"] for i in range(len(jax.tree.leaves(want)))]
         chex.assert_trees_all_close(leaves("params"), jax.tree.leaves(want), rtol=1e-10, atol=1e-12)
+        chex.assert_trees_all_close(leaves("fa_params"), jax.tree.leaves(want_fa), rtol=1e-10, atol=1e-12)
         chex.assert_trees_all_close([g[f"opt_state/{i}"] for i in range(len(jax.tree.leaves(history.opt_state)))],
                                     jax.tree.leaves(history.opt_state), rtol=1e-10, atol=1e-12)
         # the first call ran epochs 0-3; the second stopped at tol after epoch 5

@@ -34,15 +34,24 @@ def test_on_forced_cpu_devices(n_devices):
     assert run.returncode == 0, f"with {n_devices} devices:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
 
 
-def test_a_one_device_mesh_is_the_plain_fit():
-    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+@pytest.mark.parametrize("rule", [None, jbp.rules.sign_symmetry()], ids=["bp", "ss"])
+def test_a_one_device_mesh_is_the_plain_fit(rule):
+    net = jbp.MLP((3, 4, 4, 2), loss="cross_entropy")
     params, x, y = problem(net, 8, np.float64)
-    kwargs = dict(optimizer=optax.sgd(0.1), epochs=3, batch_size=4, key=jax.random.key(0))
+    kwargs = dict(optimizer=optax.sgd(0.1), epochs=3, batch_size=4, key=jax.random.key(0), rule=rule)
     mesh = jax.make_mesh((1,), ("data",))
     got, _ = jbp.fit(net, params, x, y, mesh=mesh, **kwargs)
     want, _ = jbp.fit(net, params, x, y, **kwargs)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), got, want)
     assert all(leaf.sharding.mesh == mesh for leaf in jax.tree.leaves(got))
+
+
+def test_the_monitor_on_a_mesh_is_one_clear_error():
+    net = jbp.MLP((3, 4, 2), loss="cross_entropy")
+    params, x, y = problem(net, 8, np.float64)
+    with pytest.raises(ValueError, match="mesh cannot be combined with monitor=True yet"):
+        jbp.fit(net, params, x, y, optimizer=optax.sgd(0.1), epochs=1, batch_size=4, key=jax.random.key(0),
+                mesh=jax.make_mesh((1,), ("data",)), monitor=True)
 
 
 @pytest.mark.parametrize(
