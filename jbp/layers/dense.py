@@ -56,8 +56,9 @@ def input_grad(delta: Array, W: Array) -> Array:
 
 #: Largest ``dW`` (``n_out · n_in`` entries) that BP5 computes from ``delta.T`` on CPU.
 #: Measured as whole training steps (docs/performance.md): faster for the small
-#: network's 128 x 64, slower for the medium one's 512 x 512 and 512 x 784.
-CPU_TRANSPOSED_BP5_MAX_SIZE = 2**16
+#: network's 128 x 64, slower for the residual MLP's 256 x 256 and the medium network's
+#: 512 x 512 and 512 x 784.
+CPU_TRANSPOSED_BP5_MAX_SIZE = 2**14
 
 
 def weight_grad(delta: Array, x_prev: Array) -> Array:
@@ -69,7 +70,8 @@ def weight_grad(delta: Array, x_prev: Array) -> Array:
     ``delta.T`` written out first, the same sum is the row-major ``(n_out, batch) @
     (batch, n_in)`` that its other library (YNNPACK) takes: on the benchmark's machine
     5-10% off the whole training step of its tiny and small networks, but 3-4% slower
-    on the medium one's (512 x 512 and 512 x 784 weights), hence the size limit
+    on the medium one's (512 x 512 and 512 x 784 weights) and 25% on the residual MLP's
+    (256 x 256), hence the size limit
     :data:`CPU_TRANSPOSED_BP5_MAX_SIZE`. GPU and TPU libraries take either layout,
     where the transpose would only add a kernel, so only the CPU lowering uses it.
 
