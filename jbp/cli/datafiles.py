@@ -69,12 +69,11 @@ def check(s: dict) -> None:
     if s.get("mmap"):
         others = [flag for flag, given in (
             ("--layers/--model", s.get("layers")),
-            ("--rule", s.get("rule", "bp") != "bp"),
             ("--dp-*", any(s.get(k) is not None for k in ("dp_clip", "dp_noise", "dp_epsilon"))),
             ("jbp launch", jax.distributed.is_initialized()),
         ) if given]
         if others:
-            raise UsageError(f"--mmap trains a jbp.MLP with backprop in one process; "
+            raise UsageError(f"--mmap trains a jbp.MLP in one process, without DP-SGD; "
                              f"{', '.join(others)} cannot be combined with it")
 
 

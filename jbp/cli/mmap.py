@@ -6,7 +6,8 @@ bigger than memory.
 while one trains); the test pair ``x_test.npy``, ``y_test.npy``, if present, is evaluated
 in slices. Inputs are used as stored (images flattened, no standardisation: write the
 file standardised), and nothing is split off: the memory-mapped path has no
-``--val-fraction``. Checkpoints and ``--resume`` work as for in-memory data.
+``--val-fraction``. Checkpoints, ``--resume``, ``--rule`` and, with ``--out``, the
+per-layer statistics (``layers.png``) work as for in-memory data.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jbp.cli import common, datafiles, preprocess, rundir
+from jbp.cli import common, datafiles, diagnostics, preprocess, rundir
 from jbp.cli.common import CHECKPOINT, CHECK_BATCH, UsageError, say
 from jbp.cli.plots import plots
 from jbp.model.network import MLP
+from jbp.model.rules import check_feedback
 from jbp.training.checkpoint import restore_opt_state, save_checkpoint
 from jbp.training.stream import fit_stream
 from jbp.verify.grads import check_grads
@@ -71,21 +73,27 @@ def run(args, s: dict, saved) -> int:
     batch_size = min(s["batch_size"], n)
     optimizer = common.optimizer(s, n // batch_size)
     init_key, shuffle_key = jax.random.split(jax.random.key(s["seed"]))
+    rule = common.usage(diagnostics.rule, s["rule"], s["seed"])
+    monitor = bool(args.out) and diagnostics.recordable(net)
     if saved is not None:
         opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
         params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
+        feedback = common.usage(check_feedback, rule, net, params, saved.feedback)
+        layer_stats = saved.extra.get("layer_stats")
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = net.init(init_key, dtype=jnp.float32)
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
+        feedback, layer_stats = rule.init(net, params), None
     # the inputs are used as stored; the file's size is kept (hashing data bigger than memory is not)
     learned = preprocess.record(None, s, hash_contents=False)
 
     def save_state():
         save_checkpoint(os.path.join(args.out, CHECKPOINT), net=net, params=params, opt_state=opt_state,
-                        epoch=epoch, key=shuffle_key, extra={"settings": s, "train_loss": train_loss,
-                                                             "stop_reason": stop_reason, "preprocessing": learned})
+                        epoch=epoch, key=shuffle_key, feedback=feedback,
+                        extra={"settings": s, "train_loss": train_loss, "stop_reason": stop_reason,
+                               "preprocessing": learned, "layer_stats": layer_stats})
 
     if args.out and saved is not None:
         rundir.mark_incomplete(args.out)  # until metrics.json is written again, last
@@ -95,7 +103,8 @@ def run(args, s: dict, saved) -> int:
     name = os.path.basename(os.path.normpath(where))
     say(f"jbp train: {name} memory-mapped ({n} train, {x.nbytes / 2**20:,.0f} MiB of inputs, "
         f"{x.shape[1]} features), network {'-'.join(map(str, net.sizes))} {s['activation']} -> "
-        f"{net.output_activation} ({net.loss_name}), batch {batch_size}, chunks of {STEPS_PER_CHUNK} steps")
+        f"{net.output_activation} ({net.loss_name}), batch {batch_size}, rule {s['rule']}, "
+        f"chunks of {STEPS_PER_CHUNK} steps")
     grad_check = None
     if args.check:
         m = min(CHECK_BATCH, n)
@@ -110,9 +119,12 @@ def run(args, s: dict, saved) -> int:
         todo = min(args.chunk, s["epochs"] - epoch)
         params, h = common.usage(fit_stream, net, params, (x, y), optimizer=optimizer, epochs=todo,
                                  batch_size=batch_size, key=shuffle_key, steps_per_chunk=STEPS_PER_CHUNK,
-                                 tol=s["tol"], opt_state=opt_state, start_epoch=epoch)
+                                 tol=s["tol"], opt_state=opt_state, start_epoch=epoch, rule=rule,
+                                 feedback=feedback, monitor=monitor)
         done = int(h.epoch) - epoch
         train_loss += [float(v) for v in np.asarray(h.loss[:done])]
+        if h.layer_stats is not None:
+            layer_stats = diagnostics.extend(layer_stats, h.layer_stats, done)
         epoch, opt_state = int(h.epoch), h.opt_state
         if int(h.stop_reason) != 0:
             stop_reason, diverged = h.reason, h.diverged
@@ -132,6 +144,8 @@ def run(args, s: dict, saved) -> int:
     if args.out:
         figure = types.SimpleNamespace(name=name, n_features=x.shape[1], is_classification=False)
         written = ["metrics.json", *plots(args.out, net, params, figure, train_loss), CHECKPOINT]
+        if layer_stats is not None and layer_stats["delta_norm"]:  # none when the first epoch diverged
+            written.append(diagnostics.plot(args.out, layer_stats, s["rule"]))
         rundir.write_metrics(args.out, metrics)  # last: the run's files are complete
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
     return 1 if diverged else 0
