@@ -178,8 +178,8 @@ def fit_epochs(
     tol: Array,
     opt_state: Any,
     start_epoch: int,
-    rule=None,
-    feedback: tuple = (),
+    rule,
+    feedback: tuple,
 ) -> Epochs:
     """:func:`jbp.fit`'s loop on a mesh that spans processes (arguments checked by ``fit``).
 
@@ -188,7 +188,6 @@ def fit_epochs(
     ``rule`` other than backprop each device takes the rule's update on its slice, with
     the ``feedback`` weights replicated.
     """
-    rule = rules.backprop() if rule is None else rule
     try:
         return _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params, x, y, key, tol,
                            opt_state, start_epoch, rule, feedback)
@@ -209,7 +208,7 @@ def _fit_epochs(net, optimizer, epochs, batch_size, loss_and_grad, mesh, params,
     batches = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
     x_host, y_host = np.asarray(x), np.asarray(y)
     tol = np.asarray(tol, x_host.dtype)
-    step = parallel.DataParallel(net, mesh, loss_and_grad, None if rules.is_backprop(rule) else rule)
+    step = parallel.DataParallel(net, mesh, loss_and_grad, rule)
 
     def epoch_batches(epoch):
         mine = batch_indices(key, epoch, n, batch_size, rows)

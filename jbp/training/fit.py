@@ -231,7 +231,7 @@ def fit(
                                        x, y, key, tol, opt_state, start_epoch, rule, feedback)
             reason = DIVERGED if r.diverged else REACHED_TOL if r.reached_tol else RAN_ALL_EPOCHS
             return r.params, History(r.loss, jnp.int32(start_epoch + r.epochs_done), jnp.int32(reason), r.opt_state)
-        loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad, None if rules.is_backprop(rule) else rule)
+        loss_and_grad = parallel.DataParallel(net, mesh, loss_and_grad, rule)
         params, x, y, key, opt_state, validation, best, feedback = parallel.replicate(
             mesh, (params, x, y, key, opt_state, validation, best, feedback))
     return _fit(net, optimizer, epochs, batch_size, loss_and_grad, patience, rule, monitor, params, x, y, key,

@@ -35,7 +35,7 @@ DATA_AXIS = "data"
 class DataParallel(NamedTuple):
     """``(params, x, y) -> (loss, grads)`` that runs data parallel over ``mesh``: each
     device computes ``loss_and_grad`` (default the hand-derived ``net.loss_and_grad``) on
-    its slice of the batch; with a learning ``rule`` other than backprop, the rule's
+    its slice of the batch; under a learning ``rule`` other than backprop, the rule's
     update (:func:`jbp.rules.loss_and_update`, its feedback weights replicated) in place
     of the gradient. Hashable, so :func:`jbp.fit` takes it as a static argument."""
 
@@ -64,7 +64,7 @@ class DataParallel(NamedTuple):
     def _per_device(self, params, feedback, x, y, key, train):
         if key is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
-        if self.rule is not None:  # BP1-BP6 with the rule's BP3 on this slice
+        if self.rule is not None and not rules.is_backprop(self.rule):  # the rule's BP3, on this slice
             p = rules.forward_backward_unchecked(self.net, self.rule, params, feedback, x, y, key, train)
             loss, grads = p.loss, p.update
         else:  # BP1-BP6 on this slice
