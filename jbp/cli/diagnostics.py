@@ -17,7 +17,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from jbp.cli.common import UsageError
+from jbp.cli.common import UsageError, usage
 from jbp.cli.plots import save
 from jbp.model import rules
 from jbp.training import monitor
@@ -61,6 +61,14 @@ def recordable(net) -> bool:
     return True
 
 
+def start(rule: rules.Rule, net, params, saved) -> tuple:
+    """``(feedback, stats)`` a run starts from: a resumed run's (``saved``, its feedback
+    checked against ``rule``), else the rule's fresh feedback and no statistics yet."""
+    if saved is None:
+        return rule.init(net, params), None
+    return usage(rules.check_feedback, rule, net, params, saved.feedback), saved.extra.get("layer_stats")
+
+
 def extend(stats: Optional[dict], layer_stats: dict, done: int) -> dict:
     """``stats`` (JSON-ready, ``None`` for NaN) with a chunk's first ``done`` epochs added."""
     stats = {name: [] for name in LAYER_STATS} if stats is None else stats
@@ -68,6 +76,12 @@ def extend(stats: Optional[dict], layer_stats: dict, done: int) -> dict:
         rows = np.asarray(layer_stats[name][:done], np.float64).tolist()
         stats[name] += [[None if math.isnan(v) else v for v in row] for row in rows]
     return stats
+
+
+def written(out: str, stats: Optional[dict], rule_name: str) -> list:
+    """``[layers.png]`` once written, or ``[]`` where there are no statistics (no monitor,
+    or the first epoch diverged)."""
+    return [plot(out, stats, rule_name)] if stats is not None and stats["delta_norm"] else []
 
 
 def plot(out: str, stats: dict, rule_name: str) -> str:

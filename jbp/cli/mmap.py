@@ -24,7 +24,6 @@ from jbp.cli import common, datafiles, diagnostics, preprocess, rundir
 from jbp.cli.common import CHECKPOINT, CHECK_BATCH, UsageError, say
 from jbp.cli.plots import plots
 from jbp.model.network import MLP
-from jbp.model.rules import check_feedback
 from jbp.training.checkpoint import restore_opt_state, save_checkpoint
 from jbp.training.stream import fit_stream
 from jbp.verify.grads import check_grads
@@ -79,13 +78,11 @@ def run(args, s: dict, saved) -> int:
         opt_state = common.usage(restore_opt_state, optimizer, saved.params, saved.opt_state)
         params, epoch, shuffle_key = saved.params, saved.epoch, saved.key
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
-        feedback = common.usage(check_feedback, rule, net, params, saved.feedback)
-        layer_stats = saved.extra.get("layer_stats")
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = net.init(init_key, dtype=jnp.float32)
         opt_state, epoch, train_loss, stop_reason = optimizer.init(params), 0, [], "ran all epochs"
-        feedback, layer_stats = rule.init(net, params), None
+    feedback, layer_stats = diagnostics.start(rule, net, params, saved)
     # the inputs are used as stored; the file's size is kept (hashing data bigger than memory is not)
     learned = preprocess.record(None, s, hash_contents=False)
 
@@ -143,9 +140,8 @@ def run(args, s: dict, saved) -> int:
     say("result: " + ", ".join(summary) + f", {train_s:.1f} s")
     if args.out:
         figure = types.SimpleNamespace(name=name, n_features=x.shape[1], is_classification=False)
-        written = ["metrics.json", *plots(args.out, net, params, figure, train_loss), CHECKPOINT]
-        if layer_stats is not None and layer_stats["delta_norm"]:  # none when the first epoch diverged
-            written.append(diagnostics.plot(args.out, layer_stats, s["rule"]))
+        written = ["metrics.json", *plots(args.out, net, params, figure, train_loss), CHECKPOINT,
+                   *diagnostics.written(args.out, layer_stats, s["rule"])]
         rundir.write_metrics(args.out, metrics)  # last: the run's files are complete
         say(f"wrote {', '.join(os.path.join(args.out, w) for w in written)}")
     return 1 if diverged else 0

@@ -17,7 +17,6 @@ from jbp.cli.common import CHECKPOINT, OPTIMIZERS, RUN_SETTINGS, UsageError, say
 from jbp.cli.plots import plots, preload
 from jbp.training.checkpoint import load_checkpoint, save_checkpoint
 from jbp.training.early_stopping import init_best
-from jbp.model.rules import check_feedback
 from jbp.training.fit import fit
 
 #: A run whose final training loss exceeds this multiple of the loss at its initial
@@ -170,8 +169,6 @@ def run(args) -> int:
         train_loss, stop_reason = list(saved.extra["train_loss"]), saved.extra["stop_reason"]
         test_curve = [list(p) for p in saved.extra.get("test_loss_curve", [])]
         val_loss, val_accuracy = list(saved.extra.get("val_loss", [])), list(saved.extra.get("val_accuracy", []))
-        feedback = common.usage(check_feedback, rule, net, params, saved.feedback)
-        layer_stats = saved.extra.get("layer_stats")
         say(f"resuming {args.out} at epoch {epoch} of {s['epochs']}")
     else:
         params = initial
@@ -179,7 +176,8 @@ def run(args) -> int:
         test_curve = [[0, float(loss_fn(params, data.x_test, data.y_test))]]
         val_loss, val_accuracy = [], []
         best = init_best(params, 0, data.x_train.dtype) if validation is not None else None
-        feedback, layer_stats = rule.init(net, params), None
+
+    feedback, layer_stats = diagnostics.start(rule, net, params, saved if args.resume else None)
 
     def save_state():
         """The checkpoint (and best.npz), each written atomically: all that --resume needs."""
@@ -323,8 +321,8 @@ def run(args) -> int:
                         kept_epoch=int(best.epoch) + 1 if validation is not None and best is not None else None
                         ) if args.out and launch.is_main() else []
         written += [datafiles.BEST] if written and validation is not None else []
-        if written and layer_stats is not None and layer_stats["delta_norm"]:  # none when the first epoch diverged
-            written.append(diagnostics.plot(args.out, layer_stats, s["rule"]))
+        if written:
+            written += diagnostics.written(args.out, layer_stats, s["rule"])
     metrics["timings"] = timing.summary(chunks, n // batch_size, check_s, clock.seconds,
                                         time.perf_counter() - started, setup_s=check_start - started,
                                         train_s=train_s)
